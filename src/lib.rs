@@ -1,0 +1,10 @@
+//! resnet-repro: He et al. 2015, *Deep Residual Learning for Image Recognition*, reproduced table by
+//! table on tch (libtorch).
+//!
+//! - [`models`]: the CIFAR (6n+2) and ImageNet (18..152) networks, plain and residual, options A/B/C.
+//! - [`complexity`]: Table 1, parameters and multiply-adds counted from built networks.
+//! - [`env`]: what the running libtorch is and can do (the `doctor` binary).
+
+pub mod complexity;
+pub mod env;
+pub mod models;

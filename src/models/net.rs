@@ -1,0 +1,144 @@
+//! The network both families share: a stem, stages of blocks, global average pooling and a fc layer.
+
+use super::blocks::{Block, ConvBn, Hw, MultAdds, out_size};
+use tch::{Tensor, nn};
+
+/// A fully-connected layer, `<p>.weight` [out, in] and `<p>.bias` [out].
+#[derive(Debug)]
+pub struct Fc {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Fc {
+    pub fn new(p: &nn::Path, in_features: i64, out_features: i64) -> Self {
+        // NOTE: the paper does not say how the fc layer is initialised; this is PyTorch's nn.Linear
+        // default, U(-1/sqrt(in), 1/sqrt(in)) for weight and bias, as torchvision keeps it.
+        let bound = 1.0 / (in_features as f64).sqrt();
+        let init = nn::Init::Uniform { lo: -bound, up: bound };
+        Fc {
+            weight: p.var("weight", &[out_features, in_features], init),
+            bias: p.var("bias", &[out_features], init),
+        }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.linear(&self.weight, Some(&self.bias))
+    }
+
+    pub fn mult_adds(&self) -> MultAdds {
+        self.weight.numel() as MultAdds
+    }
+}
+
+/// The input stem.
+#[derive(Debug)]
+pub enum Stem {
+    /// CIFAR (Sec. 4.2): 3x3 conv, 16 filters, BN, ReLU.
+    Cifar(ConvBn),
+    /// ImageNet (Table 1): 7x7/2 conv, 64 filters, BN, ReLU, 3x3/2 max pool.
+    ImageNet(ConvBn),
+}
+
+impl Stem {
+    fn conv_bn(&self) -> &ConvBn {
+        match self {
+            Stem::Cifar(cb) | Stem::ImageNet(cb) => cb,
+        }
+    }
+}
+
+/// A plain or residual network of either family. Build one with [`super::CifarNet::build`] or
+/// [`super::ImageNetNet::build`]; the variables live in the `nn::Path` given there.
+#[derive(Debug)]
+pub struct ResNet {
+    /// Short name, e.g. `resnet20`, `plain34`, `resnet50`.
+    pub name: String,
+    pub stem: Stem,
+    /// Stages of blocks: `layer1`, `layer2`, ... in torchvision's naming.
+    pub stages: Vec<Vec<Block>>,
+    pub fc: Fc,
+    /// The input (channels, height, width) the network was configured for; it accepts any size
+    /// (global average pooling), this one is used for [`ResNet::mult_adds`].
+    pub input: (i64, i64, i64),
+}
+
+impl ResNet {
+    fn forward_impl(&self, xs: &Tensor, train: bool, mut responses: Option<&mut Vec<Tensor>>) -> Tensor {
+        let stem = self.stem.conv_bn();
+        let mut h = stem.forward_t(xs, train);
+        if let (Some(r), Stem::Cifar(_)) = (responses.as_deref_mut(), &self.stem) {
+            // The CIFAR stem is a 3x3 layer too (layer 1 of Figure 7).
+            r.push(h.shallow_clone());
+            h = h.copy();
+        }
+        h = h.relu_();
+        if let Stem::ImageNet(_) = self.stem {
+            h = h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        }
+        for stage in &self.stages {
+            for block in stage {
+                h = block.forward_t(&h, train, responses.as_deref_mut());
+            }
+        }
+        let pooled = h.mean_dim([2i64, 3].as_slice(), false, h.kind());
+        self.fc.forward(&pooled)
+    }
+
+    /// Logits and, in network order, the response of every 3x3 layer: its BN output before the
+    /// ReLU or the addition (the quantity of Figure 7).
+    pub fn forward_with_responses(&self, xs: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
+        let mut responses = Vec::new();
+        let logits = self.forward_impl(xs, train, Some(&mut responses));
+        (logits, responses)
+    }
+
+    /// Number of 3x3 layers, i.e. of responses [`ResNet::forward_with_responses`] returns.
+    pub fn num_3x3_layers(&self) -> usize {
+        let stem = usize::from(matches!(self.stem, Stem::Cifar(_)));
+        let blocks: usize = self
+            .stages
+            .iter()
+            .flatten()
+            .map(|b| b.layers.iter().filter(|l| l.conv.kernel == 3).count())
+            .sum();
+        stem + blocks
+    }
+
+    /// Weighted layers along the deepest path (convs of the stem and residual branches, plus fc):
+    /// the depth in the network's name.
+    pub fn depth(&self) -> usize {
+        1 + self.stages.iter().flatten().map(|b| b.layers.len()).sum::<usize>() + 1
+    }
+
+    /// Multiply-adds of every conv and the fc layer, for one image of the configured input size.
+    pub fn mult_adds(&self) -> MultAdds {
+        self.mult_adds_for((self.input.1, self.input.2))
+    }
+
+    /// Multiply-adds (convs and fc; BN, ReLU, pooling and additions are not counted, as in the paper)
+    /// for one image of size `hw`.
+    pub fn mult_adds_for(&self, hw: Hw) -> MultAdds {
+        let (mut total, mut hw) = self.stem.conv_bn().conv.mult_adds(hw);
+        if let Stem::ImageNet(_) = self.stem {
+            hw = (out_size(hw.0, 3, 2, 1), out_size(hw.1, 3, 2, 1));
+        }
+        for block in self.stages.iter().flatten() {
+            let (m, next) = block.mult_adds(hw);
+            total += m;
+            hw = next;
+        }
+        total + self.fc.mult_adds()
+    }
+}
+
+impl nn::ModuleT for ResNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_impl(xs, train, None)
+    }
+}
+
+/// Number of trainable parameters in a var store (BN running statistics are buffers, not counted).
+pub fn count_parameters(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+}
