@@ -9,11 +9,16 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let Some(lib) = env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from) else {
-        println!("cargo:warning=torch-sys did not report libtorch's folder; binaries will need LD_LIBRARY_PATH");
+        println!(
+            "cargo:warning=torch-sys did not report libtorch's folder; binaries will need LD_LIBRARY_PATH"
+        );
         println!("cargo:rustc-env=RESNET_REPRO_LIBTORCH_LIB=");
         return;
     };
-    println!("cargo:rustc-env=RESNET_REPRO_LIBTORCH_LIB={}", lib.display());
+    println!(
+        "cargo:rustc-env=RESNET_REPRO_LIBTORCH_LIB={}",
+        lib.display()
+    );
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
         if lib.join("libtorch_cuda.so").exists() {

@@ -19,7 +19,8 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     // Progress only on a terminal; ResNet-152 and ResNet-1202 take a moment to build.
     let tty = std::io::stderr().is_terminal();
     let rows = table1_rows(&table1_specs(), |name| {
@@ -38,7 +39,8 @@ fn main() -> Result<()> {
                   variables (BN gamma/beta and fc bias included); multiply-adds of every conv and the fc \
                   layer for one image. `diff` compares with the paper's figure, which it prints rounded \
                   (3.664e9 as 3.6e9).\n\n";
-    std::fs::write(&md_path, format!("{header}{md}")).with_context(|| format!("writing {}", md_path.display()))?;
+    std::fs::write(&md_path, format!("{header}{md}"))
+        .with_context(|| format!("writing {}", md_path.display()))?;
     println!("{md}");
     let compared: Vec<f64> = rows.iter().filter_map(|r| r.mult_adds_diff_pct).collect();
     let worst = compared.iter().fold(0f64, |a, d| a.max(d.abs()));
