@@ -3,8 +3,10 @@
 //!
 //! - [`models`]: the CIFAR (6n+2) and ImageNet (18..152) networks, plain and residual, options A/B/C.
 //! - [`complexity`]: Table 1, parameters and multiply-adds counted from built networks.
+//! - [`bench`]: timing and baseline helpers for the `bench_*` binaries.
 //! - [`env`]: what the running libtorch is and can do (the `doctor` binary).
 
+pub mod bench;
 pub mod complexity;
 pub mod env;
 pub mod models;

@@ -337,12 +337,12 @@ impl Block {
         let mut h = xs.shallow_clone();
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward_t(&h, train);
-            if let Some(r) = responses.as_deref_mut() {
-                if layer.conv.kernel == 3 {
-                    r.push(h.shallow_clone());
-                    // The response must not be overwritten by an in-place op below.
-                    h = h.copy();
-                }
+            if let Some(r) = responses.as_deref_mut()
+                && layer.conv.kernel == 3
+            {
+                r.push(h.shallow_clone());
+                // The response must not be overwritten by an in-place op below.
+                h = h.copy();
             }
             if i < last {
                 h = h.relu_();

@@ -76,7 +76,7 @@ impl CifarNet {
     pub fn blocks_per_stage(&self) -> Result<usize> {
         let d = self.depth;
         ensure!(
-            d >= 8 && (d - 2) % 6 == 0,
+            d >= 8 && (d - 2).is_multiple_of(6),
             "CIFAR depth {d} is not of the form 6n+2 with n >= 1 (the paper uses 20, 32, 44, 56, 110, 1202)"
         );
         Ok((d - 2) / 6)

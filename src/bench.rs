@@ -1,0 +1,109 @@
+//! Helpers for the `bench_*` binaries: timing, the plain-PyTorch baselines they are compared with,
+//! and the CSV rows they append under `runs/bench/`.
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+use tch::Device;
+
+/// Waits for the device's queued work (a no-op on the CPU), so that timings are of finished work.
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Runs `step` `warmup` times untimed, then `steps` times, and returns the seconds per step.
+pub fn time_steps(device: Device, warmup: usize, steps: usize, mut step: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        step();
+    }
+    synchronize(device);
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        step();
+    }
+    synchronize(device);
+    t0.elapsed().as_secs_f64() / steps.max(1) as f64
+}
+
+/// Runs a Python baseline script that prints one line of JSON (its last line) and returns it.
+pub fn run_python_json(python: &str, script: &Path, args: &[String]) -> Result<serde_json::Value> {
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| {
+            format!(
+                "running {python} {}: is Python with torch installed? `make bench` provides one",
+                script.display()
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "{python} {} {} failed:\n{}",
+            script.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .with_context(|| format!("{}: expected a JSON line, got {last:?}", script.display()))
+}
+
+/// The Python interpreter for baselines: `RESNET_REPRO_PYTHON` (set by `scripts/with-torch`), else `python3`.
+pub fn default_python() -> String {
+    std::env::var("RESNET_REPRO_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// A file of this repository (`bench/...`), looked up from the working directory first so that binaries
+/// copied to another machine with the repository find it there, then where the crate was built.
+pub fn repo_file(rel: &str) -> std::path::PathBuf {
+    let here = Path::new(rel);
+    if here.exists() {
+        here.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    }
+}
+
+/// The checked-out commit, if this runs inside a git checkout.
+pub fn git_commit() -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Now, as UTC `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Appends `row` to a CSV file, writing the header first if the file is new.
+pub fn append_csv_row<T: Serialize>(path: &Path, row: &T) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let is_new = !path.exists() || std::fs::metadata(path)?.len() == 0;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(is_new)
+        .from_writer(file);
+    w.serialize(row)
+        .with_context(|| format!("writing {}", path.display()))?;
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Train-step throughput of CIFAR ResNets: ours next to the same network in plain PyTorch eager
+//! (bench/pytorch_train_step.py), same torch install and thread count, run back to back.
+
+use anyhow::Result;
+use clap::Parser;
+use resnet_repro::bench::{
+    append_csv_row, default_python, git_commit, repo_file, run_python_json, time_steps, utc_now,
+};
+use resnet_repro::env::{TorchInfo, device_name, parse_device};
+use resnet_repro::models::CifarNet;
+use serde::Serialize;
+use std::path::PathBuf;
+use tch::{Kind, Reduction, Tensor, nn, nn::ModuleT, nn::OptimizerConfig};
+
+/// Images/s of one SGD step (forward, loss, backward, update; batch 128, fp32, momentum 0.9, weight
+/// decay 1e-4) on synthetic data, for CIFAR ResNet-20/56/110, ours and plain PyTorch's, alternated
+/// `--repeats` times (best of each kept). Prints the ratio and appends to runs/bench/train_step.csv.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[arg(long, value_delimiter = ',', default_value = "20,56,110")]
+    depths: Vec<usize>,
+    #[arg(long, default_value_t = 128)]
+    batch: i64,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Measurements of each side, alternated (ours, PyTorch, ours, ...); the best of each is kept.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// CPU threads for both sides (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: i32,
+    /// Python with the same torch (default: RESNET_REPRO_PYTHON, else python3).
+    #[arg(long)]
+    python: Option<String>,
+    #[arg(long, default_value = "runs/bench/train_step.csv")]
+    csv: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Row {
+    date: String,
+    commit: String,
+    device: String,
+    threads: i32,
+    torch: String,
+    model: String,
+    batch: i64,
+    steps: usize,
+    ours_images_per_s: f64,
+    pytorch_images_per_s: f64,
+    ratio: f64,
+}
+
+fn ours_images_per_s(args: &Args, depth: usize, device: tch::Device) -> Result<f64> {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let net = CifarNet::resnet(depth).build(&vs.root())?;
+    let mut opt = nn::Sgd {
+        momentum: 0.9,
+        dampening: 0.0,
+        wd: 1e-4,
+        nesterov: false,
+    }
+    .build(&vs, 0.1)?;
+    let x = Tensor::randn([args.batch, 3, 32, 32], (Kind::Float, device));
+    let y = Tensor::randint(10, [args.batch], (Kind::Int64, device));
+    let secs = time_steps(device, args.warmup, args.steps, || {
+        let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(
+            &y,
+            None,
+            Reduction::Mean,
+            -100,
+            0.0,
+        );
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+    });
+    Ok(args.batch as f64 / secs)
+}
+
+fn pytorch_images_per_s(args: &Args, depth: usize, device: &str, python: &str) -> Result<f64> {
+    let script = repo_file("bench/pytorch_train_step.py");
+    let a = [
+        format!("--depth={depth}"),
+        format!("--batch={}", args.batch),
+        format!("--warmup={}", args.warmup),
+        format!("--steps={}", args.steps),
+        format!("--device={device}"),
+        format!("--threads={}", tch::get_num_threads()),
+    ];
+    let v = run_python_json(python, &script, &a)?;
+    v["images_per_s"]
+        .as_f64()
+        .ok_or_else(|| anyhow::anyhow!("{}: no images_per_s in {v}", script.display()))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.threads > 0 {
+        tch::set_num_threads(args.threads);
+    }
+    let device = parse_device(&args.device)?;
+    let python = args.python.clone().unwrap_or_else(default_python);
+    let info = TorchInfo::current();
+    let torch = info.version.clone().unwrap_or_else(|| "unknown".into());
+    println!(
+        "train step, batch {}, fp32, SGD momentum; device {}, {} threads, torch {torch}",
+        args.batch,
+        device_name(device),
+        tch::get_num_threads()
+    );
+    println!(
+        "{:<10} {:>14} {:>14} {:>8}",
+        "model", "ours img/s", "PyTorch img/s", "ratio"
+    );
+    for &depth in &args.depths {
+        let (mut ours, mut theirs) = (0f64, 0f64);
+        for _ in 0..args.repeats.max(1) {
+            ours = ours.max(ours_images_per_s(&args, depth, device)?);
+            theirs = theirs.max(pytorch_images_per_s(
+                &args,
+                depth,
+                &device_name(device),
+                &python,
+            )?);
+        }
+        let row = Row {
+            date: utc_now(),
+            commit: git_commit().unwrap_or_default(),
+            device: device_name(device),
+            threads: tch::get_num_threads(),
+            torch: torch.clone(),
+            model: format!("resnet{depth}"),
+            batch: args.batch,
+            steps: args.steps,
+            ours_images_per_s: ours,
+            pytorch_images_per_s: theirs,
+            ratio: ours / theirs,
+        };
+        println!(
+            "{:<10} {:>14.1} {:>14.1} {:>8.3}",
+            row.model, ours, theirs, row.ratio
+        );
+        append_csv_row(&args.csv, &row)?;
+    }
+    println!("appended to {}", args.csv.display());
+    Ok(())
+}
