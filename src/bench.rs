@@ -31,16 +31,12 @@ pub fn time_steps(device: Device, warmup: usize, steps: usize, mut step: impl Fn
 
 /// Runs a Python baseline script that prints one line of JSON (its last line) and returns it.
 pub fn run_python_json(python: &str, script: &Path, args: &[String]) -> Result<serde_json::Value> {
-    let out = Command::new(python)
-        .arg(script)
-        .args(args)
-        .output()
-        .with_context(|| {
-            format!(
-                "running {python} {}: is Python with torch installed? `make bench` provides one",
-                script.display()
-            )
-        })?;
+    let out = Command::new(python).arg(script).args(args).output().with_context(|| {
+        format!(
+            "running {python} {}: is Python with torch installed? `make bench` provides one",
+            script.display()
+        )
+    })?;
     if !out.status.success() {
         bail!(
             "{python} {} {} failed:\n{}",
@@ -64,22 +60,13 @@ pub fn default_python() -> String {
 /// copied to another machine with the repository find it there, then where the crate was built.
 pub fn repo_file(rel: &str) -> std::path::PathBuf {
     let here = Path::new(rel);
-    if here.exists() {
-        here.to_path_buf()
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-    }
+    if here.exists() { here.to_path_buf() } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(rel) }
 }
 
 /// The checked-out commit, if this runs inside a git checkout.
 pub fn git_commit() -> Option<String> {
-    let out = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Now, as UTC `YYYY-MM-DDTHH:MM:SSZ`.
@@ -98,12 +85,8 @@ pub fn append_csv_row<T: Serialize>(path: &Path, row: &T) -> Result<()> {
         .append(true)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let mut w = csv::WriterBuilder::new()
-        .has_headers(is_new)
-        .from_writer(file);
-    w.serialize(row)
-        .with_context(|| format!("writing {}", path.display()))?;
-    w.flush()
-        .with_context(|| format!("writing {}", path.display()))?;
+    let mut w = csv::WriterBuilder::new().has_headers(is_new).from_writer(file);
+    w.serialize(row).with_context(|| format!("writing {}", path.display()))?;
+    w.flush().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -109,10 +109,7 @@ pub fn table1_specs() -> Vec<NetSpec> {
     }
     for depth in [50, 101, 152] {
         for placement in [BottleneckStride::FirstConv1x1, BottleneckStride::Conv3x3] {
-            let net = ImageNetNet {
-                bottleneck_stride: placement,
-                ..ImageNetNet::resnet(depth, Shortcut::B)
-            };
+            let net = ImageNetNet { bottleneck_stride: placement, ..ImageNetNet::resnet(depth, Shortcut::B) };
             specs.push(NetSpec::ImageNet(net));
         }
     }
@@ -130,18 +127,12 @@ pub fn table1_rows(specs: &[NetSpec], mut progress: impl FnMut(&str)) -> Result<
         .iter()
         .map(|spec| {
             progress(&spec.name());
-            let (params, mult_adds) = spec
-                .measure()
-                .with_context(|| format!("building {}", spec.name()))?;
+            let (params, mult_adds) = spec.measure().with_context(|| format!("building {}", spec.name()))?;
             let row = match spec {
                 NetSpec::ImageNet(n) => Row {
                     family: "imagenet",
                     model: n.name(),
-                    shortcut: if n.residual {
-                        n.shortcut.to_string()
-                    } else {
-                        "-".into()
-                    },
+                    shortcut: if n.residual { n.shortcut.to_string() } else { "-".into() },
                     bottleneck_stride: if n.is_bottleneck() {
                         n.bottleneck_stride.to_string()
                     } else {
@@ -164,11 +155,7 @@ pub fn table1_rows(specs: &[NetSpec], mut progress: impl FnMut(&str)) -> Result<
                 NetSpec::Cifar(n) => Row {
                     family: "cifar",
                     model: n.name(),
-                    shortcut: if n.residual {
-                        n.shortcut.to_string()
-                    } else {
-                        "-".into()
-                    },
+                    shortcut: if n.residual { n.shortcut.to_string() } else { "-".into() },
                     bottleneck_stride: "-".into(),
                     input: format!("{0}x{1}x{1}", n.in_channels, n.image_size),
                     params,
@@ -179,26 +166,18 @@ pub fn table1_rows(specs: &[NetSpec], mut progress: impl FnMut(&str)) -> Result<
                     note: String::new(),
                 },
             };
-            let diff = row
-                .paper_mult_adds
-                .map(|p| 100.0 * (row.mult_adds as f64 - p) / p);
-            Ok(Row {
-                mult_adds_diff_pct: diff,
-                ..row
-            })
+            let diff = row.paper_mult_adds.map(|p| 100.0 * (row.mult_adds as f64 - p) / p);
+            Ok(Row { mult_adds_diff_pct: diff, ..row })
         })
         .collect()
 }
 
 pub fn write_csv(rows: &[Row], path: &Path) -> Result<()> {
-    let mut w =
-        csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
     for row in rows {
-        w.serialize(row)
-            .with_context(|| format!("writing {}", path.display()))?;
+        w.serialize(row).with_context(|| format!("writing {}", path.display()))?;
     }
-    w.flush()
-        .with_context(|| format!("writing {}", path.display()))?;
+    w.flush().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -217,11 +196,7 @@ pub fn thousands(n: i64) -> String {
 
 /// `3.664e9`, `40.6M`: multiply-adds the way the paper prints them.
 pub fn format_mult_adds(m: f64) -> String {
-    if m >= 1e9 {
-        format!("{:.3}e9", m / 1e9)
-    } else {
-        format!("{:.1}M", m / 1e6)
-    }
+    if m >= 1e9 { format!("{:.3}e9", m / 1e9) } else { format!("{:.1}M", m / 1e6) }
 }
 
 /// Table 1 as Markdown.
@@ -231,18 +206,9 @@ pub fn markdown(rows: &[Row]) -> String {
          |---|---|---|---|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
-        let paper_params = r
-            .paper_params
-            .map(|p| format!("{:.2}M", p / 1e6))
-            .unwrap_or_default();
-        let paper_ma = r
-            .paper_mult_adds
-            .map(|p| format!("{:.1}e9", p / 1e9))
-            .unwrap_or_default();
-        let diff = r
-            .mult_adds_diff_pct
-            .map(|d| format!("{d:+.1}%"))
-            .unwrap_or_default();
+        let paper_params = r.paper_params.map(|p| format!("{:.2}M", p / 1e6)).unwrap_or_default();
+        let paper_ma = r.paper_mult_adds.map(|p| format!("{:.1}e9", p / 1e9)).unwrap_or_default();
+        let diff = r.mult_adds_diff_pct.map(|d| format!("{d:+.1}%")).unwrap_or_default();
         writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",

@@ -30,10 +30,7 @@ pub struct TorchInfo {
 impl TorchInfo {
     pub fn current() -> Self {
         let loaded_library = loaded_libtorch();
-        let version = loaded_library
-            .as_deref()
-            .and_then(|l| l.parent())
-            .and_then(version_near);
+        let version = loaded_library.as_deref().and_then(|l| l.parent()).and_then(version_near);
         let cuda_available = tch::Cuda::is_available();
         let cudnn_available = cuda_available && tch::Cuda::cudnn_is_available();
         TorchInfo {
@@ -55,28 +52,13 @@ impl TorchInfo {
 impl fmt::Display for TorchInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let yes = |b: bool| if b { "yes" } else { "no" };
-        writeln!(
-            f,
-            "torch version      {}",
-            self.version.as_deref().unwrap_or("unknown")
-        )?;
-        let loaded = self
-            .loaded_library
-            .as_ref()
-            .map(|p| p.display().to_string());
-        writeln!(
-            f,
-            "libtorch loaded    {}",
-            loaded.as_deref().unwrap_or("unknown (no /proc/self/maps)")
-        )?;
+        writeln!(f, "torch version      {}", self.version.as_deref().unwrap_or("unknown"))?;
+        let loaded = self.loaded_library.as_ref().map(|p| p.display().to_string());
+        writeln!(f, "libtorch loaded    {}", loaded.as_deref().unwrap_or("unknown (no /proc/self/maps)"))?;
         writeln!(
             f,
             "libtorch at build  {}",
-            if LIBTORCH_LIB_AT_BUILD.is_empty() {
-                "unknown"
-            } else {
-                LIBTORCH_LIB_AT_BUILD
-            }
+            if LIBTORCH_LIB_AT_BUILD.is_empty() { "unknown" } else { LIBTORCH_LIB_AT_BUILD }
         )?;
         writeln!(f, "CUDA available     {}", yes(self.cuda_available))?;
         writeln!(f, "CUDA devices       {}", self.cuda_device_count)?;
@@ -84,18 +66,8 @@ impl fmt::Display for TorchInfo {
             Some(v) => writeln!(f, "cuDNN              yes ({v})")?,
             None => writeln!(f, "cuDNN              {}", yes(self.cudnn_available))?,
         }
-        writeln!(
-            f,
-            "CPU threads        {} (inter-op {})",
-            self.threads, self.interop_threads
-        )?;
-        write!(
-            f,
-            "MKL {} / oneDNN {} / OpenMP {}",
-            yes(self.mkl),
-            yes(self.mkldnn),
-            yes(self.openmp)
-        )
+        writeln!(f, "CPU threads        {} (inter-op {})", self.threads, self.interop_threads)?;
+        write!(f, "MKL {} / oneDNN {} / OpenMP {}", yes(self.mkl), yes(self.mkldnn), yes(self.openmp))
     }
 }
 
@@ -104,11 +76,7 @@ fn loaded_libtorch() -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines()
         .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| {
-            Path::new(p)
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("libtorch_cpu."))
-        })
+        .find(|p| Path::new(p).file_name().is_some_and(|n| n.to_string_lossy().starts_with("libtorch_cpu.")))
         .map(PathBuf::from)
 }
 
@@ -120,9 +88,7 @@ fn version_near(lib_dir: &Path) -> Option<String> {
         let line = text.lines().find(|l| l.starts_with("__version__"))?;
         return Some(line.split(['\'', '"']).nth(1)?.to_string());
     }
-    std::fs::read_to_string(root.join("build-version"))
-        .ok()
-        .map(|s| s.trim().to_string())
+    std::fs::read_to_string(root.join("build-version")).ok().map(|s| s.trim().to_string())
 }
 
 /// Parses `auto`, `cpu`, `cuda` or `cuda:N`. `auto` is the first GPU if there is one, else the CPU.
@@ -133,16 +99,11 @@ pub fn parse_device(s: &str) -> Result<Device> {
         "cpu" => return Ok(Device::Cpu),
         "cuda" => Device::Cuda(0),
         _ => match s.strip_prefix("cuda:") {
-            Some(n) => Device::Cuda(
-                n.parse()
-                    .with_context(|| format!("bad device {s:?}: expected cuda:N"))?,
-            ),
+            Some(n) => Device::Cuda(n.parse().with_context(|| format!("bad device {s:?}: expected cuda:N"))?),
             None => bail!("unknown device {s:?}: expected auto, cpu, cuda or cuda:N"),
         },
     };
-    let Device::Cuda(i) = device else {
-        unreachable!()
-    };
+    let Device::Cuda(i) = device else { unreachable!() };
     let count = tch::Cuda::device_count();
     if !tch::Cuda::is_available() || i as i64 >= count {
         bail!(

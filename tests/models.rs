@@ -4,16 +4,11 @@
 
 use resnet_repro::complexity::NetSpec;
 use resnet_repro::models::blocks::{Shortcut as S, ShortcutPath};
-use resnet_repro::models::{
-    BottleneckStride, CifarNet, ImageNetNet, ResNet, Shortcut, count_parameters,
-};
+use resnet_repro::models::{BottleneckStride, CifarNet, ImageNetNet, ResNet, Shortcut, count_parameters};
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 
 fn imagenet(depth: usize, shortcut: Shortcut, placement: BottleneckStride) -> NetSpec {
-    NetSpec::ImageNet(ImageNetNet {
-        bottleneck_stride: placement,
-        ..ImageNetNet::resnet(depth, shortcut)
-    })
+    NetSpec::ImageNet(ImageNetNet { bottleneck_stride: placement, ..ImageNetNet::resnet(depth, shortcut) })
 }
 
 fn build(spec: &NetSpec) -> (nn::VarStore, ResNet) {
@@ -37,37 +32,14 @@ fn reference_counts() -> Vec<(NetSpec, i64, f64, Option<f64>)> {
         (imagenet(34, S::A, P), 21_623_848, 3.644e9, Some(3.6e9)),
         (imagenet(34, S::C, P), 22_716_840, 3.831e9, None),
         (imagenet(50, S::C, P), 40_128_552, 6.324e9, None),
-        (
-            NetSpec::ImageNet(ImageNetNet::plain(34)),
-            21_623_848,
-            3.644e9,
-            Some(3.6e9),
-        ),
+        (NetSpec::ImageNet(ImageNetNet::plain(34)), 21_623_848, 3.644e9, Some(3.6e9)),
         (NetSpec::Cifar(CifarNet::resnet(20)), 269_722, 40.6e6, None),
         (NetSpec::Cifar(CifarNet::resnet(32)), 464_154, 68.9e6, None),
         (NetSpec::Cifar(CifarNet::resnet(44)), 658_586, 97.2e6, None),
         (NetSpec::Cifar(CifarNet::resnet(56)), 853_018, 125.5e6, None),
-        (
-            NetSpec::Cifar(CifarNet::resnet(110)),
-            1_727_962,
-            252.9e6,
-            None,
-        ),
-        (
-            NetSpec::Cifar(CifarNet::resnet(1202)),
-            19_421_274,
-            2.83e9,
-            None,
-        ),
-        (
-            NetSpec::Cifar(CifarNet {
-                shortcut: S::B,
-                ..CifarNet::resnet(20)
-            }),
-            272_474,
-            40.6e6,
-            None,
-        ),
+        (NetSpec::Cifar(CifarNet::resnet(110)), 1_727_962, 252.9e6, None),
+        (NetSpec::Cifar(CifarNet::resnet(1202)), 19_421_274, 2.83e9, None),
+        (NetSpec::Cifar(CifarNet { shortcut: S::B, ..CifarNet::resnet(20) }), 272_474, 40.6e6, None),
     ]
 }
 
@@ -78,15 +50,9 @@ fn parameter_counts_and_mult_adds_match_the_paper() {
         let name = spec.name();
         assert_eq!(measured_params, params, "{name}: parameters");
         let m = mult_adds as f64;
-        assert!(
-            (m - computed).abs() / computed < 0.01,
-            "{name}: {m:.4e} mult-adds, computed {computed:.4e}"
-        );
+        assert!((m - computed).abs() / computed < 0.01, "{name}: {m:.4e} mult-adds, computed {computed:.4e}");
         if let Some(p) = paper {
-            assert!(
-                (m - p).abs() / p < 0.04,
-                "{name}: {m:.4e} mult-adds, paper {p:.1e}"
-            );
+            assert!((m - p).abs() / p < 0.04, "{name}: {m:.4e} mult-adds, paper {p:.1e}");
         }
     }
 }
@@ -94,13 +60,8 @@ fn parameter_counts_and_mult_adds_match_the_paper() {
 #[test]
 fn table1_rows_carry_the_counts_and_the_paper_beside_them() {
     let rows =
-        resnet_repro::complexity::table1_rows(&resnet_repro::complexity::table1_specs(), |_| {})
-            .unwrap();
-    let row = |m: &str| {
-        rows.iter()
-            .find(|r| r.model == m)
-            .unwrap_or_else(|| panic!("no row {m}"))
-    };
+        resnet_repro::complexity::table1_rows(&resnet_repro::complexity::table1_specs(), |_| {}).unwrap();
+    let row = |m: &str| rows.iter().find(|r| r.model == m).unwrap_or_else(|| panic!("no row {m}"));
     assert_eq!(row("resnet18-B").params, 11_689_512);
     assert_eq!(row("resnet152-B").paper_mult_adds, Some(11.3e9));
     assert_eq!(row("resnet50-B-v1.5").paper_mult_adds, None);
@@ -112,10 +73,7 @@ fn table1_rows_carry_the_counts_and_the_paper_beside_them() {
         }
     }
     let md = resnet_repro::complexity::markdown(&rows);
-    assert!(
-        md.contains("| resnet34-C | C | - | 3x224x224 | 22,716,840 | 3.831e9 |"),
-        "{md}"
-    );
+    assert!(md.contains("| resnet34-C | C | - | 3x224x224 | 22,716,840 | 3.831e9 |"), "{md}");
 }
 
 /// Every family, depth and option gives [batch, classes] logits, in both modes.
@@ -137,22 +95,12 @@ fn output_shapes_for_every_network() {
     for depth in [20, 32, 44, 56, 110, 1202] {
         specs.push(NetSpec::Cifar(CifarNet::plain(depth)));
         for s in [S::A, S::B, S::C] {
-            specs.push(NetSpec::Cifar(CifarNet {
-                shortcut: s,
-                ..CifarNet::resnet(depth)
-            }));
+            specs.push(NetSpec::Cifar(CifarNet { shortcut: s, ..CifarNet::resnet(depth) }));
         }
     }
     // Fashion-MNIST's 1x28x28 and a non-default class count.
-    specs.push(NetSpec::Cifar(CifarNet {
-        in_channels: 1,
-        image_size: 28,
-        ..CifarNet::resnet(20)
-    }));
-    specs.push(NetSpec::ImageNet(ImageNetNet {
-        num_classes: 7,
-        ..ImageNetNet::resnet(18, S::A)
-    }));
+    specs.push(NetSpec::Cifar(CifarNet { in_channels: 1, image_size: 28, ..CifarNet::resnet(20) }));
+    specs.push(NetSpec::ImageNet(ImageNetNet { num_classes: 7, ..ImageNetNet::resnet(18, S::A) }));
     for spec in specs {
         let (_vs, net) = build(&spec);
         let (c, h, w) = net.input;
@@ -169,11 +117,7 @@ fn output_shapes_for_every_network() {
             // In eval mode a fresh deep net's BN is the identity (running statistics 0 and 1), so
             // ResNet-1202's 600 additions overflow; in training mode BN keeps every layer finite.
             if train {
-                assert!(
-                    y.isfinite().all().int64_value(&[]) == 1,
-                    "{}: non-finite logits",
-                    spec.name()
-                );
+                assert!(y.isfinite().all().int64_value(&[]) == 1, "{}: non-finite logits", spec.name());
             }
         }
     }
@@ -194,14 +138,8 @@ fn depth_counts_weighted_layers() {
 #[test]
 fn option_a_has_no_shortcut_parameters_and_matches_plain() {
     for (plain, resnet) in [
-        (
-            NetSpec::Cifar(CifarNet::plain(56)),
-            NetSpec::Cifar(CifarNet::resnet(56)),
-        ),
-        (
-            NetSpec::ImageNet(ImageNetNet::plain(34)),
-            imagenet(34, S::A, BottleneckStride::FirstConv1x1),
-        ),
+        (NetSpec::Cifar(CifarNet::plain(56)), NetSpec::Cifar(CifarNet::resnet(56))),
+        (NetSpec::ImageNet(ImageNetNet::plain(34)), imagenet(34, S::A, BottleneckStride::FirstConv1x1)),
     ] {
         let (vs_plain, _) = build(&plain);
         let (vs_res, _) = build(&resnet);
@@ -215,15 +153,8 @@ fn option_a_has_no_shortcut_parameters_and_matches_plain() {
     }
     // Option B adds exactly the projections where dimensions increase: two on CIFAR (16->32, 32->64),
     // three on ImageNet basic-block nets.
-    let (vs_b, _) = build(&NetSpec::Cifar(CifarNet {
-        shortcut: S::B,
-        ..CifarNet::resnet(20)
-    }));
-    let projections = vs_b
-        .variables()
-        .keys()
-        .filter(|n| n.ends_with("downsample.0.weight"))
-        .count();
+    let (vs_b, _) = build(&NetSpec::Cifar(CifarNet { shortcut: S::B, ..CifarNet::resnet(20) }));
+    let projections = vs_b.variables().keys().filter(|n| n.ends_with("downsample.0.weight")).count();
     assert_eq!(projections, 2);
     assert_eq!(count_parameters(&vs_b), 269_722 + 2_752);
 }
@@ -236,15 +167,8 @@ fn option_a_shortcut_subsamples_and_zero_pads_new_channels() {
     let y = pad.forward_t(&x, false);
     assert_eq!(y.size(), [2, 5, 2, 2]);
     let expected = x.slice(2, 0, None, 2).slice(3, 0, None, 2);
-    assert!(
-        y.narrow(1, 0, 2).equal(&expected),
-        "old channels are the input at every other position"
-    );
-    assert_eq!(
-        y.narrow(1, 2, 3).abs().sum(Kind::Float).double_value(&[]),
-        0.0,
-        "new channels are zeros"
-    );
+    assert!(y.narrow(1, 0, 2).equal(&expected), "old channels are the input at every other position");
+    assert_eq!(y.narrow(1, 2, 3).abs().sum(Kind::Float).double_value(&[]), 0.0, "new channels are zeros");
     assert_eq!(
         expected.get(0).get(0).get(1).get(1).double_value(&[]),
         x.get(0).get(0).get(2).get(2).double_value(&[])
@@ -254,10 +178,9 @@ fn option_a_shortcut_subsamples_and_zero_pads_new_channels() {
 
 #[test]
 fn bottleneck_stride_placement() {
-    for (placement, strides) in [
-        (BottleneckStride::FirstConv1x1, [2, 1, 1]),
-        (BottleneckStride::Conv3x3, [1, 2, 1]),
-    ] {
+    for (placement, strides) in
+        [(BottleneckStride::FirstConv1x1, [2, 1, 1]), (BottleneckStride::Conv3x3, [1, 2, 1])]
+    {
         let (_vs, net) = build(&imagenet(50, S::B, placement));
         for stage in &net.stages[1..] {
             let got: Vec<i64> = stage[0].layers.iter().map(|l| l.conv.stride).collect();
@@ -270,10 +193,7 @@ fn bottleneck_stride_placement() {
 #[test]
 fn init_is_he_normal_and_bn_is_one_zero() {
     tch::manual_seed(0);
-    for spec in [
-        NetSpec::Cifar(CifarNet::resnet(56)),
-        imagenet(50, S::C, BottleneckStride::FirstConv1x1),
-    ] {
+    for spec in [NetSpec::Cifar(CifarNet::resnet(56)), imagenet(50, S::C, BottleneckStride::FirstConv1x1)] {
         let (vs, _net) = build(&spec);
         let mut convs = 0;
         for (name, t) in vs.variables() {
@@ -283,30 +203,16 @@ fn init_is_he_normal_and_bn_is_one_zero() {
                 let expected = (2.0 / fan_in).sqrt();
                 let std = t.std(true).double_value(&[]);
                 let mean = t.mean(Kind::Float).double_value(&[]);
-                assert!(
-                    (std / expected - 1.0).abs() < 0.10,
-                    "{name}: std {std}, expected {expected}"
-                );
+                assert!((std / expected - 1.0).abs() < 0.10, "{name}: std {std}, expected {expected}");
                 assert!(mean.abs() < 0.2 * expected, "{name}: mean {mean}");
                 convs += 1;
             } else if name.contains("bn") || name.contains("downsample.1") {
-                let want = if name.ends_with("weight") || name.ends_with("running_var") {
-                    1.0
-                } else {
-                    0.0
-                };
+                let want = if name.ends_with("weight") || name.ends_with("running_var") { 1.0 } else { 0.0 };
                 let (lo, hi) = (t.min().double_value(&[]), t.max().double_value(&[]));
-                assert!(
-                    lo == want && hi == want,
-                    "{name}: in [{lo}, {hi}], expected all {want}"
-                );
+                assert!(lo == want && hi == want, "{name}: in [{lo}, {hi}], expected all {want}");
             }
         }
-        assert!(
-            convs > 20,
-            "{}: only {convs} conv weights seen",
-            spec.name()
-        );
+        assert!(convs > 20, "{}: only {convs} conv weights seen", spec.name());
     }
 }
 
@@ -319,29 +225,14 @@ fn impossible_configurations_are_errors_naming_the_value() {
     let e = err(CifarNet::resnet(2).build(&vs.root()));
     assert!(e.contains("depth 2 "), "{e}");
     let e = err(ImageNetNet::resnet(42, S::B).build(&vs.root()));
-    assert!(
-        e.contains("42") && e.contains("18, 34, 50, 101, 152"),
-        "{e}"
-    );
-    let e = err(CifarNet {
-        num_classes: 0,
-        ..CifarNet::resnet(20)
-    }
-    .build(&vs.root()));
+    assert!(e.contains("42") && e.contains("18, 34, 50, 101, 152"), "{e}");
+    let e = err(CifarNet { num_classes: 0, ..CifarNet::resnet(20) }.build(&vs.root()));
     assert!(e.contains("num_classes") && e.contains('0'), "{e}");
-    let e = err(ImageNetNet {
-        num_classes: 0,
-        ..ImageNetNet::plain(18)
-    }
-    .build(&vs.root()));
+    let e = err(ImageNetNet { num_classes: 0, ..ImageNetNet::plain(18) }.build(&vs.root()));
     assert!(e.contains("num_classes"), "{e}");
     let e = format!("{:#}", "D".parse::<Shortcut>().unwrap_err());
     assert!(e.contains("\"D\""), "{e}");
-    assert_eq!(
-        vs.variables().len(),
-        0,
-        "a rejected configuration creates no variables"
-    );
+    assert_eq!(vs.variables().len(), 0, "a rejected configuration creates no variables");
 }
 
 #[test]
@@ -373,10 +264,8 @@ fn responses_are_every_3x3_bn_output_and_leave_logits_unchanged() {
     }
     // The first responses have the stem's and first stage's shape.
     let (_vs, net) = build(&NetSpec::Cifar(CifarNet::resnet(20)));
-    let (_, r) = net.forward_with_responses(
-        &Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu)),
-        false,
-    );
+    let (_, r) =
+        net.forward_with_responses(&Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu)), false);
     assert_eq!(r[0].size(), [1, 16, 32, 32]);
     assert_eq!(r[18].size(), [1, 64, 8, 8]);
 }
@@ -388,10 +277,7 @@ fn weights_round_trip_through_safetensors_with_torchvision_names() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("resnet20.safetensors");
     tch::manual_seed(2);
-    let spec = NetSpec::Cifar(CifarNet {
-        shortcut: S::B,
-        ..CifarNet::resnet(20)
-    });
+    let spec = NetSpec::Cifar(CifarNet { shortcut: S::B, ..CifarNet::resnet(20) });
     let (vs, net) = build(&spec);
     // Make the BN statistics non-trivial so that they are checked too.
     for (name, mut t) in vs.variables() {
@@ -400,11 +286,7 @@ fn weights_round_trip_through_safetensors_with_torchvision_names() {
         }
     }
     vs.save(&path).unwrap();
-    let names: Vec<String> = Tensor::read_safetensors(&path)
-        .unwrap()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let names: Vec<String> = Tensor::read_safetensors(&path).unwrap().into_iter().map(|(n, _)| n).collect();
     for expected in [
         "conv1.weight",
         "bn1.running_mean",
@@ -414,10 +296,7 @@ fn weights_round_trip_through_safetensors_with_torchvision_names() {
         "fc.weight",
         "fc.bias",
     ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
     tch::manual_seed(3);
     let (mut vs2, net2) = build(&spec);

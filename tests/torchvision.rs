@@ -10,13 +10,10 @@ use tch::{Device, Tensor, nn, nn::ModuleT};
 
 fn python(args: &[&str]) {
     let py = std::env::var("RESNET_REPRO_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/torchvision_reference.py");
-    let out = Command::new(&py)
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {py}: {e}; run the tests with `make test`, which provides torch and torchvision"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/torchvision_reference.py");
+    let out = Command::new(&py).arg(&script).args(args).output().unwrap_or_else(|e| {
+        panic!("running {py}: {e}; run the tests with `make test`, which provides torch and torchvision")
+    });
     assert!(
         out.status.success(),
         "{py} {} failed (needs torch 2.11 and torchvision 0.26; `make test` provides them):\n{}{}",
@@ -28,13 +25,8 @@ fn python(args: &[&str]) {
 }
 
 fn read_one(path: &Path, name: &str) -> Tensor {
-    let tensors =
-        Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    tensors
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("{}: no {name}", path.display()))
-        .1
+    let tensors = Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    tensors.into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{}: no {name}", path.display())).1
 }
 
 #[test]
@@ -57,10 +49,7 @@ fn torchvision_weights_and_logits_agree_both_ways() {
         let diff = (&ours - &theirs).abs().max().double_value(&[]);
         println!("{name}: max |ours - torchvision| = {diff:.3e}");
         assert!(diff < 1e-4, "{name}: logits differ by {diff}");
-        assert!(
-            (&ours_before - &theirs).abs().max().double_value(&[]) > 1e-2,
-            "the load changed nothing"
-        );
+        assert!((&ours_before - &theirs).abs().max().double_value(&[]) > 1e-2, "the load changed nothing");
 
         // ours -> torchvision: our own freshly initialised weights, with BN statistics set.
         tch::manual_seed(depth as i64);
@@ -73,8 +62,7 @@ fn torchvision_weights_and_logits_agree_both_ways() {
                 t.copy_(&(t.randn_like() * 0.1));
             }
         }
-        vs.save(dir.join(format!("ours_{name}.safetensors")))
-            .unwrap();
+        vs.save(dir.join(format!("ours_{name}.safetensors"))).unwrap();
         let logits = net.forward_t(&x, false);
         Tensor::write_safetensors(
             &[("logits", &logits)],

@@ -8,13 +8,16 @@ use resnet_repro::bench::{
 };
 use resnet_repro::env::{TorchInfo, device_name, parse_device};
 use resnet_repro::models::CifarNet;
+use resnet_repro::optim::Sgd;
+use resnet_repro::shim::{MemoryFormat, contiguous, set_memory_format};
 use serde::Serialize;
 use std::path::PathBuf;
-use tch::{Kind, Reduction, Tensor, nn, nn::ModuleT, nn::OptimizerConfig};
+use tch::{Kind, Reduction, Tensor, nn, nn::ModuleT};
 
 /// Images/s of one SGD step (forward, loss, backward, update; batch 128, fp32, momentum 0.9, weight
-/// decay 1e-4) on synthetic data, for CIFAR ResNet-20/56/110, ours and plain PyTorch's, alternated
-/// `--repeats` times (best of each kept). Prints the ratio and appends to runs/bench/train_step.csv.
+/// decay 1e-4) on synthetic data, for CIFAR ResNet-20/56/110: ours in NCHW and in channels_last (NHWC)
+/// layout, and plain PyTorch eager in its default NCHW, alternated `--repeats` times (best of each
+/// kept). Prints the ratios and appends them to runs/bench/train_step.csv.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -52,36 +55,34 @@ struct Row {
     model: String,
     batch: i64,
     steps: usize,
-    ours_images_per_s: f64,
+    ours_contiguous_images_per_s: f64,
+    ours_channels_last_images_per_s: f64,
     pytorch_images_per_s: f64,
-    ratio: f64,
+    ratio_contiguous: f64,
+    ratio_channels_last: f64,
 }
 
-fn ours_images_per_s(args: &Args, depth: usize, device: tch::Device) -> Result<f64> {
+fn ours_images_per_s(args: &Args, depth: usize, device: tch::Device, format: MemoryFormat) -> Result<f64> {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let net = CifarNet::resnet(depth).build(&vs.root())?;
-    let mut opt = nn::Sgd {
-        momentum: 0.9,
-        dampening: 0.0,
-        wd: 1e-4,
-        nesterov: false,
-    }
-    .build(&vs, 0.1)?;
-    let x = Tensor::randn([args.batch, 3, 32, 32], (Kind::Float, device));
+    set_memory_format(&vs, format)?;
+    let mut opt = Sgd::new(&vs, 0.9, 1e-4);
+    let x = contiguous(&Tensor::randn([args.batch, 3, 32, 32], (Kind::Float, device)), format)?;
     let y = Tensor::randint(10, [args.batch], (Kind::Int64, device));
-    let secs = time_steps(device, args.warmup, args.steps, || {
-        let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(
-            &y,
-            None,
-            Reduction::Mean,
-            -100,
-            0.0,
-        );
-        opt.zero_grad();
+    let mut step = || -> Result<()> {
+        let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+        opt.zero_grad()?;
         loss.backward();
-        opt.step();
+        opt.step(0.1)
+    };
+    let mut result = Ok(());
+    let secs = time_steps(device, args.warmup, args.steps, || {
+        if result.is_ok() {
+            result = step();
+        }
     });
+    result?;
     Ok(args.batch as f64 / secs)
 }
 
@@ -96,9 +97,7 @@ fn pytorch_images_per_s(args: &Args, depth: usize, device: &str, python: &str) -
         format!("--threads={}", tch::get_num_threads()),
     ];
     let v = run_python_json(python, &script, &a)?;
-    v["images_per_s"]
-        .as_f64()
-        .ok_or_else(|| anyhow::anyhow!("{}: no images_per_s in {v}", script.display()))
+    v["images_per_s"].as_f64().ok_or_else(|| anyhow::anyhow!("{}: no images_per_s in {v}", script.display()))
 }
 
 fn main() -> Result<()> {
@@ -108,28 +107,21 @@ fn main() -> Result<()> {
     }
     let device = parse_device(&args.device)?;
     let python = args.python.clone().unwrap_or_else(default_python);
-    let info = TorchInfo::current();
-    let torch = info.version.clone().unwrap_or_else(|| "unknown".into());
+    let torch = TorchInfo::current().version.unwrap_or_else(|| "unknown".into());
     println!(
-        "train step, batch {}, fp32, SGD momentum; device {}, {} threads, torch {torch}",
+        "train step, batch {}, fp32, SGD momentum; device {}, {} threads, torch {torch}; images/s",
         args.batch,
         device_name(device),
         tch::get_num_threads()
     );
-    println!(
-        "{:<10} {:>14} {:>14} {:>8}",
-        "model", "ours img/s", "PyTorch img/s", "ratio"
-    );
+    println!("{:<10} {:>10} {:>10} {:>10} {:>8} {:>8}", "", "ours", "ours", "PyTorch", "ratio", "ratio");
+    println!("{:<10} {:>10} {:>10} {:>10} {:>8} {:>8}", "model", "NCHW", "NHWC", "NCHW", "NCHW", "NHWC");
     for &depth in &args.depths {
-        let (mut ours, mut theirs) = (0f64, 0f64);
+        let (mut nchw, mut nhwc, mut theirs) = (0f64, 0f64, 0f64);
         for _ in 0..args.repeats.max(1) {
-            ours = ours.max(ours_images_per_s(&args, depth, device)?);
-            theirs = theirs.max(pytorch_images_per_s(
-                &args,
-                depth,
-                &device_name(device),
-                &python,
-            )?);
+            nchw = nchw.max(ours_images_per_s(&args, depth, device, MemoryFormat::Contiguous)?);
+            theirs = theirs.max(pytorch_images_per_s(&args, depth, &device_name(device), &python)?);
+            nhwc = nhwc.max(ours_images_per_s(&args, depth, device, MemoryFormat::ChannelsLast)?);
         }
         let row = Row {
             date: utc_now(),
@@ -140,13 +132,15 @@ fn main() -> Result<()> {
             model: format!("resnet{depth}"),
             batch: args.batch,
             steps: args.steps,
-            ours_images_per_s: ours,
+            ours_contiguous_images_per_s: nchw,
+            ours_channels_last_images_per_s: nhwc,
             pytorch_images_per_s: theirs,
-            ratio: ours / theirs,
+            ratio_contiguous: nchw / theirs,
+            ratio_channels_last: nhwc / theirs,
         };
         println!(
-            "{:<10} {:>14.1} {:>14.1} {:>8.3}",
-            row.model, ours, theirs, row.ratio
+            "{:<10} {:>10.1} {:>10.1} {:>10.1} {:>8.3} {:>8.3}",
+            row.model, nchw, nhwc, theirs, row.ratio_contiguous, row.ratio_channels_last
         );
         append_csv_row(&args.csv, &row)?;
     }

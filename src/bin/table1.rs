@@ -19,8 +19,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     // Progress only on a terminal; ResNet-152 and ResNet-1202 take a moment to build.
     let tty = std::io::stderr().is_terminal();
     let rows = table1_rows(&table1_specs(), |name| {

@@ -68,32 +68,16 @@ pub struct Conv {
 
 impl Conv {
     /// `k`x`k` conv with "same" padding (`k / 2`), variable `<p>.weight`.
-    pub fn new(
-        p: &nn::Path,
-        in_channels: i64,
-        out_channels: i64,
-        kernel: i64,
-        stride: i64,
-    ) -> Self {
+    pub fn new(p: &nn::Path, in_channels: i64, out_channels: i64, kernel: i64, stride: i64) -> Self {
         // He et al. "Delving deep into rectifiers", Eq. 10: N(0, 2/n) with n = k*k*c_in (the forward
         // case). NOTE: torchvision and fb.resnet.torch use n = k*k*c_out; the paper cites [13] only.
         let fan_in = (kernel * kernel * in_channels) as f64;
         let weight = p.var(
             "weight",
             &[out_channels, in_channels, kernel, kernel],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: (2.0 / fan_in).sqrt(),
-            },
+            nn::Init::Randn { mean: 0.0, stdev: (2.0 / fan_in).sqrt() },
         );
-        Conv {
-            weight,
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            padding: kernel / 2,
-        }
+        Conv { weight, in_channels, out_channels, kernel, stride, padding: kernel / 2 }
     }
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
@@ -181,13 +165,7 @@ pub enum ShortcutPath {
 impl ShortcutPath {
     /// The one place where options A, B and C are decided (fb.resnet.torch's `shortcut()`).
     /// `p` is the block's path; a projection lives at `<p>.downsample.0` (conv) and `.1` (BN).
-    pub fn new(
-        p: &nn::Path,
-        option: Shortcut,
-        in_channels: i64,
-        out_channels: i64,
-        stride: i64,
-    ) -> Self {
+    pub fn new(p: &nn::Path, option: Shortcut, in_channels: i64, out_channels: i64, stride: i64) -> Self {
         let increases = stride != 1 || in_channels != out_channels;
         let project = match option {
             Shortcut::A => false,
@@ -196,23 +174,10 @@ impl ShortcutPath {
         };
         if project {
             let d = p / "downsample";
-            ShortcutPath::Projection(ConvBn::new(
-                &(&d / 0),
-                &(&d / 1),
-                in_channels,
-                out_channels,
-                1,
-                stride,
-            ))
+            ShortcutPath::Projection(ConvBn::new(&(&d / 0), &(&d / 1), in_channels, out_channels, 1, stride))
         } else if increases {
-            assert!(
-                out_channels >= in_channels,
-                "option A cannot reduce channels"
-            );
-            ShortcutPath::ZeroPad {
-                stride,
-                extra: out_channels - in_channels,
-            }
+            assert!(out_channels >= in_channels, "option A cannot reduce channels");
+            ShortcutPath::ZeroPad { stride, extra: out_channels - in_channels }
         } else {
             ShortcutPath::Identity
         }
@@ -269,9 +234,9 @@ impl FromStr for BottleneckStride {
         match s {
             "1x1" => Ok(BottleneckStride::FirstConv1x1),
             "3x3" | "v1.5" => Ok(BottleneckStride::Conv3x3),
-            _ => anyhow::bail!(
-                "unknown bottleneck stride placement {s:?}: expected 1x1 (paper) or 3x3 (v1.5)"
-            ),
+            _ => {
+                anyhow::bail!("unknown bottleneck stride placement {s:?}: expected 1x1 (paper) or 3x3 (v1.5)")
+            }
         }
     }
 }
@@ -287,13 +252,7 @@ pub struct Block {
 
 impl Block {
     /// Basic block [3x3, c; 3x3, c] (ResNet-18/34 and every CIFAR net).
-    pub fn basic(
-        p: &nn::Path,
-        in_c: i64,
-        out_c: i64,
-        stride: i64,
-        shortcut: Option<Shortcut>,
-    ) -> Self {
+    pub fn basic(p: &nn::Path, in_c: i64, out_c: i64, stride: i64, shortcut: Option<Shortcut>) -> Self {
         let layers = vec![
             ConvBn::new(&(p / "conv1"), &(p / "bn1"), in_c, out_c, 3, stride),
             ConvBn::new(&(p / "conv2"), &(p / "bn2"), out_c, out_c, 3, 1),
@@ -327,12 +286,7 @@ impl Block {
 
     /// Forward pass. With `responses`, each 3x3 layer's BN output (before ReLU or addition) is
     /// appended to it, for Figure 7; without, ReLUs run in place and nothing is kept.
-    pub fn forward_t(
-        &self,
-        xs: &Tensor,
-        train: bool,
-        mut responses: Option<&mut Vec<Tensor>>,
-    ) -> Tensor {
+    pub fn forward_t(&self, xs: &Tensor, train: bool, mut responses: Option<&mut Vec<Tensor>>) -> Tensor {
         let last = self.layers.len() - 1;
         let mut h = xs.shallow_clone();
         for (i, layer) in self.layers.iter().enumerate() {

@@ -57,10 +57,7 @@ impl CifarNet {
 
     /// Plain net of the given depth for CIFAR-10.
     pub fn plain(depth: usize) -> Self {
-        CifarNet {
-            residual: false,
-            ..Self::resnet(depth)
-        }
+        CifarNet { residual: false, ..Self::resnet(depth) }
     }
 
     /// `resnet20`, `plain56`, `resnet20-B`.
@@ -84,16 +81,8 @@ impl CifarNet {
 
     pub fn validate(&self) -> Result<()> {
         self.blocks_per_stage()?;
-        ensure!(
-            self.num_classes >= 1,
-            "num_classes must be at least 1, got {}",
-            self.num_classes
-        );
-        ensure!(
-            self.in_channels >= 1,
-            "in_channels must be at least 1, got {}",
-            self.in_channels
-        );
+        ensure!(self.num_classes >= 1, "num_classes must be at least 1, got {}", self.num_classes);
+        ensure!(self.in_channels >= 1, "in_channels must be at least 1, got {}", self.in_channels);
         // Two stride-2 stages must leave at least one position.
         ensure!(
             self.image_size >= 4,
@@ -109,14 +98,7 @@ impl CifarNet {
         self.validate()?;
         let n = self.blocks_per_stage()?;
         let shortcut = self.residual.then_some(self.shortcut);
-        let stem = Stem::Cifar(ConvBn::new(
-            &(p / "conv1"),
-            &(p / "bn1"),
-            self.in_channels,
-            WIDTHS[0],
-            3,
-            1,
-        ));
+        let stem = Stem::Cifar(ConvBn::new(&(p / "conv1"), &(p / "bn1"), self.in_channels, WIDTHS[0], 3, 1));
         let mut in_c = WIDTHS[0];
         let mut stages = Vec::with_capacity(3);
         for (s, &width) in WIDTHS.iter().enumerate() {

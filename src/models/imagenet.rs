@@ -60,18 +60,12 @@ impl ImageNetNet {
     }
 
     pub fn plain(depth: usize) -> Self {
-        ImageNetNet {
-            residual: false,
-            ..Self::resnet(depth, Shortcut::A)
-        }
+        ImageNetNet { residual: false, ..Self::resnet(depth, Shortcut::A) }
     }
 
     /// torchvision's `resnet18`/`resnet50`...: option B, stride in the 3x3 conv.
     pub fn torchvision(depth: usize) -> Self {
-        ImageNetNet {
-            bottleneck_stride: BottleneckStride::Conv3x3,
-            ..Self::resnet(depth, Shortcut::B)
-        }
+        ImageNetNet { bottleneck_stride: BottleneckStride::Conv3x3, ..Self::resnet(depth, Shortcut::B) }
     }
 
     /// `plain34`, `resnet34-A`, `resnet50-B` (`resnet50-B-v1.5` with the stride in the 3x3 conv).
@@ -89,10 +83,7 @@ impl ImageNetNet {
     fn architecture(&self) -> Result<([usize; 4], bool)> {
         match ARCHITECTURES.iter().find(|(d, _, _)| *d == self.depth) {
             Some(&(_, blocks, bottleneck)) => Ok((blocks, bottleneck)),
-            None => bail!(
-                "ImageNet depth {} is not one of 18, 34, 50, 101, 152",
-                self.depth
-            ),
+            None => bail!("ImageNet depth {} is not one of 18, 34, 50, 101, 152", self.depth),
         }
     }
 
@@ -102,11 +93,7 @@ impl ImageNetNet {
 
     pub fn validate(&self) -> Result<()> {
         self.architecture()?;
-        ensure!(
-            self.num_classes >= 1,
-            "num_classes must be at least 1, got {}",
-            self.num_classes
-        );
+        ensure!(self.num_classes >= 1, "num_classes must be at least 1, got {}", self.num_classes);
         ensure!(
             self.image_size >= 32,
             "image_size {} is too small for an ImageNet net (at least 32)",
@@ -133,14 +120,7 @@ impl ImageNetNet {
                     let stride = if s > 0 && b == 0 { 2 } else { 1 };
                     let bp = &sp / b;
                     let block = if bottleneck {
-                        Block::bottleneck(
-                            &bp,
-                            in_c,
-                            out_c,
-                            stride,
-                            self.bottleneck_stride,
-                            shortcut,
-                        )
+                        Block::bottleneck(&bp, in_c, out_c, stride, self.bottleneck_stride, shortcut)
                     } else {
                         Block::basic(&bp, in_c, out_c, stride, shortcut)
                     };

@@ -15,10 +15,7 @@ impl Fc {
         // NOTE: the paper does not say how the fc layer is initialised; this is PyTorch's nn.Linear
         // default, U(-1/sqrt(in), 1/sqrt(in)) for weight and bias, as torchvision keeps it.
         let bound = 1.0 / (in_features as f64).sqrt();
-        let init = nn::Init::Uniform {
-            lo: -bound,
-            up: bound,
-        };
+        let init = nn::Init::Uniform { lo: -bound, up: bound };
         Fc {
             weight: p.var("weight", &[out_features, in_features], init),
             bias: p.var("bias", &[out_features], init),
@@ -67,12 +64,7 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    fn forward_impl(
-        &self,
-        xs: &Tensor,
-        train: bool,
-        mut responses: Option<&mut Vec<Tensor>>,
-    ) -> Tensor {
+    fn forward_impl(&self, xs: &Tensor, train: bool, mut responses: Option<&mut Vec<Tensor>>) -> Tensor {
         let stem = self.stem.conv_bn();
         let mut h = stem.forward_t(xs, train);
         if let (Some(r), Stem::Cifar(_)) = (responses.as_deref_mut(), &self.stem) {
@@ -116,13 +108,7 @@ impl ResNet {
     /// Weighted layers along the deepest path (convs of the stem and residual branches, plus fc):
     /// the depth in the network's name.
     pub fn depth(&self) -> usize {
-        1 + self
-            .stages
-            .iter()
-            .flatten()
-            .map(|b| b.layers.len())
-            .sum::<usize>()
-            + 1
+        1 + self.stages.iter().flatten().map(|b| b.layers.len()).sum::<usize>() + 1
     }
 
     /// Multiply-adds of every conv and the fc layer, for one image of the configured input size.
@@ -154,8 +140,5 @@ impl nn::ModuleT for ResNet {
 
 /// Number of trainable parameters in a var store (BN running statistics are buffers, not counted).
 pub fn count_parameters(vs: &nn::VarStore) -> i64 {
-    vs.trainable_variables()
-        .iter()
-        .map(|t| t.numel() as i64)
-        .sum()
+    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
 }

@@ -1,0 +1,53 @@
+//! SGD with momentum and weight decay whose state this project owns (tch's `nn::Sgd` keeps its
+//! momentum buffers inside libtorch, where they cannot be saved). Each step runs the same operations
+//! as `torch.optim.SGD` (tested against it in tests/optim.rs).
+
+use crate::shim::{SgdParams, clear_grads, sgd_step};
+use anyhow::Result;
+use tch::{Tensor, nn};
+
+/// SGD over a var store's trainable variables, in their name order.
+#[derive(Debug)]
+pub struct Sgd {
+    /// Variable names, sorted; the order of `params` and `buffers`.
+    pub names: Vec<String>,
+    pub params: Vec<Tensor>,
+    /// Momentum buffers, `None` until the first step.
+    pub buffers: Vec<Option<Tensor>>,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+}
+
+impl Sgd {
+    /// `torch.optim.SGD(params, lr, momentum, weight_decay=...)`. NOTE: as in the paper's
+    /// implementations (fb.resnet.torch, torchvision), weight decay applies to every parameter, BN
+    /// gamma/beta and the fc bias included.
+    pub fn new(vs: &nn::VarStore, momentum: f64, weight_decay: f64) -> Self {
+        let vars = vs.variables();
+        let mut names: Vec<String> =
+            vars.iter().filter(|(_, t)| t.requires_grad()).map(|(n, _)| n.clone()).collect();
+        names.sort();
+        let params: Vec<Tensor> = names.iter().map(|n| vars[n].shallow_clone()).collect();
+        let buffers = (0..params.len()).map(|_| None).collect();
+        Sgd { names, params, buffers, momentum, dampening: 0.0, weight_decay, nesterov: false }
+    }
+
+    /// Drops every parameter's gradient (PyTorch's `zero_grad()`, set_to_none).
+    pub fn zero_grad(&mut self) -> Result<()> {
+        clear_grads(&self.params)
+    }
+
+    /// One update with learning rate `lr`.
+    pub fn step(&mut self, lr: f64) -> Result<()> {
+        let h = SgdParams {
+            lr,
+            momentum: self.momentum,
+            dampening: self.dampening,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+        };
+        sgd_step(&self.params, &mut self.buffers, h)
+    }
+}

@@ -1,0 +1,162 @@
+//! Safe wrappers over src/shim/shim.cpp: libtorch calls that tch 0.24 does not expose.
+
+use anyhow::{Result, bail};
+use std::ffi::{CStr, c_char, c_double, c_int};
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+unsafe extern "C" {
+    fn rr_last_error() -> *const c_char;
+    fn rr_contiguous(t: *mut C_tensor, channels_last: c_int) -> *mut C_tensor;
+    fn rr_is_contiguous(t: *mut C_tensor, channels_last: c_int) -> c_int;
+    fn rr_clear_grads(ts: *mut *mut C_tensor, n: c_int) -> c_int;
+    fn rr_sgd_step(
+        params: *mut *mut C_tensor,
+        grads: *mut *mut C_tensor,
+        bufs: *mut *mut C_tensor,
+        n: c_int,
+        lr: c_double,
+        momentum: c_double,
+        dampening: c_double,
+        weight_decay: c_double,
+        nesterov: c_int,
+    ) -> c_int;
+}
+
+fn last_error(what: &str) -> anyhow::Error {
+    // SAFETY: rr_last_error returns a NUL-terminated thread-local string that lives until the next
+    // shim call on this thread; it is copied at once.
+    let msg = unsafe { CStr::from_ptr(rr_last_error()) }.to_string_lossy().into_owned();
+    anyhow::anyhow!("{what}: {msg}")
+}
+
+/// How a 4-d tensor's elements are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryFormat {
+    /// NCHW, PyTorch's default.
+    Contiguous,
+    /// NHWC strides with NCHW sizes; oneDNN's and cuDNN's preferred layout for convolutions.
+    ChannelsLast,
+}
+
+impl std::str::FromStr for MemoryFormat {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "contiguous" | "nchw" => Ok(MemoryFormat::Contiguous),
+            "channels_last" | "nhwc" => Ok(MemoryFormat::ChannelsLast),
+            _ => bail!("unknown memory format {s:?}: expected contiguous (nchw) or channels_last (nhwc)"),
+        }
+    }
+}
+
+impl std::fmt::Display for MemoryFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemoryFormat::Contiguous => "contiguous",
+            MemoryFormat::ChannelsLast => "channels_last",
+        })
+    }
+}
+
+/// `t.contiguous(memory_format=...)`: the same tensor if already laid out so, else a copy.
+pub fn contiguous(t: &Tensor, format: MemoryFormat) -> Result<Tensor> {
+    let cl = c_int::from(format == MemoryFormat::ChannelsLast);
+    // SAFETY: t is a live tch tensor; the returned handle is new and owned by the Tensor we build.
+    let out = unsafe { rr_contiguous(t.as_ptr() as *mut C_tensor, cl) };
+    if out.is_null() {
+        return Err(last_error("contiguous"));
+    }
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// Whether `t` is laid out in `format`.
+pub fn is_contiguous(t: &Tensor, format: MemoryFormat) -> bool {
+    let cl = c_int::from(format == MemoryFormat::ChannelsLast);
+    // SAFETY: t is a live tch tensor.
+    unsafe { rr_is_contiguous(t.as_ptr() as *mut C_tensor, cl) == 1 }
+}
+
+/// Lays out every 4-d variable of a var store in `format`, in place (as `module.to(memory_format=)`
+/// does): the variables keep their identity, so an optimizer built on them still sees them.
+pub fn set_memory_format(vs: &tch::nn::VarStore, format: MemoryFormat) -> Result<()> {
+    tch::no_grad(|| {
+        for (_, mut var) in vs.variables() {
+            if var.dim() == 4 && !is_contiguous(&var, format) {
+                let converted = contiguous(&var, format)?;
+                var.set_data(&converted);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Drops the gradients of `tensors`, as `optimizer.zero_grad()` (set_to_none) does in PyTorch.
+pub fn clear_grads(tensors: &[Tensor]) -> Result<()> {
+    let mut ptrs: Vec<*mut C_tensor> = tensors.iter().map(|t| t.as_ptr() as *mut C_tensor).collect();
+    // SAFETY: every pointer is a live tch tensor, borrowed for the call.
+    if unsafe { rr_clear_grads(ptrs.as_mut_ptr(), ptrs.len() as c_int) } != 0 {
+        return Err(last_error("clear grads"));
+    }
+    Ok(())
+}
+
+/// Hyper-parameters of [`sgd_step`], torch.optim.SGD's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdParams {
+    pub lr: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+}
+
+/// One SGD update of `params` with their `.grad()`s, the same operations as torch.optim.SGD.
+/// `buffers[i]` is parameter i's momentum buffer; `None` before the first step, set by it.
+/// Parameters without a gradient are skipped, as torch.optim.SGD skips them.
+pub fn sgd_step(params: &[Tensor], buffers: &mut [Option<Tensor>], h: SgdParams) -> Result<()> {
+    assert_eq!(params.len(), buffers.len(), "one momentum buffer slot per parameter");
+    let mut p_ptrs = Vec::with_capacity(params.len());
+    let mut g_ptrs = Vec::with_capacity(params.len());
+    let mut b_ptrs = Vec::with_capacity(params.len());
+    let mut grads = Vec::with_capacity(params.len()); // keeps the grad handles alive
+    let mut slots = Vec::with_capacity(params.len());
+    for (i, p) in params.iter().enumerate() {
+        let g = p.grad();
+        if !g.defined() {
+            continue;
+        }
+        p_ptrs.push(p.as_ptr() as *mut C_tensor);
+        g_ptrs.push(g.as_ptr() as *mut C_tensor);
+        grads.push(g);
+        b_ptrs.push(buffers[i].as_ref().map_or(std::ptr::null_mut(), |b| b.as_ptr() as *mut C_tensor));
+        slots.push(i);
+    }
+    // SAFETY: every pointer is a live tch tensor for the duration of the call (params and buffers
+    // are borrowed, grads held above); new buffer handles are taken over below, exactly once.
+    let rc = unsafe {
+        rr_sgd_step(
+            p_ptrs.as_mut_ptr(),
+            g_ptrs.as_mut_ptr(),
+            b_ptrs.as_mut_ptr(),
+            p_ptrs.len() as c_int,
+            h.lr,
+            h.momentum,
+            h.dampening,
+            h.weight_decay,
+            c_int::from(h.nesterov),
+        )
+    };
+    // New buffers, if any, were written into b_ptrs even if a later operation failed.
+    for (k, &i) in slots.iter().enumerate() {
+        if buffers[i].is_none() && !b_ptrs[k].is_null() {
+            buffers[i] = Some(unsafe { Tensor::from_ptr(b_ptrs[k]) });
+        }
+    }
+    if rc != 0 {
+        return Err(last_error("sgd step"));
+    }
+    drop(grads);
+    Ok(())
+}

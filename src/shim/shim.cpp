@@ -1,0 +1,112 @@
+// A small C++ shim over libtorch for what tch 0.24 does not expose: memory formats (channels_last)
+// and the multi-tensor (_foreach_*) SGD update that torch.optim.SGD runs. Tensors cross the boundary
+// as tch's handles (`at::Tensor*`); a returned handle is owned by the caller (tch frees it with
+// `delete`). Errors never cross as exceptions: a function returns null or -1 and rr_last_error()
+// says why.
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <string>
+#include <vector>
+
+namespace {
+thread_local std::string last_error;
+
+template <typename F>
+auto guarded(F f, decltype(f()) on_error) -> decltype(f()) {
+  try {
+    last_error.clear();
+    return f();
+  } catch (const std::exception& e) {
+    last_error = e.what();
+  } catch (...) {
+    last_error = "unknown C++ exception";
+  }
+  return on_error;
+}
+
+at::MemoryFormat memory_format(int channels_last) {
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+std::vector<at::Tensor> list(at::Tensor** ts, int n) {
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (int i = 0; i < n; ++i) v.push_back(*ts[i]);
+  return v;
+}
+}  // namespace
+
+extern "C" {
+
+const char* rr_last_error() { return last_error.c_str(); }
+
+// t.contiguous(memory_format): a new handle (the same storage if already in that format).
+at::Tensor* rr_contiguous(at::Tensor* t, int channels_last) {
+  return guarded([&] { return new at::Tensor(t->contiguous(memory_format(channels_last))); },
+                 (at::Tensor*)nullptr);
+}
+
+// 1 if t is contiguous in that memory format, 0 if not, -1 on error.
+int rr_is_contiguous(at::Tensor* t, int channels_last) {
+  return guarded([&] { return t->is_contiguous(memory_format(channels_last)) ? 1 : 0; }, -1);
+}
+
+// Drops the gradients of n tensors (optimizer.zero_grad(set_to_none=True), PyTorch's default):
+// the next backward writes fresh gradients instead of accumulating into zeroed ones.
+int rr_clear_grads(at::Tensor** ts, int n) {
+  return guarded(
+      [&] {
+        for (int i = 0; i < n; ++i) ts[i]->mutable_grad().reset();
+        return 0;
+      },
+      -1);
+}
+
+// One SGD step over n parameters, the same operations as torch.optim.SGD's multi-tensor path
+// (_multi_tensor_sgd in torch/optim/sgd.py, PyTorch 2.11), which its per-tensor path matches op for
+// op: d_p = grad + wd * param; buf = d_p on the first step, else buf = momentum * buf + (1 -
+// dampening) * d_p; d_p = buf (nesterov: d_p + momentum * buf); param -= lr * d_p.
+// bufs[i] == nullptr means "no momentum buffer yet": a new handle is stored there.
+// Returns 0, or -1 on error. Runs without recording autograd history.
+int rr_sgd_step(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int n, double lr,
+                double momentum, double dampening, double weight_decay, int nesterov) {
+  return guarded(
+      [&] {
+        if (n == 0) return 0;
+        c10::NoGradGuard no_grad;
+        auto p = list(params, n);
+        auto g = list(grads, n);
+        if (weight_decay != 0) g = at::_foreach_add(g, p, weight_decay);
+        if (momentum != 0) {
+          bool all_buffers = true;
+          for (int i = 0; i < n; ++i) all_buffers = all_buffers && bufs[i] != nullptr;
+          std::vector<at::Tensor> b;
+          if (all_buffers) {
+            b = list(bufs, n);
+            at::_foreach_mul_(b, momentum);
+            at::_foreach_add_(b, g, 1 - dampening);
+          } else {
+            for (int i = 0; i < n; ++i) {
+              if (bufs[i] == nullptr) {
+                bufs[i] = new at::Tensor(g[i].detach().clone());
+              } else {
+                bufs[i]->mul_(momentum).add_(g[i], 1 - dampening);
+              }
+              b.push_back(*bufs[i]);
+            }
+          }
+          if (nesterov) {
+            at::_foreach_add_(g, b, momentum);
+          } else {
+            g = b;
+          }
+        }
+        at::_foreach_add_(p, g, -lr);
+        return 0;
+      },
+      -1);
+}
+
+}  // extern "C"

@@ -1,0 +1,111 @@
+//! Our SGD (src/optim.rs over the shim's multi-tensor step) against torch.optim.SGD: the same
+//! parameters and gradients give bit-identical parameters and momentum buffers.
+//! The Python side is tests/python/sgd_reference.py.
+
+use resnet_repro::models::CifarNet;
+use resnet_repro::optim::Sgd;
+use resnet_repro::shim::{MemoryFormat, contiguous, is_contiguous, set_memory_format};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
+
+fn run_reference(dir: &Path) {
+    let py = std::env::var("RESNET_REPRO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sgd_reference.py");
+    let out = Command::new(&py).arg(&script).arg(dir).output().expect("running Python; use `make test`");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sgd_is_bit_identical_to_torch_optim_sgd() {
+    let dir = std::env::temp_dir().join(format!("resnet-repro-sgd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    run_reference(&dir);
+    for (case, momentum, wd, dampening, nesterov) in [
+        ("paper", 0.9, 1e-4, 0.0, false),
+        ("dampened", 0.9, 5e-4, 0.1, false),
+        ("nesterov", 0.9, 1e-4, 0.0, true),
+        ("plain", 0.0, 1e-4, 0.0, false),
+    ] {
+        let t: HashMap<String, Tensor> =
+            Tensor::read_safetensors(dir.join(format!("{case}.safetensors"))).unwrap().into_iter().collect();
+        let n = (0..).take_while(|i| t.contains_key(&format!("init.{i}"))).count();
+        let vs = nn::VarStore::new(Device::Cpu);
+        // Names chosen so that the optimizer's (sorted) order is the reference's order.
+        let params: Vec<Tensor> =
+            (0..n).map(|i| vs.root().var_copy(&format!("p{i}"), &t[&format!("init.{i}")])).collect();
+        let mut opt = Sgd::new(&vs, momentum, wd);
+        opt.dampening = dampening;
+        opt.nesterov = nesterov;
+        let lrs = Vec::<f64>::try_from(&t["lr"]).unwrap();
+        for (k, lr) in lrs.iter().enumerate() {
+            opt.zero_grad().unwrap();
+            let loss = (0..n)
+                .map(|i| (&params[i] * &t[&format!("grad.{k}.{i}")]).sum(Kind::Float))
+                .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
+            loss.backward();
+            opt.step(*lr).unwrap();
+        }
+        for i in 0..n {
+            let want = &t[&format!("param.{i}")];
+            let diff = (&params[i] - want).abs().max().double_value(&[]);
+            assert!(params[i].equal(want), "{case}: param {i} differs from torch.optim.SGD by {diff}");
+            if momentum != 0.0 {
+                let buf = opt.buffers[i].as_ref().expect("a momentum buffer after the first step");
+                assert!(buf.equal(&t[&format!("buf.{i}")]), "{case}: momentum buffer {i}");
+            } else {
+                assert!(opt.buffers[i].is_none());
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn zero_grad_drops_gradients_and_a_step_skips_parameters_without_one() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let a = vs.root().var_copy("a", &Tensor::from_slice(&[1.0f32, 2.0]));
+    let b = vs.root().var_copy("b", &Tensor::from_slice(&[3.0f32]));
+    let mut opt = Sgd::new(&vs, 0.9, 0.0);
+    (&a * 2.0).sum(Kind::Float).backward();
+    assert!(a.grad().defined() && !b.grad().defined());
+    opt.step(0.5).unwrap();
+    assert_eq!(Vec::<f32>::try_from(&a).unwrap(), [0.0, 1.0]);
+    assert_eq!(Vec::<f32>::try_from(&b).unwrap(), [3.0]);
+    assert!(opt.buffers[1].is_none(), "no buffer for a parameter never updated");
+    opt.zero_grad().unwrap();
+    assert!(!a.grad().defined());
+}
+
+#[test]
+fn channels_last_layout_gives_the_same_network() {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = CifarNet::resnet(20).build(&vs.root()).unwrap();
+    let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let before = net.forward_t(&x, true);
+    set_memory_format(&vs, MemoryFormat::ChannelsLast).unwrap();
+    for (name, v) in vs.variables() {
+        if v.dim() == 4 {
+            assert!(is_contiguous(&v, MemoryFormat::ChannelsLast), "{name}");
+        }
+    }
+    let x_cl = contiguous(&x, MemoryFormat::ChannelsLast).unwrap();
+    assert!(
+        is_contiguous(&x_cl, MemoryFormat::ChannelsLast) && !is_contiguous(&x, MemoryFormat::ChannelsLast)
+    );
+    assert!(x_cl.equal(&x), "same values, another layout");
+    let (after, responses) = net.forward_with_responses(&x_cl, true);
+    assert!(
+        responses.iter().all(|r| is_contiguous(r, MemoryFormat::ChannelsLast)),
+        "the layout carries through"
+    );
+    let diff = (&after - &before).abs().max().double_value(&[]);
+    assert!(diff < 1e-4, "logits differ by {diff}");
+    // An error from libtorch comes back as an error, not an abort.
+    let e = contiguous(&Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)), MemoryFormat::ChannelsLast)
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("rank 4"), "{e:#}");
+}
