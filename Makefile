@@ -3,12 +3,25 @@
 WITH_TORCH := scripts/with-torch
 CARGO := $(WITH_TORCH) cargo
 
-.PHONY: all build test bench doctor reproduce-table1 fmt lint clean-runs help
+# Common choices for the experiments: `make reproduce-table6 DATASET=fashion-mnist PRESET=quick`.
+DATASET ?= cifar10
+PRESET ?= full
+DATA_DIR ?= data
+DEVICE ?= auto
+ifeq ($(filter $(PRESET),full quick),)
+$(error PRESET=$(PRESET): expected full or quick)
+endif
+EXPERIMENT_ARGS := --dataset $(DATASET) --data-dir $(DATA_DIR) --device $(DEVICE)
+
+.PHONY: all build test bench doctor reproduce-table1 reproduce-table6 plots fmt lint clean-runs help
 
 all: build
 
 help:
+	@echo "make reproduce-table6   Table 6, Figures 1 and 6: the CIFAR depth sweep (runs/table6/, plots/)"
+	@echo "                        DATASET=cifar10|fashion-mnist PRESET=full|quick DATA_DIR=data DEVICE=auto|cpu|cuda"
 	@echo "make reproduce-table1   Table 1: parameters and multiply-adds beside the paper's (runs/table1/)"
+	@echo "make plots              re-render every figure and summary from runs/ (no training)"
 	@echo "make test               the test suite (CPU only)"
 	@echo "make bench              train-step throughput vs plain PyTorch (runs/bench/train_step.csv)"
 	@echo "make doctor             torch version, CUDA/cuDNN, threads, where libtorch was found"
@@ -25,6 +38,12 @@ bench: build
 
 doctor: build
 	target/release/doctor
+
+reproduce-table6: build
+	target/release/cifar_depth_sweep $(EXPERIMENT_ARGS) $(if $(filter quick,$(PRESET)),--quick,)
+
+plots: build
+	target/release/plot
 
 reproduce-table1: build
 	target/release/table1 --out runs/table1

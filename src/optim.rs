@@ -51,3 +51,49 @@ impl Sgd {
         sgd_step(&self.params, &mut self.buffers, h)
     }
 }
+
+impl Sgd {
+    /// Saves the momentum buffers as safetensors, each under its parameter's name.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        // Contiguous copies: safetensors holds the default layout (buffers may be channels_last).
+        let owned: Vec<(&str, Tensor)> = self
+            .names
+            .iter()
+            .zip(&self.buffers)
+            .filter_map(|(n, b)| b.as_ref().map(|b| (n.as_str(), b.contiguous())))
+            .collect();
+        let named: Vec<(&str, &Tensor)> = owned.iter().map(|(n, t)| (*n, t)).collect();
+        Tensor::write_safetensors(&named, path)
+            .map_err(|e| anyhow::anyhow!("writing optimizer state {}: {e}", path.display()))
+    }
+
+    /// Loads momentum buffers saved by [`Sgd::save`] (parameters absent from the file get none), each
+    /// laid out like its parameter.
+    pub fn load(&mut self, path: &std::path::Path) -> Result<()> {
+        let saved = Tensor::read_safetensors(path)
+            .map_err(|e| anyhow::anyhow!("reading optimizer state {}: {e}", path.display()))?;
+        let mut by_name: std::collections::HashMap<String, Tensor> = saved.into_iter().collect();
+        for (i, name) in self.names.iter().enumerate() {
+            self.buffers[i] = match by_name.remove(name) {
+                Some(t) => {
+                    let p = &self.params[i];
+                    anyhow::ensure!(
+                        t.size() == p.size(),
+                        "{}: momentum buffer {name} has shape {:?}, the parameter {:?}",
+                        path.display(),
+                        t.size(),
+                        p.size()
+                    );
+                    let mut buf = p.detach().empty_like();
+                    tch::no_grad(|| buf.copy_(&t));
+                    Some(buf)
+                }
+                None => None,
+            };
+        }
+        if let Some(extra) = by_name.keys().next() {
+            anyhow::bail!("{}: momentum buffer {extra} matches no parameter of this network", path.display());
+        }
+        Ok(())
+    }
+}

@@ -17,4 +17,4 @@ pub mod net;
 pub use blocks::{BottleneckStride, Shortcut};
 pub use cifar::CifarNet;
 pub use imagenet::ImageNetNet;
-pub use net::{ResNet, count_parameters};
+pub use net::{ResNet, count_parameters, save_weights};

@@ -142,3 +142,13 @@ impl nn::ModuleT for ResNet {
 pub fn count_parameters(vs: &nn::VarStore) -> i64 {
     vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
 }
+
+/// Saves every variable of a var store as safetensors under its name, in PyTorch's default layout
+/// whatever the training layout (tch's `VarStore::save` refuses channels_last tensors).
+pub fn save_weights(vs: &nn::VarStore, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut vars: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(n, t)| (n, t.contiguous())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let named: Vec<(&str, &Tensor)> = vars.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    Tensor::write_safetensors(&named, path).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}

@@ -1,0 +1,107 @@
+//! The CIFAR augmentation of Sec. 4.2, batched: zero-pad 4 pixels on each side, take a random crop of
+//! the original size (every one of the 9x9 offsets), flip horizontally with probability 1/2. One
+//! gather per batch on the training device, no loop over images.
+//!
+//! All randomness is a function of (seed, epoch): the epoch's shuffle, offsets and flips are drawn
+//! at once from a ChaCha8 stream keyed by both, so batch `k` of epoch `e` is the same in a resumed
+//! run, on any device.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, RngCore};
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+/// A random stream for (seed, stream, index): the same three give the same numbers.
+pub fn rng_for(seed: u64, stream: &[u8; 16], index: u64) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&index.to_le_bytes());
+    key[16..].copy_from_slice(stream);
+    ChaCha8Rng::from_seed(key)
+}
+
+const EPOCH_STREAM: &[u8; 16] = b"cifar-epoch-plan";
+
+/// One epoch of training batches: which images, and how each is cropped and flipped.
+#[derive(Debug)]
+pub struct EpochPlan {
+    pub epoch: u64,
+    /// Image indices, `batches * batch_size` of them (the last partial batch is dropped).
+    pub order: Tensor,
+    /// Crop offsets in the padded image, 0..=2*pad.
+    pub offset_y: Tensor,
+    pub offset_x: Tensor,
+    pub flip: Tensor,
+    pub batch_size: usize,
+}
+
+impl EpochPlan {
+    /// The plan of `epoch` for `n` images; with `augment` false every offset is `pad` (the centre,
+    /// i.e. the original image) and nothing is flipped. Drawn on the CPU, stored on `device`.
+    pub fn new(
+        seed: u64,
+        epoch: u64,
+        n: usize,
+        batch_size: usize,
+        pad: i64,
+        augment: bool,
+        device: Device,
+    ) -> Self {
+        let mut rng = rng_for(seed, EPOCH_STREAM, epoch);
+        let mut order: Vec<i64> = (0..n as i64).collect();
+        order.shuffle(&mut rng);
+        order.truncate((n / batch_size) * batch_size);
+        let m = order.len();
+        let (oy, ox, flip): (Vec<i64>, Vec<i64>, Vec<bool>) = if augment {
+            let oy = (0..m).map(|_| rng.random_range(0..=2 * pad)).collect();
+            let ox = (0..m).map(|_| rng.random_range(0..=2 * pad)).collect();
+            let flip = (0..m).map(|_| rng.next_u32() & 1 == 1).collect();
+            (oy, ox, flip)
+        } else {
+            (vec![pad; m], vec![pad; m], vec![false; m])
+        };
+        EpochPlan {
+            epoch,
+            order: Tensor::from_slice(&order).to_device(device),
+            offset_y: Tensor::from_slice(&oy).to_device(device),
+            offset_x: Tensor::from_slice(&ox).to_device(device),
+            flip: Tensor::from_slice(&flip).to_device(device),
+            batch_size,
+        }
+    }
+
+    pub fn batches(&self) -> usize {
+        self.order.size()[0] as usize / self.batch_size
+    }
+
+    /// Batch `k` of the epoch from `images` (N x C x H x W) and `labels`: augmented images and labels.
+    pub fn batch(&self, k: usize, images: &Tensor, labels: &Tensor, pad: i64) -> (Tensor, Tensor) {
+        let (start, len) = ((k * self.batch_size) as i64, self.batch_size as i64);
+        let idx = self.order.narrow(0, start, len);
+        let x = images.index_select(0, &idx);
+        let y = labels.index_select(0, &idx);
+        let oy = self.offset_y.narrow(0, start, len);
+        let ox = self.offset_x.narrow(0, start, len);
+        let flip = self.flip.narrow(0, start, len);
+        (pad_crop_flip(&x, pad, &oy, &ox, &flip), y)
+    }
+}
+
+/// Zero-pads a batch by `pad` on each side, then takes from each image `i` the crop whose top-left
+/// corner is (`offset_y[i]`, `offset_x[i]`) in the padded image, mirrored left-right where `flip[i]`.
+/// The output has the input's size. One gather for the whole batch.
+pub fn pad_crop_flip(x: &Tensor, pad: i64, offset_y: &Tensor, offset_x: &Tensor, flip: &Tensor) -> Tensor {
+    let (b, c, h, w) = x.size4().expect("a batch of images, B x C x H x W");
+    let dev = x.device();
+    let padded = if pad > 0 { x.constant_pad_nd([pad, pad, pad, pad]) } else { x.shallow_clone() };
+    let ar_h = Tensor::arange(h, (Kind::Int64, dev));
+    let ar_w = Tensor::arange(w, (Kind::Int64, dev));
+    let rows = offset_y.view([b, 1]) + ar_h.view([1, h]);
+    let cols_fwd = offset_x.view([b, 1]) + ar_w.view([1, w]);
+    let cols_rev = offset_x.view([b, 1]) + (ar_w.flip([0])).view([1, w]);
+    let cols = cols_rev.where_self(&flip.view([b, 1]), &cols_fwd);
+    let bi = Tensor::arange(b, (Kind::Int64, dev)).view([b, 1, 1, 1]);
+    let ci = Tensor::arange(c, (Kind::Int64, dev)).view([1, c, 1, 1]);
+    padded.index(&[Some(bi), Some(ci), Some(rows.view([b, 1, h, 1])), Some(cols.view([b, 1, 1, w]))])
+}

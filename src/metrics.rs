@@ -1,0 +1,119 @@
+//! What training records: `metrics.csv` rows (flushed as they are written) and the `final.json` of a
+//! finished run.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    /// Updates done.
+    pub iteration: u64,
+    /// Training images seen / training set size.
+    pub epoch: f64,
+    /// The rate of the last update.
+    pub lr: f64,
+    /// Mean loss over the mini-batches since the previous row.
+    pub train_loss: f64,
+    /// Error (%) over the mini-batches since the previous row, in training mode with augmentation:
+    /// the paper's dashed curves.
+    pub train_error: f64,
+    /// Error (%) on the held-out training images, when the run has a validation split.
+    pub val_error: Option<f64>,
+    /// Error (%) on the test set (evaluated every `eval_every` iterations, else empty).
+    pub test_error: Option<f64>,
+    /// Training wall time so far, across resumes.
+    pub seconds: f64,
+}
+
+/// The columns of `metrics.csv`, in order.
+pub const METRICS_COLUMNS: [&str; 8] =
+    ["iteration", "epoch", "lr", "train_loss", "train_error", "val_error", "test_error", "seconds"];
+
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
+    let mut r = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    r.deserialize().map(|row| row.with_context(|| format!("parsing {}", path.display()))).collect()
+}
+
+/// Appends rows to a metrics file, flushing each one so that a killed run loses nothing written.
+pub struct MetricsWriter {
+    w: csv::Writer<std::fs::File>,
+}
+
+impl MetricsWriter {
+    /// A new file with only the header.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(file);
+        w.write_record(METRICS_COLUMNS)?;
+        w.flush()?;
+        Ok(MetricsWriter { w })
+    }
+
+    /// Keeps the rows up to `iteration` (those a resumed run will not write again) and appends after them.
+    pub fn resume(path: &Path, iteration: u64) -> Result<Self> {
+        let kept: Vec<MetricsRow> = if path.exists() {
+            read_metrics(path)?.into_iter().filter(|r| r.iteration <= iteration).collect()
+        } else {
+            Vec::new()
+        };
+        let mut writer = Self::create(path)?;
+        for row in &kept {
+            writer.append(row)?;
+        }
+        Ok(writer)
+    }
+
+    pub fn append(&mut self, row: &MetricsRow) -> Result<()> {
+        self.w.serialize(row)?;
+        self.w.flush()?;
+        Ok(())
+    }
+}
+
+/// `final.json`: a finished run, written last (its presence marks the run as done).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalRecord {
+    pub net: String,
+    pub depth: usize,
+    pub residual: bool,
+    pub dataset: String,
+    pub preset: String,
+    pub seed: u64,
+    pub iterations: u64,
+    /// Test error (%) of the final weights (no model selection).
+    pub test_error: f64,
+    /// Test images the error is over (10,000 unless the preset evaluates a subset).
+    pub test_images: usize,
+    pub val_error: Option<f64>,
+    /// Training error (%) over the last logging window.
+    pub train_error: f64,
+    pub seconds: f64,
+    pub device: String,
+    pub torch: String,
+    pub commit: String,
+    /// Where the warm-up ended, if the run had one.
+    pub warmup_ended_at: Option<u64>,
+    pub finished: String,
+}
+
+impl FinalRecord {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Written to a temporary file and renamed, so that it is either complete or absent.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes())
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}

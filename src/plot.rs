@@ -1,0 +1,290 @@
+//! Figures 1 and 6 as PNGs, rendered from the runs' `metrics.csv` files alone (no training state).
+//! The font is embedded (DejaVu Sans), so no system fonts are needed.
+
+use crate::config::{Preset, RunConfig, parse_group};
+use crate::metrics::{MetricsRow, read_metrics};
+use anyhow::{Context, Result, anyhow};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+/// One network's curves (its lowest seed).
+#[derive(Debug, Clone)]
+pub struct Curve {
+    pub name: String,
+    pub depth: usize,
+    pub residual: bool,
+    pub seed: u64,
+    pub rows: Vec<MetricsRow>,
+}
+
+fn register_fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Both calls can only fail on an invalid font, and these are the crate's own.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+/// The curves of every network of a run group (`runs/table6/<group>`), one seed each (the lowest
+/// with a metrics file), plain nets first, by depth.
+pub fn load_group(group_dir: &Path) -> Result<Vec<Curve>> {
+    let mut curves = Vec::new();
+    for net_dir in subdirs(group_dir)? {
+        let mut seeds: Vec<(u64, PathBuf)> = subdirs(&net_dir)?
+            .into_iter()
+            .filter(|d| d.join("metrics.csv").is_file() && d.join("config.toml").is_file())
+            .filter_map(|d| {
+                let s = d.file_name()?.to_str()?.strip_prefix("seed")?.parse().ok()?;
+                Some((s, d))
+            })
+            .collect();
+        seeds.sort();
+        let Some((seed, dir)) = seeds.into_iter().next() else { continue };
+        let cfg = RunConfig::from_file(&dir.join("config.toml"))?;
+        let rows = read_metrics(&dir.join("metrics.csv"))?;
+        if rows.is_empty() {
+            continue;
+        }
+        curves.push(Curve {
+            name: cfg.net.name(),
+            depth: cfg.net.depth,
+            residual: cfg.net.residual,
+            seed,
+            rows,
+        });
+    }
+    curves.sort_by_key(|c| (c.residual, c.depth));
+    Ok(curves)
+}
+
+fn subdirs(p: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).with_context(|| format!("listing {}", p.display()))? {
+            let path = e?.path();
+            if path.is_dir() {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A colour per depth, the same in every panel (Okabe-Ito, readable with colour blindness).
+pub fn color(depth: usize) -> RGBColor {
+    match depth {
+        20 => RGBColor(230, 159, 0),
+        32 => RGBColor(86, 180, 233),
+        44 => RGBColor(0, 158, 115),
+        56 => RGBColor(0, 114, 178),
+        110 => RGBColor(0, 0, 0),
+        1202 => RGBColor(213, 94, 0),
+        d => {
+            let RGBAColor(r, g, b, _) = Palette99::pick(d).to_rgba();
+            RGBColor(r, g, b)
+        }
+    }
+}
+
+/// Which error a line shows.
+#[derive(Clone, Copy, PartialEq)]
+enum Series {
+    Train,
+    Test,
+}
+
+fn points(c: &Curve, s: Series) -> Vec<(f64, f64)> {
+    c.rows
+        .iter()
+        .filter_map(|r| {
+            let y = match s {
+                Series::Train => Some(r.train_error),
+                Series::Test => r.test_error,
+            }?;
+            Some((r.iteration as f64 / 1e4, y))
+        })
+        .collect()
+}
+
+/// The y range: the paper's 0..20 % when every curve ends below 20 %, else up to the data's maximum
+/// (rounded up to 10 %), so that short or failing runs stay visible.
+fn y_max(curves: &[&Curve]) -> f64 {
+    let last_test = |c: &&Curve| c.rows.iter().rev().find_map(|r| r.test_error);
+    if curves.iter().all(|c| last_test(c).is_some_and(|e| e < 20.0)) {
+        return 20.0;
+    }
+    let m =
+        curves.iter().flat_map(|c| c.rows.iter().flat_map(|r| [Some(r.train_error), r.test_error])).flatten();
+    (m.fold(0f64, f64::max) / 10.0).ceil().clamp(2.0, 10.0) * 10.0
+}
+
+/// A panel: for each curve, dashed training error and/or bold test error; x in 1e4 iterations.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    curves: &[&Curve],
+    series: &[Series],
+    x_max: f64,
+    y_max: f64,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing: {e:?}");
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(54)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("iter. (1e4)")
+        .y_desc("error (%)")
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .light_line_style(RGBColor(235, 235, 235))
+        .x_label_formatter(&|v| format!("{v}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(err)?;
+    if curves.is_empty() {
+        area.draw(&Text::new(
+            "not run yet",
+            (area.dim_in_pixel().0 as i32 / 2 - 50, area.dim_in_pixel().1 as i32 / 2),
+            ("sans-serif", 20),
+        ))
+        .map_err(err)?;
+        return Ok(());
+    }
+    let clip = |pts: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        pts.into_iter().map(|(x, y)| (x, y.min(y_max))).collect()
+    };
+    for c in curves {
+        let col = color(c.depth);
+        for &s in series {
+            let pts = clip(points(c, s));
+            if pts.is_empty() {
+                continue;
+            }
+            let dashed = s == Series::Train && series.len() > 1;
+            let width = if s == Series::Test && series.len() > 1 { 3 } else { 2 };
+            let label = format!("{}-{}", if c.residual { "ResNet" } else { "plain" }, c.depth);
+            if dashed {
+                chart.draw_series(DashedLineSeries::new(pts, 6, 4, col.stroke_width(width))).map_err(err)?;
+            } else {
+                let anno = chart.draw_series(LineSeries::new(pts, col.stroke_width(width))).map_err(err)?;
+                if s == Series::Test || series.len() == 1 {
+                    anno.label(label)
+                        .legend(move |(x, y)| PathElement::new([(x, y), (x + 22, y)], col.stroke_width(3)));
+                }
+            }
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+fn dataset_label(group: &str) -> String {
+    match parse_group(group) {
+        Ok((ds, Preset::Full)) => pretty(ds).to_string(),
+        Ok((ds, Preset::Quick)) => format!("{}, quick preset: not a reproduction", pretty(ds)),
+        Err(_) => group.to_string(),
+    }
+}
+
+fn pretty(ds: crate::data::DatasetName) -> &'static str {
+    match ds {
+        crate::data::DatasetName::Cifar10 => "CIFAR-10",
+        crate::data::DatasetName::FashionMnist => "Fashion-MNIST",
+    }
+}
+
+fn x_max(curves: &[&Curve]) -> f64 {
+    let last = curves.iter().filter_map(|c| c.rows.last()).map(|r| r.iteration).max().unwrap_or(64_000);
+    (last as f64 / 1e4).max(0.01)
+}
+
+/// Figure 1: plain-20 vs plain-56, training error (left) and test error (right).
+pub fn figure1(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
+    register_fonts();
+    let sel: Vec<&Curve> =
+        curves.iter().filter(|c| !c.residual && (c.depth == 20 || c.depth == 56)).collect();
+    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let (top, body) = root.split_vertically(44);
+    top.titled(
+        &format!("Figure 1 ({}): plain-20 vs plain-56", dataset_label(group)),
+        ("sans-serif", 24).into_font().style(FontStyle::Bold),
+    )
+    .map_err(|e| anyhow!("{e:?}"))?;
+    let panels = body.split_evenly((1, 2));
+    let (xm, ym) = (x_max(&sel), y_max(&sel));
+    panel(&panels[0], "training error", &sel, &[Series::Train], xm, ym)?;
+    panel(&panels[1], "test error", &sel, &[Series::Test], xm, ym)?;
+    root.present().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Figure 6: plain nets (left), ResNets (middle), ResNet-110 vs 1202 (right); dashed training
+/// error, bold test error.
+pub fn figure6(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
+    register_fonts();
+    // As in the paper, plain-110 (above 60% error) is left off the chart.
+    let plain: Vec<&Curve> = curves.iter().filter(|c| !c.residual && c.depth <= 56).collect();
+    let res: Vec<&Curve> = curves.iter().filter(|c| c.residual && c.depth <= 110).collect();
+    let deep: Vec<&Curve> =
+        curves.iter().filter(|c| c.residual && (c.depth == 110 || c.depth == 1202)).collect();
+    let root = BitMapBackend::new(path, (1800, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let (top, body) = root.split_vertically(44);
+    top.titled(
+        &format!("Figure 6 ({}): dashed training error, bold test error", dataset_label(group)),
+        ("sans-serif", 24).into_font().style(FontStyle::Bold),
+    )
+    .map_err(|e| anyhow!("{e:?}"))?;
+    let panels = body.split_evenly((1, 3));
+    let all: Vec<&Curve> = curves.iter().collect();
+    let xm = x_max(&all);
+    let both = [Series::Train, Series::Test];
+    panel(&panels[0], "plain networks", &plain, &both, xm, y_max(&plain))?;
+    panel(&panels[1], "ResNets", &res, &both, xm, y_max(&res))?;
+    panel(&panels[2], "ResNet-110 vs ResNet-1202", &deep, &both, xm, y_max(&deep))?;
+    root.present().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Renders Figures 1 and 6 for every run group under `runs_dir` (`runs/table6`) into `plots_dir`,
+/// as `fig1_<group>.png` and `fig6_<group>.png`. Returns the files written.
+pub fn render_table6_figures(runs_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for group_dir in subdirs(runs_dir)? {
+        let group = group_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if parse_group(&group).is_err() {
+            continue;
+        }
+        let curves = load_group(&group_dir)?;
+        if curves.is_empty() {
+            continue;
+        }
+        std::fs::create_dir_all(plots_dir).with_context(|| format!("creating {}", plots_dir.display()))?;
+        let f1 = plots_dir.join(format!("fig1_{group}.png"));
+        figure1(&curves, &group, &f1)?;
+        let f6 = plots_dir.join(format!("fig6_{group}.png"));
+        figure6(&curves, &group, &f6)?;
+        written.extend([f1, f6]);
+    }
+    Ok(written)
+}

@@ -1,0 +1,172 @@
+//! Helpers shared by the integration tests: a local HTTP server, and small dataset files written in
+//! the real formats.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+
+/// How the server answers a path.
+#[derive(Clone)]
+pub enum Reply {
+    /// The whole body.
+    Full(Vec<u8>),
+    /// Announces the whole body's length but closes the connection after this many bytes.
+    CutAfter(Vec<u8>, usize),
+}
+
+/// Serves `routes` on 127.0.0.1 (a free port) from a background thread; returns the base URL.
+/// Unknown paths get 404.
+pub fn serve(routes: HashMap<String, Reply>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let _ = match routes.get(&path) {
+                Some(Reply::Full(body)) => {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    stream.write_all(body)
+                }
+                Some(Reply::CutAfter(body, n)) => {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(&body[..*n]);
+                    stream.flush()
+                }
+                None => {
+                    write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                }
+            };
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A CIFAR-10 batch file's bytes: `records` records whose label is `i % 10` and whose pixels are
+/// `(i + offset) % 256` with channel c, row y, column x adding `c * 7 + y * 3 + x`.
+pub fn cifar_batch(records: usize, seed: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records * 3073);
+    for i in 0..records {
+        out.push((i % 10) as u8);
+        for c in 0..3usize {
+            for y in 0..32usize {
+                for x in 0..32usize {
+                    out.push(((i + seed as usize + c * 7 + y * 3 + x) % 256) as u8);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A cifar-10-binary.tar.gz with `records` records in each of the six batch files.
+pub fn cifar_archive(records: usize) -> Vec<u8> {
+    let mut builder =
+        tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut names: Vec<String> = (1..=5).map(|k| format!("data_batch_{k}.bin")).collect();
+    names.push("test_batch.bin".into());
+    for (k, name) in names.iter().enumerate() {
+        let data = cifar_batch(records, k as u8);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, format!("cifar-10-batches-bin/{name}"), &data[..]).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+pub fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// IDX image bytes: `n` 28x28 images, pixel (i, y, x) = (i + y + x) % 256.
+pub fn idx_images(n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in [2051u32, n as u32, 28, 28] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    for i in 0..n {
+        for y in 0..28 {
+            for x in 0..28 {
+                out.push(((i + y + x) % 256) as u8);
+            }
+        }
+    }
+    out
+}
+
+/// IDX label bytes: label i = i % 10.
+pub fn idx_labels(n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in [2049u32, n as u32] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.extend((0..n).map(|i| (i % 10) as u8));
+    out
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Writes the four Fashion-MNIST files (gzipped or not) with `train`/`test` images into `dir`.
+pub fn write_fashion_mnist(dir: &Path, train: usize, test: usize, gz: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    let files = [
+        ("train-images-idx3-ubyte", idx_images(train)),
+        ("train-labels-idx1-ubyte", idx_labels(train)),
+        ("t10k-images-idx3-ubyte", idx_images(test)),
+        ("t10k-labels-idx1-ubyte", idx_labels(test)),
+    ];
+    for (stem, bytes) in files {
+        if gz {
+            std::fs::write(dir.join(format!("{stem}.gz")), gzip(&bytes)).unwrap();
+        } else {
+            std::fs::write(dir.join(stem), bytes).unwrap();
+        }
+    }
+}
+
+/// Names of the files in a folder (recursively), sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_in(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,259 @@
+//! Training: schedule and warm-up transitions, resume determinism, the metrics CSV, NaN handling,
+//! skipping finished runs, and a short run on real Fashion-MNIST whose loss falls.
+
+use resnet_repro::config::{Layout, Preset, RunConfig, TrainConfig};
+use resnet_repro::data::{DataOptions, Dataset, DatasetName, Prepared};
+use resnet_repro::metrics::{METRICS_COLUMNS, read_metrics};
+use resnet_repro::models::CifarNet;
+use resnet_repro::schedule::{Schedule, Warmup, WarmupState};
+use resnet_repro::train::{RunStatus, TrainOptions, train_run};
+use std::collections::HashMap;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// libtorch's random generator is process-wide, and the tests of a file run on parallel threads:
+/// the tests that draw from it (synthetic data, network init) take this lock so that a seed set in
+/// one is not consumed by another.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn schedule_divides_by_ten_at_the_milestones() {
+    let s = Schedule { lr: 0.1, milestones: vec![32_000, 48_000], decay: 0.1, warmup: None };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert!(close(s.lr_at(0, false), 0.1));
+    assert!(close(s.lr_at(31_999, false), 0.1));
+    assert!(close(s.lr_at(32_000, false), 0.01));
+    assert!(close(s.lr_at(47_999, false), 0.01));
+    assert!(close(s.lr_at(48_000, false), 0.001));
+    assert!(close(s.lr_at(63_999, false), 0.001));
+    // Without a warm-up configured, "warming up" changes nothing.
+    assert!(close(s.lr_at(5, true), 0.1));
+}
+
+#[test]
+fn warm_up_holds_the_small_rate_until_the_error_falls_below_80_percent() {
+    let w = Warmup { lr: 0.01, until_train_error_below: 80.0, check_every: 10, max_iterations: 2000 };
+    let s = Schedule { lr: 0.1, milestones: vec![32_000, 48_000], decay: 0.1, warmup: Some(w.clone()) };
+    let mut state = WarmupState::start(Some(&w));
+    assert!(state.is_active());
+    assert_eq!(s.lr_at(0, state.is_active()), 0.01);
+    assert!(!state.update(&w, 10, 90.0));
+    assert!(!state.update(&w, 20, 80.0), "80% is not below 80%");
+    assert!(state.is_active());
+    assert!(state.update(&w, 400, 79.9));
+    assert_eq!(state, WarmupState::Done { at: 400, capped: false });
+    assert_eq!(s.lr_at(400, state.is_active()), 0.1, "back to 0.1");
+    assert_eq!(s.lr_at(32_000, state.is_active()), 0.1 * 0.1);
+    assert!(!state.update(&w, 410, 95.0), "once over, it stays over");
+    // The cap ends a warm-up that never reaches the threshold.
+    let mut stuck = WarmupState::start(Some(&w));
+    assert!(!stuck.update(&w, 1990, 95.0));
+    assert!(stuck.update(&w, 2000, 95.0));
+    assert_eq!(stuck, WarmupState::Done { at: 2000, capped: true });
+    assert_eq!(WarmupState::start(None), WarmupState::None);
+}
+
+/// Learnable synthetic data: the label is the brightest of 10 image regions, plus noise.
+fn synthetic(n: i64, seed: i64) -> Prepared {
+    tch::manual_seed(seed);
+    let y = Tensor::randint(10, [n], (Kind::Int64, Device::Cpu));
+    let x = Tensor::randn([n, 3, 16, 16], (Kind::Float, Device::Cpu)) * 0.5;
+    let onehot = y.one_hot(10).to_kind(Kind::Float).view([n, 1, 10, 1]);
+    let x = x + onehot.pad([0, 15, 0, 6], "constant", 0.0) * 2.0;
+    Prepared {
+        name: DatasetName::Cifar10,
+        train_x: x.narrow(0, 0, n - 64),
+        train_y: y.narrow(0, 0, n - 64),
+        val: None,
+        test_x: x.narrow(0, n - 64, 64),
+        test_y: y.narrow(0, n - 64, 64),
+        mean: Tensor::zeros([1, 3, 16, 16], (Kind::Float, Device::Cpu)),
+    }
+}
+
+fn small_run(layout: Layout) -> RunConfig {
+    RunConfig {
+        experiment: "test".into(),
+        preset: Preset::Quick,
+        dataset: DatasetName::Cifar10,
+        seed: 3,
+        net: CifarNet { image_size: 16, ..CifarNet::resnet(8) },
+        train: TrainConfig {
+            batch_size: 32,
+            iterations: 30,
+            milestones: vec![15, 25],
+            warmup: Some(Warmup {
+                lr: 0.01,
+                until_train_error_below: 100.0,
+                check_every: 5,
+                max_iterations: 50,
+            }),
+            log_every: 5,
+            eval_every: 10,
+            checkpoint_every: 10,
+            eval_batch_size: 40,
+            layout,
+            ..TrainConfig::default()
+        },
+    }
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions { device: Device::Cpu, stop_after: None, progress_bar: false }
+}
+
+fn weights(dir: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect()
+}
+
+#[test]
+fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
+    let _rng = rng_lock();
+    let data = synthetic(320, 11);
+    for layout in [Layout::ChannelsLast, Layout::Contiguous] {
+        let cfg = small_run(layout);
+        let whole = tempfile::tempdir().unwrap();
+        let split = tempfile::tempdir().unwrap();
+        let RunStatus::Finished(a) = train_run(&cfg, &data, whole.path(), &quiet()).unwrap() else {
+            panic!()
+        };
+        // Interrupted at 10 and at 20 (each call starts from scratch: new var store, optimizer, data plan).
+        for expect in [10, 20] {
+            let opts = TrainOptions { stop_after: Some(10), ..quiet() };
+            assert_eq!(train_run(&cfg, &data, split.path(), &opts).unwrap(), RunStatus::Paused(expect));
+            assert!(split.path().join(format!("ckpt-{expect:08}/state.json")).is_file());
+        }
+        let RunStatus::Finished(b) = train_run(&cfg, &data, split.path(), &quiet()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.test_error, b.test_error);
+        assert_eq!(a.warmup_ended_at, Some(5));
+        assert_eq!(b.warmup_ended_at, Some(5));
+        let (wa, wb) = (weights(whole.path()), weights(split.path()));
+        assert_eq!(wa.len(), wb.len());
+        for (name, t) in &wa {
+            assert!(t.equal(&wb[name]), "{layout:?}: {name} differs after resuming");
+        }
+        let strip = |rows: Vec<resnet_repro::metrics::MetricsRow>| -> Vec<_> {
+            rows.into_iter().map(|r| (r.iteration, r.lr, r.train_loss, r.train_error, r.test_error)).collect()
+        };
+        let ma = strip(read_metrics(&whole.path().join("metrics.csv")).unwrap());
+        let mb = strip(read_metrics(&split.path().join("metrics.csv")).unwrap());
+        assert_eq!(ma, mb, "{layout:?}: the metrics of the resumed run");
+        // Only the newest checkpoint is kept.
+        let ckpts: Vec<_> = std::fs::read_dir(split.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("ckpt-"))
+            .collect();
+        assert_eq!(ckpts, ["ckpt-00000030"]);
+    }
+}
+
+#[test]
+fn metrics_csv_has_the_documented_columns_and_the_schedule() {
+    let _rng = rng_lock();
+    let data = synthetic(320, 12);
+    let cfg = small_run(Layout::Auto);
+    let dir = tempfile::tempdir().unwrap();
+    train_run(&cfg, &data, dir.path(), &quiet()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+    assert_eq!(text.lines().next().unwrap(), METRICS_COLUMNS.join(","));
+    let rows = read_metrics(&dir.path().join("metrics.csv")).unwrap();
+    assert_eq!(rows.iter().map(|r| r.iteration).collect::<Vec<_>>(), [5, 10, 15, 20, 25, 30]);
+    // Warm-up rate for the first 5 updates, then 0.1, / 10 at 15 and 25 (the rate of each row's last update).
+    let lrs: Vec<f64> = rows.iter().map(|r| r.lr).collect();
+    for (got, want) in lrs.iter().zip([0.01, 0.1, 0.1, 0.01, 0.01, 0.001]) {
+        assert!((got - want).abs() < 1e-12, "{lrs:?}");
+    }
+    let tested: Vec<bool> = rows.iter().map(|r| r.test_error.is_some()).collect();
+    assert_eq!(tested, [false, true, false, true, false, true]);
+    assert!(rows.iter().all(|r| r.val_error.is_none()));
+    assert!((rows[1].epoch - 10.0 * 32.0 / 256.0).abs() < 1e-9);
+    assert!(rows.iter().all(|r| (0.0..=100.0).contains(&r.train_error) && r.train_loss > 0.0));
+    assert!(rows.windows(2).all(|w| w[0].seconds <= w[1].seconds));
+    // The resolved configuration is saved with the run.
+    let saved = RunConfig::from_file(&dir.path().join("config.toml")).unwrap();
+    assert_eq!(saved, cfg);
+}
+
+#[test]
+fn finished_runs_are_skipped_and_a_changed_configuration_is_refused() {
+    let _rng = rng_lock();
+    let data = synthetic(320, 13);
+    let cfg = small_run(Layout::Auto);
+    let dir = tempfile::tempdir().unwrap();
+    let RunStatus::Finished(first) = train_run(&cfg, &data, dir.path(), &quiet()).unwrap() else { panic!() };
+    assert_eq!(first.iterations, 30);
+    assert_eq!(train_run(&cfg, &data, dir.path(), &quiet()).unwrap(), RunStatus::AlreadyDone(first));
+    let mut other = cfg.clone();
+    other.train.lr = 0.2;
+    let e = format!("{:#}", train_run(&other, &data, dir.path(), &quiet()).unwrap_err());
+    assert!(e.contains("another configuration") && e.contains("lr = 0.2"), "{e}");
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_last_good_checkpoint() {
+    let _rng = rng_lock();
+    let data = synthetic(320, 14);
+    let mut cfg = small_run(Layout::Auto);
+    cfg.train.warmup = None;
+    cfg.train.iterations = 40;
+    cfg.train.milestones = vec![];
+    let dir = tempfile::tempdir().unwrap();
+    // Ten sane iterations and a checkpoint, then an absurd rate.
+    let opts = TrainOptions { stop_after: Some(10), ..quiet() };
+    train_run(&cfg, &data, dir.path(), &opts).unwrap();
+    let mut bad = cfg.clone();
+    bad.train.milestones = vec![10];
+    bad.train.lr_decay = 1e30;
+    // Resume the same folder with an absurd rate after iteration 10 (its config rewritten to match).
+    std::fs::write(dir.path().join("config.toml"), bad.to_toml().unwrap()).unwrap();
+    let e = format!("{:#}", train_run(&bad, &data, dir.path(), &quiet()).unwrap_err());
+    assert!(e.contains("training loss became") && e.contains("ckpt-00000010"), "{e}");
+    assert!(dir.path().join("ckpt-00000010/model.safetensors").is_file());
+    assert!(!dir.path().join("final.json").exists());
+    let good = weights(&dir.path().join("ckpt-00000010"));
+    assert!(good.values().all(|t| t.isfinite().all().int64_value(&[]) == 1));
+}
+
+/// Real data: Fashion-MNIST from the data folder, Debian's package (`.ci/run` installs it) or
+/// the canonical address.
+#[test]
+fn a_short_run_on_real_fashion_mnist_lowers_the_loss() {
+    let _rng = rng_lock();
+    let cache = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/resnet-repro/data")).unwrap();
+    let ds = Dataset::load(DatasetName::FashionMnist, &DataOptions::new(cache)).unwrap();
+    assert_eq!((ds.train.len(), ds.test.len()), (60_000, 10_000));
+    let data = Prepared::new(&ds, 0, Device::Cpu).unwrap();
+    let cfg = RunConfig {
+        experiment: "test".into(),
+        preset: Preset::Quick,
+        dataset: DatasetName::FashionMnist,
+        seed: 0,
+        net: CifarNet { in_channels: 1, image_size: 28, ..CifarNet::resnet(8) },
+        train: TrainConfig {
+            batch_size: 64,
+            iterations: 80,
+            milestones: vec![],
+            log_every: 10,
+            eval_every: 80,
+            checkpoint_every: 80,
+            test_subset: Some(2000),
+            ..TrainConfig::default()
+        },
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let RunStatus::Finished(f) = train_run(&cfg, &data, dir.path(), &quiet()).unwrap() else { panic!() };
+    let rows = read_metrics(&dir.path().join("metrics.csv")).unwrap();
+    let (first, last) = (rows[0].train_loss, rows.last().unwrap().train_loss);
+    assert!(first > 1.5, "starts near chance: {first}");
+    assert!(last < 0.7 * first, "the loss fell from {first} to {last}");
+    assert!(f.test_error < 75.0, "test error {} after 80 iterations (chance: 90)", f.test_error);
+    assert_eq!(f.test_images, 2000);
+    assert_eq!(f.dataset, "fashion-mnist");
+}
