@@ -23,7 +23,7 @@ help:
 	@echo "make reproduce-table1   Table 1: parameters and multiply-adds beside the paper's (runs/table1/)"
 	@echo "make plots              re-render every figure and summary from runs/ (no training)"
 	@echo "make test               the test suite (CPU only)"
-	@echo "make bench              train-step throughput vs plain PyTorch (runs/bench/train_step.csv)"
+	@echo "make bench              train step and training loop vs plain PyTorch (runs/bench/)"
 	@echo "make doctor             torch version, CUDA/cuDNN, threads, where libtorch was found"
 	@echo "make build              build every binary (target/release/)"
 
@@ -35,6 +35,7 @@ test:
 
 bench: build
 	$(WITH_TORCH) target/release/bench_train_step
+	$(WITH_TORCH) target/release/bench_train_loop
 
 doctor: build
 	target/release/doctor

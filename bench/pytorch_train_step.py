@@ -68,11 +68,13 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--cudnn-benchmark", action="store_true")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
+    torch.backends.cudnn.benchmark = a.cudnn_benchmark
     model = CifarResNet(a.depth).to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(a.batch, 3, 32, 32, device=dev)

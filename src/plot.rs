@@ -188,7 +188,8 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        // The paper's place, unless the curves (short or failing runs) are high up there.
+        .position(if y_max > 20.0 { SeriesLabelPosition::LowerLeft } else { SeriesLabelPosition::UpperRight })
         .label_font(("sans-serif", 16))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)

@@ -117,6 +117,80 @@ impl Window {
     }
 }
 
+/// A network, its optimizer and the data plan: one SGD step at a time. [`train_run`] adds the
+/// schedule, metrics and checkpoints around it; the benchmarks time it alone.
+pub struct Trainer<'a> {
+    pub vs: nn::VarStore,
+    pub net: ResNet,
+    pub opt: Sgd,
+    pub format: MemoryFormat,
+    data: &'a Prepared,
+    seed: u64,
+    batch_size: usize,
+    pad: i64,
+    augment: bool,
+    batches_per_epoch: u64,
+    plan: Option<EpochPlan>,
+}
+
+impl<'a> Trainer<'a> {
+    /// Builds the network (initialised from `cfg.seed`) in the configured layout on `device`.
+    pub fn new(cfg: &RunConfig, data: &'a Prepared, device: Device) -> Result<Self> {
+        let t = &cfg.train;
+        let n_train = data.train_len();
+        ensure!(
+            t.batch_size <= n_train,
+            "batch_size {} is larger than the training set ({n_train})",
+            t.batch_size
+        );
+        let format = t.layout.resolve(device);
+        if device.is_cuda() {
+            // Fixed shapes: let cuDNN pick its fastest kernels (as akamaster's and torchvision's
+            // CIFAR scripts do). CPU runs are unaffected and stay bit-reproducible.
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        tch::manual_seed(cfg.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let net = cfg.net.build(&vs.root())?;
+        set_memory_format(&vs, format)?;
+        let opt = Sgd::new(&vs, t.momentum, t.weight_decay);
+        Ok(Trainer {
+            vs,
+            net,
+            opt,
+            format,
+            data,
+            seed: cfg.seed,
+            batch_size: t.batch_size,
+            pad: t.pad,
+            augment: t.augment,
+            batches_per_epoch: (n_train / t.batch_size) as u64,
+            plan: None,
+        })
+    }
+
+    /// Update number `iteration` (0-based) with rate `lr`, on batch `iteration` of the data plan.
+    /// Returns the batch's loss and its number of misclassified images, left on the device.
+    pub fn step(&mut self, iteration: u64, lr: f64) -> Result<(Tensor, Tensor)> {
+        let epoch = iteration / self.batches_per_epoch;
+        if self.plan.as_ref().is_none_or(|p| p.epoch != epoch) {
+            let (n, dev) = (self.data.train_len(), self.vs.device());
+            self.plan =
+                Some(EpochPlan::new(self.seed, epoch, n, self.batch_size, self.pad, self.augment, dev));
+        }
+        let k = (iteration % self.batches_per_epoch) as usize;
+        let (x, y) = self.plan.as_ref().unwrap().batch(k, &self.data.train_x, &self.data.train_y, self.pad);
+        let x = contiguous(&x, self.format)?;
+        let logits = self.net.forward_t(&x, true);
+        let loss = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+        self.opt.zero_grad()?;
+        loss.backward();
+        self.opt.step(lr)?;
+        let wrong = tch::no_grad(|| logits.argmax(1, false).ne_tensor(&y).sum(Kind::Int64));
+        Ok((loss.detach(), wrong))
+    }
+}
+
 /// Trains (or resumes, or skips) one run in `dir`, as `cfg` says, on the prepared data.
 pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptions) -> Result<RunStatus> {
     cfg.train.validate()?;
@@ -129,25 +203,14 @@ pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptio
     let label = format!("{} seed{}", cfg.net.name(), cfg.seed);
     let device = opts.device;
     let n_train = data.train_len();
-    ensure!(
-        t.batch_size <= n_train,
-        "batch_size {} is larger than the training set ({n_train})",
-        t.batch_size
-    );
-    let batches_per_epoch = (n_train / t.batch_size) as u64;
-    let format = t.layout.resolve(device);
-
-    tch::manual_seed(cfg.seed as i64);
-    let mut vs = nn::VarStore::new(device);
-    let net = cfg.net.build(&vs.root())?;
-    set_memory_format(&vs, format)?;
-    let mut opt = Sgd::new(&vs, t.momentum, t.weight_decay);
+    let mut trainer = Trainer::new(cfg, data, device)?;
+    let format = trainer.format;
     let schedule = t.schedule();
 
     let metrics_path = dir.join("metrics.csv");
     let (mut state, mut writer) = match checkpoint::latest(dir)? {
         Some(ckpt) => {
-            let state = checkpoint::load(&ckpt, &mut vs, &mut opt)?;
+            let state = checkpoint::load(&ckpt, &mut trainer.vs, &mut trainer.opt)?;
             ensure!(
                 state.seed == cfg.seed,
                 "{}: checkpoint of seed {}, not {}",
@@ -195,31 +258,14 @@ pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptio
     let seconds_before = state.seconds;
     let mut window = Window::new(device);
     let mut warm_window = Window::new(device);
-    let mut plan: Option<EpochPlan> = None;
     let mut last = (f64::NAN, f64::NAN, None, None); // (loss, train err, val err, test err)
     let mut it = state.iteration;
     while it < stop_at {
-        let epoch = it / batches_per_epoch;
-        if plan.as_ref().is_none_or(|p| p.epoch != epoch) {
-            plan = Some(EpochPlan::new(cfg.seed, epoch, n_train, t.batch_size, t.pad, t.augment, device));
-        }
-        let (x, y) = plan.as_ref().unwrap().batch(
-            (it % batches_per_epoch) as usize,
-            &data.train_x,
-            &data.train_y,
-            t.pad,
-        );
-        let x = contiguous(&x, format)?;
         let lr = schedule.lr_at(it, state.warmup.is_active());
-        let logits = net.forward_t(&x, true);
-        let loss = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
-        opt.zero_grad()?;
-        loss.backward();
-        opt.step(lr)?;
+        let (loss, wrong) = trainer.step(it, lr)?;
         tch::no_grad(|| {
-            let wrong = logits.argmax(1, false).ne_tensor(&y).sum(Kind::Int64);
             for w in [&mut window, &mut warm_window] {
-                w.loss += loss.detach().to_kind(Kind::Double);
+                w.loss += loss.to_kind(Kind::Double);
                 w.wrong += &wrong;
                 w.batches += 1;
                 w.images += t.batch_size as u64;
@@ -259,12 +305,12 @@ pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptio
             }
             let eval_now = it % t.eval_every == 0 || it == t.iterations;
             let test_err = if eval_now {
-                Some(evaluate(&net, &test_x, &test_y, t.eval_batch_size, format)?)
+                Some(evaluate(&trainer.net, &test_x, &test_y, t.eval_batch_size, format)?)
             } else {
                 None
             };
             let val_err = match (&data.val, eval_now) {
-                (Some((vx, vy)), true) => Some(evaluate(&net, vx, vy, t.eval_batch_size, format)?),
+                (Some((vx, vy)), true) => Some(evaluate(&trainer.net, vx, vy, t.eval_batch_size, format)?),
                 _ => None,
             };
             let seconds = seconds_before + started.elapsed().as_secs_f64();
@@ -293,7 +339,7 @@ pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptio
             if it % t.checkpoint_every == 0 || it == t.iterations || it == stop_at {
                 state.iteration = it;
                 state.seconds = seconds;
-                checkpoint::save(dir, &vs, &opt, &state)?;
+                checkpoint::save(dir, &trainer.vs, &trainer.opt, &state)?;
             }
         }
     }
@@ -307,7 +353,7 @@ pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptio
         let row = rows.last().context("a finished run without metrics rows")?;
         last = (row.train_loss, row.train_error, row.val_error, row.test_error);
     }
-    crate::models::save_weights(&vs, &dir.join("model.safetensors"))?;
+    crate::models::save_weights(&trainer.vs, &dir.join("model.safetensors"))?;
     let info = TorchInfo::current();
     let record = FinalRecord {
         net: cfg.net.name(),

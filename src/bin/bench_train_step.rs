@@ -38,6 +38,9 @@ struct Args {
     /// CPU threads for both sides (0: libtorch's default).
     #[arg(long, default_value_t = 0)]
     threads: i32,
+    /// Let cuDNN benchmark its kernels (both sides; CUDA only).
+    #[arg(long)]
+    cudnn_benchmark: bool,
     /// Python with the same torch (default: RESNET_REPRO_PYTHON, else python3).
     #[arg(long)]
     python: Option<String>,
@@ -96,6 +99,10 @@ fn pytorch_images_per_s(args: &Args, depth: usize, device: &str, python: &str) -
         format!("--device={device}"),
         format!("--threads={}", tch::get_num_threads()),
     ];
+    let mut a = a.to_vec();
+    if args.cudnn_benchmark {
+        a.push("--cudnn-benchmark".into());
+    }
     let v = run_python_json(python, &script, &a)?;
     v["images_per_s"].as_f64().ok_or_else(|| anyhow::anyhow!("{}: no images_per_s in {v}", script.display()))
 }
@@ -106,6 +113,9 @@ fn main() -> Result<()> {
         tch::set_num_threads(args.threads);
     }
     let device = parse_device(&args.device)?;
+    if args.cudnn_benchmark && device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
     let python = args.python.clone().unwrap_or_else(default_python);
     let torch = TorchInfo::current().version.unwrap_or_else(|| "unknown".into());
     println!(
