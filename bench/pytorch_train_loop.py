@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pytorch_train_step import CifarResNet  # noqa: E402
+from pytorch_train_step import CifarResNet, timed  # noqa: E402
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -70,7 +69,6 @@ def main():
     )
     model = CifarResNet(a.depth).to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def batches():
         while True:
@@ -86,14 +84,7 @@ def main():
         loss.backward()
         opt.step()
 
-    for _ in range(a.warmup):
-        step()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
-        step()
-    sync()
-    dt = time.perf_counter() - t0
+    dt = timed(step, a.warmup, a.steps, dev)
     print(json.dumps({"depth": a.depth, "images_per_s": a.batch * a.steps / dt, "workers": a.workers,
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))
 

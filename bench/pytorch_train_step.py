@@ -60,6 +60,19 @@ class CifarResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+def timed(step, warmup, steps, dev):
+    """Seconds for `steps` calls of `step` after `warmup` untimed ones, the device synchronised."""
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return time.perf_counter() - t0
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--depth", type=int, required=True)
@@ -86,15 +99,7 @@ def main():
         loss.backward()
         opt.step()
 
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    for _ in range(a.warmup):
-        step()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
-        step()
-    sync()
-    dt = time.perf_counter() - t0
+    dt = timed(step, a.warmup, a.steps, dev)
     print(json.dumps({"depth": a.depth, "images_per_s": a.batch * a.steps / dt, "step_ms": 1e3 * dt / a.steps,
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))
 

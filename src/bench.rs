@@ -90,3 +90,82 @@ pub fn append_csv_row<T: Serialize>(path: &Path, row: &T) -> Result<()> {
     w.flush().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// Flags every benchmark takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// CIFAR ResNet depths to measure.
+    #[arg(long, value_delimiter = ',', default_value = "20,56,110")]
+    pub depths: Vec<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// CPU threads for both sides (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: i32,
+    /// Python with the same torch (default: RESNET_REPRO_PYTHON, else python3).
+    #[arg(long)]
+    pub python: Option<String>,
+}
+
+/// What a benchmark runs on, resolved from [`BenchArgs`].
+#[derive(Debug, Clone)]
+pub struct BenchEnv {
+    pub device: Device,
+    pub python: String,
+    pub torch: String,
+}
+
+impl BenchArgs {
+    /// Sets the thread count and resolves device, Python and torch version.
+    pub fn setup(&self) -> Result<BenchEnv> {
+        if self.threads > 0 {
+            tch::set_num_threads(self.threads);
+        }
+        Ok(BenchEnv {
+            device: crate::env::parse_device(&self.device)?,
+            python: self.python.clone().unwrap_or_else(default_python),
+            torch: crate::env::TorchInfo::current().version.unwrap_or_else(|| "unknown".into()),
+        })
+    }
+
+    /// The flags the Python baselines share: batch, warm-up, steps, device and threads.
+    pub fn python_args(&self, env: &BenchEnv) -> Vec<String> {
+        vec![
+            format!("--batch={}", self.batch),
+            format!("--warmup={}", self.warmup),
+            format!("--steps={}", self.steps),
+            format!("--device={}", crate::env::device_name(env.device)),
+            format!("--threads={}", tch::get_num_threads()),
+        ]
+    }
+}
+
+impl BenchEnv {
+    /// One line naming what the numbers are for.
+    pub fn describe(&self) -> String {
+        format!(
+            "device {}, {} threads, torch {}",
+            crate::env::device_name(self.device),
+            tch::get_num_threads(),
+            self.torch
+        )
+    }
+
+    /// Runs a baseline script of `bench/` and returns its `images_per_s`.
+    pub fn python_images_per_s(&self, script: &str, args: &[String]) -> Result<f64> {
+        let path = repo_file(script);
+        let v = run_python_json(&self.python, &path, args)?;
+        v["images_per_s"]
+            .as_f64()
+            .ok_or_else(|| anyhow::anyhow!("{}: no images_per_s in {v}", path.display()))
+    }
+}

@@ -2,7 +2,7 @@
 //! training state, in `ckpt-<iteration>/` folders that appear only when complete (written as
 //! `.tmp` and renamed); older ones are removed once a newer one is in place.
 
-use crate::metrics::write_atomic;
+use crate::fsutil::write_atomic;
 use crate::optim::Sgd;
 use crate::schedule::WarmupState;
 use anyhow::{Context, Result};

@@ -3,6 +3,7 @@
 
 use crate::config::{ExperimentConfig, Preset, RunConfig, parse_group};
 use crate::data::{DataOptions, Dataset, Prepared};
+use crate::fsutil::subdirs;
 use crate::metrics::FinalRecord;
 use crate::train::{RunStatus, TrainOptions, train_run};
 use anyhow::{Context, Result, ensure};
@@ -158,14 +159,14 @@ pub fn summarize(out: &Path) -> Result<Vec<SummaryRow>> {
     if !out.is_dir() {
         return Ok(rows);
     }
-    let mut groups: Vec<PathBuf> = dirs(out)?;
+    let mut groups: Vec<PathBuf> = subdirs(out)?;
     groups.sort();
     for group_dir in groups {
         let group = group_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let Ok((dataset, preset)) = parse_group(&group) else { continue };
-        for net_dir in dirs(&group_dir)? {
+        for net_dir in subdirs(&group_dir)? {
             let mut records: Vec<FinalRecord> = Vec::new();
-            for seed_dir in dirs(&net_dir)? {
+            for seed_dir in subdirs(&net_dir)? {
                 let f = seed_dir.join("final.json");
                 if f.is_file() {
                     records.push(FinalRecord::read(&f)?);
@@ -207,18 +208,6 @@ pub fn summarize(out: &Path) -> Result<Vec<SummaryRow>> {
     Ok(rows)
 }
 
-fn dirs(p: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(p).with_context(|| format!("listing {}", p.display()))? {
-        let path = e?.path();
-        if path.is_dir() {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// Writes `summary.csv` and `summary.md` under `out`; returns the Markdown.
 pub fn write_summary(out: &Path, rows: &[SummaryRow]) -> Result<String> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -230,7 +219,7 @@ pub fn write_summary(out: &Path, rows: &[SummaryRow]) -> Result<String> {
     }
     w.flush()?;
     let md = summary_markdown(rows);
-    crate::metrics::write_atomic(&out.join("summary.md"), md.as_bytes())?;
+    crate::fsutil::write_atomic(&out.join("summary.md"), md.as_bytes())?;
     Ok(md)
 }
 

@@ -18,6 +18,7 @@ pub mod config;
 pub mod data;
 pub mod env;
 pub mod experiment;
+pub mod fsutil;
 pub mod metrics;
 pub mod models;
 pub mod optim;

@@ -1,6 +1,7 @@
 //! What training records: `metrics.csv` rows (flushed as they are written) and the `final.json` of a
 //! finished run.
 
+use crate::fsutil::write_atomic;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -108,12 +109,4 @@ impl FinalRecord {
     pub fn write(&self, path: &Path) -> Result<()> {
         write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes())
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

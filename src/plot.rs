@@ -2,6 +2,7 @@
 //! The font is embedded (DejaVu Sans), so no system fonts are needed.
 
 use crate::config::{Preset, RunConfig, parse_group};
+use crate::fsutil::subdirs;
 use crate::metrics::{MetricsRow, read_metrics};
 use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
@@ -58,20 +59,6 @@ pub fn load_group(group_dir: &Path) -> Result<Vec<Curve>> {
     }
     curves.sort_by_key(|c| (c.residual, c.depth));
     Ok(curves)
-}
-
-fn subdirs(p: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    if p.is_dir() {
-        for e in std::fs::read_dir(p).with_context(|| format!("listing {}", p.display()))? {
-            let path = e?.path();
-            if path.is_dir() {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// A colour per depth, the same in every panel (Okabe-Ito, readable with colour blindness).

@@ -78,7 +78,7 @@ fn check_or_write_config(cfg: &RunConfig, dir: &Path) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::metrics::write_atomic(&path, ours.as_bytes())
+    crate::fsutil::write_atomic(&path, ours.as_bytes())
 }
 
 fn describe_difference(a: &RunConfig, b: &RunConfig) -> String {

@@ -3,10 +3,8 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::bench::{
-    append_csv_row, default_python, git_commit, repo_file, run_python_json, time_steps, utc_now,
-};
-use resnet_repro::env::{TorchInfo, device_name, parse_device};
+use resnet_repro::bench::{BenchArgs, BenchEnv, append_csv_row, git_commit, time_steps, utc_now};
+use resnet_repro::env::device_name;
 use resnet_repro::models::CifarNet;
 use resnet_repro::optim::Sgd;
 use resnet_repro::shim::{MemoryFormat, contiguous, set_memory_format};
@@ -21,29 +19,14 @@ use tch::{Kind, Reduction, Tensor, nn, nn::ModuleT};
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    #[arg(long, value_delimiter = ',', default_value = "20,56,110")]
-    depths: Vec<usize>,
-    #[arg(long, default_value_t = 128)]
-    batch: i64,
-    #[arg(long, default_value_t = 3)]
-    warmup: usize,
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
+    #[command(flatten)]
+    bench: BenchArgs,
     /// Measurements of each side, alternated (ours, PyTorch, ours, ...); the best of each is kept.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// CPU threads for both sides (0: libtorch's default).
-    #[arg(long, default_value_t = 0)]
-    threads: i32,
     /// Let cuDNN benchmark its kernels (both sides; CUDA only).
     #[arg(long)]
     cudnn_benchmark: bool,
-    /// Python with the same torch (default: RESNET_REPRO_PYTHON, else python3).
-    #[arg(long)]
-    python: Option<String>,
     #[arg(long, default_value = "runs/bench/train_step.csv")]
     csv: PathBuf,
 }
@@ -56,7 +39,7 @@ struct Row {
     threads: i32,
     torch: String,
     model: String,
-    batch: i64,
+    batch: usize,
     steps: usize,
     ours_contiguous_images_per_s: f64,
     ours_channels_last_images_per_s: f64,
@@ -65,14 +48,15 @@ struct Row {
     ratio_channels_last: f64,
 }
 
-fn ours_images_per_s(args: &Args, depth: usize, device: tch::Device, format: MemoryFormat) -> Result<f64> {
+fn ours(args: &Args, env: &BenchEnv, depth: usize, format: MemoryFormat) -> Result<f64> {
+    let (b, device) = (args.bench.batch as i64, env.device);
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let net = CifarNet::resnet(depth).build(&vs.root())?;
     set_memory_format(&vs, format)?;
     let mut opt = Sgd::new(&vs, 0.9, 1e-4);
-    let x = contiguous(&Tensor::randn([args.batch, 3, 32, 32], (Kind::Float, device)), format)?;
-    let y = Tensor::randint(10, [args.batch], (Kind::Int64, device));
+    let x = contiguous(&Tensor::randn([b, 3, 32, 32], (Kind::Float, device)), format)?;
+    let y = Tensor::randint(10, [b], (Kind::Int64, device));
     let mut step = || -> Result<()> {
         let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
         opt.zero_grad()?;
@@ -80,68 +64,49 @@ fn ours_images_per_s(args: &Args, depth: usize, device: tch::Device, format: Mem
         opt.step(0.1)
     };
     let mut result = Ok(());
-    let secs = time_steps(device, args.warmup, args.steps, || {
+    let secs = time_steps(device, args.bench.warmup, args.bench.steps, || {
         if result.is_ok() {
             result = step();
         }
     });
     result?;
-    Ok(args.batch as f64 / secs)
+    Ok(b as f64 / secs)
 }
 
-fn pytorch_images_per_s(args: &Args, depth: usize, device: &str, python: &str) -> Result<f64> {
-    let script = repo_file("bench/pytorch_train_step.py");
-    let a = [
-        format!("--depth={depth}"),
-        format!("--batch={}", args.batch),
-        format!("--warmup={}", args.warmup),
-        format!("--steps={}", args.steps),
-        format!("--device={device}"),
-        format!("--threads={}", tch::get_num_threads()),
-    ];
-    let mut a = a.to_vec();
+fn pytorch(args: &Args, env: &BenchEnv, depth: usize) -> Result<f64> {
+    let mut a = args.bench.python_args(env);
+    a.push(format!("--depth={depth}"));
     if args.cudnn_benchmark {
         a.push("--cudnn-benchmark".into());
     }
-    let v = run_python_json(python, &script, &a)?;
-    v["images_per_s"].as_f64().ok_or_else(|| anyhow::anyhow!("{}: no images_per_s in {v}", script.display()))
+    env.python_images_per_s("bench/pytorch_train_step.py", &a)
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.threads > 0 {
-        tch::set_num_threads(args.threads);
-    }
-    let device = parse_device(&args.device)?;
-    if args.cudnn_benchmark && device.is_cuda() {
+    let env = args.bench.setup()?;
+    if args.cudnn_benchmark && env.device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     }
-    let python = args.python.clone().unwrap_or_else(default_python);
-    let torch = TorchInfo::current().version.unwrap_or_else(|| "unknown".into());
-    println!(
-        "train step, batch {}, fp32, SGD momentum; device {}, {} threads, torch {torch}; images/s",
-        args.batch,
-        device_name(device),
-        tch::get_num_threads()
-    );
+    println!("train step, batch {}, fp32, SGD momentum; {}; images/s", args.bench.batch, env.describe());
     println!("{:<10} {:>10} {:>10} {:>10} {:>8} {:>8}", "", "ours", "ours", "PyTorch", "ratio", "ratio");
     println!("{:<10} {:>10} {:>10} {:>10} {:>8} {:>8}", "model", "NCHW", "NHWC", "NCHW", "NCHW", "NHWC");
-    for &depth in &args.depths {
+    for &depth in &args.bench.depths {
         let (mut nchw, mut nhwc, mut theirs) = (0f64, 0f64, 0f64);
         for _ in 0..args.repeats.max(1) {
-            nchw = nchw.max(ours_images_per_s(&args, depth, device, MemoryFormat::Contiguous)?);
-            theirs = theirs.max(pytorch_images_per_s(&args, depth, &device_name(device), &python)?);
-            nhwc = nhwc.max(ours_images_per_s(&args, depth, device, MemoryFormat::ChannelsLast)?);
+            nchw = nchw.max(ours(&args, &env, depth, MemoryFormat::Contiguous)?);
+            theirs = theirs.max(pytorch(&args, &env, depth)?);
+            nhwc = nhwc.max(ours(&args, &env, depth, MemoryFormat::ChannelsLast)?);
         }
         let row = Row {
             date: utc_now(),
             commit: git_commit().unwrap_or_default(),
-            device: device_name(device),
+            device: device_name(env.device),
             threads: tch::get_num_threads(),
-            torch: torch.clone(),
+            torch: env.torch.clone(),
             model: format!("resnet{depth}"),
-            batch: args.batch,
-            steps: args.steps,
+            batch: args.bench.batch,
+            steps: args.bench.steps,
             ours_contiguous_images_per_s: nchw,
             ours_channels_last_images_per_s: nhwc,
             pytorch_images_per_s: theirs,

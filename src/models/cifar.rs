@@ -2,7 +2,7 @@
 //! 16/32/64 filters, stride-2 convs for downsampling, global average pooling, a 10-way fc.
 
 use super::blocks::{Block, ConvBn, Shortcut};
-use super::net::{Fc, ResNet, Stem};
+use super::net::{ResNet, Stem};
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -99,26 +99,17 @@ impl CifarNet {
         let n = self.blocks_per_stage()?;
         let shortcut = self.residual.then_some(self.shortcut);
         let stem = Stem::Cifar(ConvBn::new(&(p / "conv1"), &(p / "bn1"), self.in_channels, WIDTHS[0], 3, 1));
-        let mut in_c = WIDTHS[0];
-        let mut stages = Vec::with_capacity(3);
-        for (s, &width) in WIDTHS.iter().enumerate() {
-            let sp = p / format!("layer{}", s + 1);
-            let blocks = (0..n)
-                .map(|b| {
-                    let stride = if s > 0 && b == 0 { 2 } else { 1 };
-                    let block = Block::basic(&(&sp / b), in_c, width, stride, shortcut);
-                    in_c = width;
-                    block
-                })
-                .collect();
-            stages.push(blocks);
-        }
-        Ok(ResNet {
-            name: self.name(),
+        let stages = WIDTHS.map(|w| (n, w));
+        let input = (self.in_channels, self.image_size, self.image_size);
+        Ok(ResNet::assemble(
+            p,
+            self.name(),
             stem,
-            stages,
-            fc: Fc::new(&(p / "fc"), in_c, self.num_classes),
-            input: (self.in_channels, self.image_size, self.image_size),
-        })
+            WIDTHS[0],
+            &stages,
+            self.num_classes,
+            input,
+            |bp, i, o, s| Block::basic(bp, i, o, s, shortcut),
+        ))
     }
 }

@@ -3,7 +3,7 @@
 //! (bottlenecks).
 
 use super::blocks::{Block, BottleneckStride, ConvBn, Shortcut};
-use super::net::{Fc, ResNet, Stem};
+use super::net::{ResNet, Stem};
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -109,33 +109,16 @@ impl ImageNetNet {
         let shortcut = self.residual.then_some(self.shortcut);
         let expansion = if bottleneck { 4 } else { 1 };
         let stem = Stem::ImageNet(ConvBn::new(&(p / "conv1"), &(p / "bn1"), 3, 64, 7, 2));
-        let mut in_c = 64;
-        let mut stages = Vec::with_capacity(4);
-        for (s, (&n, &width)) in blocks_per_stage.iter().zip(WIDTHS.iter()).enumerate() {
-            let sp = p / format!("layer{}", s + 1);
-            let out_c = width * expansion;
-            let blocks = (0..n)
-                .map(|b| {
-                    // conv3_1, conv4_1 and conv5_1 downsample.
-                    let stride = if s > 0 && b == 0 { 2 } else { 1 };
-                    let bp = &sp / b;
-                    let block = if bottleneck {
-                        Block::bottleneck(&bp, in_c, out_c, stride, self.bottleneck_stride, shortcut)
-                    } else {
-                        Block::basic(&bp, in_c, out_c, stride, shortcut)
-                    };
-                    in_c = out_c;
-                    block
-                })
-                .collect();
-            stages.push(blocks);
-        }
-        Ok(ResNet {
-            name: self.name(),
-            stem,
-            stages,
-            fc: Fc::new(&(p / "fc"), in_c, self.num_classes),
-            input: (3, self.image_size, self.image_size),
-        })
+        let stages: Vec<(usize, i64)> =
+            blocks_per_stage.iter().zip(WIDTHS).map(|(&n, w)| (n, w * expansion)).collect();
+        let input = (3, self.image_size, self.image_size);
+        let placement = self.bottleneck_stride;
+        Ok(ResNet::assemble(p, self.name(), stem, 64, &stages, self.num_classes, input, |bp, i, o, s| {
+            if bottleneck {
+                Block::bottleneck(bp, i, o, s, placement, shortcut)
+            } else {
+                Block::basic(bp, i, o, s, shortcut)
+            }
+        }))
     }
 }

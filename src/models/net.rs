@@ -64,6 +64,39 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// Assembles a network: after the stem (whose output has `stem_channels`), stage `s` (`layer<s+1>`)
+    /// has `stages[s].0` blocks of `stages[s].1` output channels, and the first block of every stage
+    /// but the first downsamples by 2 (conv3_1, conv4_1, conv5_1 in Table 1). `block(path, in, out,
+    /// stride)` builds one block.
+    pub fn assemble(
+        p: &nn::Path,
+        name: String,
+        stem: Stem,
+        stem_channels: i64,
+        stages: &[(usize, i64)],
+        num_classes: i64,
+        input: (i64, i64, i64),
+        mut block: impl FnMut(&nn::Path, i64, i64, i64) -> Block,
+    ) -> ResNet {
+        let mut in_c = stem_channels;
+        let stages = stages
+            .iter()
+            .enumerate()
+            .map(|(s, &(n, out_c))| {
+                let sp = p / format!("layer{}", s + 1);
+                (0..n)
+                    .map(|b| {
+                        let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                        let blk = block(&(&sp / b), in_c, out_c, stride);
+                        in_c = out_c;
+                        blk
+                    })
+                    .collect()
+            })
+            .collect();
+        ResNet { name, stem, stages, fc: Fc::new(&(p / "fc"), in_c, num_classes), input }
+    }
+
     fn forward_impl(&self, xs: &Tensor, train: bool, mut responses: Option<&mut Vec<Tensor>>) -> Tensor {
         let stem = self.stem.conv_bn();
         let mut h = stem.forward_t(xs, train);
