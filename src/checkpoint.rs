@@ -4,7 +4,7 @@
 
 use crate::fsutil::write_atomic;
 use crate::optim::Sgd;
-use crate::schedule::WarmupState;
+use crate::schedule::{PlateauState, WarmupState};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -16,6 +16,8 @@ pub struct TrainState {
     /// Updates done.
     pub iteration: u64,
     pub warmup: WarmupState,
+    #[serde(default)]
+    pub plateau: PlateauState,
     /// Training wall time so far.
     pub seconds: f64,
     /// The run's seed. Data order, crops and flips are drawn from (seed, epoch), so the seed and the

@@ -1,35 +1,16 @@
 //! Table 1: parameters and multiply-adds of every network, counted from the built networks (parameters
 //! from their variables, multiply-adds from their layers' shapes), beside the paper's figures.
 
-use crate::models::{BottleneckStride, CifarNet, ImageNetNet, ResNet, Shortcut, count_parameters};
+use crate::models::{BottleneckStride, CifarNet, ImageNetNet, Shortcut, count_parameters};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
 use tch::{Device, nn};
 
-/// Any network of the project.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetSpec {
-    Cifar(CifarNet),
-    ImageNet(ImageNetNet),
-}
+pub use crate::models::NetSpec;
 
 impl NetSpec {
-    pub fn name(&self) -> String {
-        match self {
-            NetSpec::Cifar(c) => c.name(),
-            NetSpec::ImageNet(c) => c.name(),
-        }
-    }
-
-    pub fn build(&self, p: &nn::Path) -> Result<ResNet> {
-        match self {
-            NetSpec::Cifar(c) => c.build(p),
-            NetSpec::ImageNet(c) => c.build(p),
-        }
-    }
-
     /// (trainable parameters, multiply-adds per image at the configured input size), from a network
     /// built on the CPU.
     pub fn measure(&self) -> Result<(i64, u64)> {

@@ -4,7 +4,7 @@
 
 use crate::data::DatasetName;
 use crate::models::{CifarNet, Shortcut};
-use crate::schedule::{Schedule, Warmup};
+use crate::schedule::{Plateau, Schedule, Warmup};
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -65,9 +65,11 @@ pub struct TrainConfig {
     pub lr_decay: f64,
     pub iterations: u64,
     pub warmup: Option<Warmup>,
-    /// Pad-crop-flip augmentation.
+    /// Also divide the rate when the error plateaus (ImageNet, Sec. 3.4).
+    pub plateau: Option<Plateau>,
+    /// Pad-crop-flip augmentation (CIFAR).
     pub augment: bool,
-    /// Zero padding on each side before the random crop.
+    /// Zero padding on each side before the random crop (CIFAR).
     pub pad: i64,
     /// Training images held out as a validation set (5000 for the paper's 45k/5k schedule search).
     pub val_split: usize,
@@ -78,7 +80,7 @@ pub struct TrainConfig {
     /// A checkpoint every this many iterations; a multiple of `log_every`.
     pub checkpoint_every: u64,
     pub eval_batch_size: usize,
-    /// Evaluate on the first this many test images only (the quick preset); all when absent.
+    /// Evaluate on the first this many test images only (CIFAR's quick preset); all when absent.
     pub test_subset: Option<usize>,
     pub layout: Layout,
 }
@@ -94,6 +96,7 @@ impl Default for TrainConfig {
             lr_decay: 0.1,
             iterations: 64_000,
             warmup: None,
+            plateau: None,
             augment: true,
             pad: 4,
             val_split: 0,
@@ -142,6 +145,9 @@ impl TrainConfig {
             );
         }
         ensure!(self.eval_batch_size > 0, "train.eval_batch_size must be positive");
+        if let Some(p) = &self.plateau {
+            ensure!(p.patience > 0, "plateau.patience must be positive");
+        }
         if let Some(w) = &self.warmup {
             ensure!(w.lr > 0.0, "warmup.lr must be positive, got {}", w.lr);
             ensure!(w.check_every > 0, "warmup.check_every must be positive");

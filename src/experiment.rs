@@ -5,7 +5,7 @@ use crate::config::{ExperimentConfig, Preset, RunConfig, parse_group};
 use crate::data::{DataOptions, Dataset, Prepared};
 use crate::fsutil::subdirs;
 use crate::metrics::FinalRecord;
-use crate::train::{RunStatus, TrainOptions, train_run};
+use crate::train::{CifarData, RunStatus, TrainOptions, train_run};
 use anyhow::{Context, Result, ensure};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -64,17 +64,28 @@ pub fn run_sweep(cfg: &ExperimentConfig, opts: &SweepOptions) -> Result<Vec<(Run
         }
         let status = match &prepared {
             Some(p) => {
-                train_run(&run, p, &dir, &opts.train).with_context(|| format!("run {}", dir.display()))?
+                let mut data = CifarData::new(p, run.seed, &run.train);
+                train_run(&run, &mut data, &dir, &opts.train)
+                    .with_context(|| format!("run {}", dir.display()))?
             }
             None => RunStatus::AlreadyDone(FinalRecord::read(&dir.join("final.json"))?),
         };
         match &status {
             RunStatus::AlreadyDone(r) => {
-                eprintln!("{} seed{}: finished before, test error {:.2}%", r.net, r.seed, r.test_error)
+                eprintln!(
+                    "{} seed{}: finished before, test error {:.2}%",
+                    r.net,
+                    r.seed,
+                    r.test_error.unwrap_or(f64::NAN)
+                )
             }
             RunStatus::Finished(r) => eprintln!(
                 "{} seed{}: test error {:.2}% after {} iterations ({:.0} s)",
-                r.net, r.seed, r.test_error, r.iterations, r.seconds
+                r.net,
+                r.seed,
+                r.test_error.unwrap_or(f64::NAN),
+                r.iterations,
+                r.seconds
             ),
             RunStatus::Paused(it) => {
                 eprintln!("{} seed{}: paused at iteration {it}", run.net.name(), run.seed)
@@ -176,7 +187,7 @@ pub fn summarize(out: &Path) -> Result<Vec<SummaryRow>> {
                 continue;
             }
             records.sort_by_key(|r| r.seed);
-            let errs: Vec<f64> = records.iter().map(|r| r.test_error).collect();
+            let errs: Vec<f64> = records.iter().map(|r| r.test_error.unwrap_or(f64::NAN)).collect();
             let best = errs.iter().cloned().fold(f64::INFINITY, f64::min);
             let (mean, std) = mean_std(&errs);
             let r0 = &records[0];

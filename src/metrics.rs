@@ -20,17 +20,32 @@ pub struct MetricsRow {
     /// Error (%) over the mini-batches since the previous row, in training mode with augmentation:
     /// the paper's dashed curves.
     pub train_error: f64,
-    /// Error (%) on the held-out training images, when the run has a validation split.
+    /// Top-1 error (%) on the validation images: CIFAR's held-out split when it has one, ImageNet's
+    /// val folder (centre crop, Figure 4's bold curves).
     pub val_error: Option<f64>,
-    /// Error (%) on the test set (evaluated every `eval_every` iterations, else empty).
+    /// Top-5 error (%) on the validation images (ImageNet).
+    pub val_top5_error: Option<f64>,
+    /// Error (%) on the test set (CIFAR; evaluated every `eval_every` iterations, else empty).
     pub test_error: Option<f64>,
+    /// Undecodable training images skipped so far (ImageNet with --skip-corrupt).
+    pub skipped_images: u64,
     /// Training wall time so far, across resumes.
     pub seconds: f64,
 }
 
 /// The columns of `metrics.csv`, in order.
-pub const METRICS_COLUMNS: [&str; 8] =
-    ["iteration", "epoch", "lr", "train_loss", "train_error", "val_error", "test_error", "seconds"];
+pub const METRICS_COLUMNS: [&str; 10] = [
+    "iteration",
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_error",
+    "val_error",
+    "val_top5_error",
+    "test_error",
+    "skipped_images",
+    "seconds",
+];
 
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
     let mut r = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
@@ -83,11 +98,13 @@ pub struct FinalRecord {
     pub preset: String,
     pub seed: u64,
     pub iterations: u64,
-    /// Test error (%) of the final weights (no model selection).
-    pub test_error: f64,
-    /// Test images the error is over (10,000 unless the preset evaluates a subset).
+    /// Test error (%) of the final weights (no model selection); CIFAR.
+    pub test_error: Option<f64>,
+    /// Images the test (or, without a test set, validation) error is over.
     pub test_images: usize,
     pub val_error: Option<f64>,
+    pub val_top5_error: Option<f64>,
+    pub skipped_images: u64,
     /// Training error (%) over the last logging window.
     pub train_error: f64,
     pub seconds: f64,

@@ -24,6 +24,51 @@ impl Default for Warmup {
     }
 }
 
+/// "Divided by 10 when the error plateaus" (Sec. 3.4), made precise: after `patience` evaluations
+/// in a row without the (validation, else test) error improving by `min_improvement` points, the
+/// rate is multiplied by the schedule's decay, at most `max_decays` times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Plateau {
+    pub patience: u32,
+    pub min_improvement: f64,
+    pub max_decays: u32,
+}
+
+impl Default for Plateau {
+    fn default() -> Self {
+        Plateau { patience: 5, min_improvement: 0.1, max_decays: 3 }
+    }
+}
+
+/// Where the plateau rule stands; saved with checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct PlateauState {
+    /// Rate divisions made by the rule so far.
+    pub decays: u32,
+    pub best: Option<f64>,
+    pub since_best: u32,
+}
+
+impl PlateauState {
+    /// Records an evaluation's error; returns true if the rate is divided now.
+    pub fn update(&mut self, p: &Plateau, error: f64) -> bool {
+        if self.best.is_none_or(|b| error < b - p.min_improvement) {
+            self.best = Some(error);
+            self.since_best = 0;
+            return false;
+        }
+        self.since_best += 1;
+        if self.since_best >= p.patience && self.decays < p.max_decays {
+            self.decays += 1;
+            self.since_best = 0;
+            self.best = Some(error);
+            return true;
+        }
+        false
+    }
+}
+
 /// Step schedule: `lr * decay^k` after the k-th milestone; the warm-up rate while warming up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
@@ -35,13 +80,14 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// The rate of the update that follows `iteration` completed updates.
-    pub fn lr_at(&self, iteration: u64, warming_up: bool) -> f64 {
+    /// The rate of the update that follows `iteration` completed updates (with the plateau rule's
+    /// divisions so far, if it is used).
+    pub fn lr_at(&self, iteration: u64, warming_up: bool, plateau: &PlateauState) -> f64 {
         match &self.warmup {
             Some(w) if warming_up => w.lr,
             _ => {
-                let passed = self.milestones.iter().filter(|&&m| iteration >= m).count();
-                self.lr * self.decay.powi(passed as i32)
+                let passed = self.milestones.iter().filter(|&&m| iteration >= m).count() as i32;
+                self.lr * self.decay.powi(passed + plateau.decays as i32)
             }
         }
     }

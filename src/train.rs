@@ -1,18 +1,22 @@
-//! The CIFAR trainer: iteration-based SGD with the paper's schedule and warm-up, metrics rows,
-//! checkpoints and resume. On the CPU a resumed run ends bit-identical to an uninterrupted one.
+//! The trainer: iteration-based SGD with a step schedule (and the paper's warm-up or a plateau
+//! rule), metrics rows, checkpoints and resume; the same loop for CIFAR and ImageNet, which differ
+//! only in where batches and evaluations come from ([`TrainData`]). On the CPU a resumed run ends
+//! bit-identical to an uninterrupted one.
 
 use crate::checkpoint::{self, TrainState};
-use crate::config::RunConfig;
+use crate::config::{Preset, RunConfig, TrainConfig};
 use crate::data::Prepared;
 use crate::data::augment::EpochPlan;
 use crate::env::{TorchInfo, device_name};
 use crate::metrics::{FinalRecord, MetricsRow, MetricsWriter};
-use crate::models::ResNet;
+use crate::models::{NetSpec, ResNet};
 use crate::optim::Sgd;
-use crate::schedule::WarmupState;
+use crate::schedule::{PlateauState, WarmupState};
 use crate::shim::{MemoryFormat, contiguous, set_memory_format};
 use anyhow::{Context, Result, bail, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -45,7 +49,60 @@ pub enum RunStatus {
     Paused(u64),
 }
 
-/// Test error (%) of `net` in eval mode over `(x, y)`, in batches.
+/// A run's configuration as the trainer sees it; written as `config.toml` in the run's folder.
+pub trait RunDescription: Serialize + DeserializeOwned + PartialEq + Clone {
+    fn seed(&self) -> u64;
+    fn train(&self) -> &TrainConfig;
+    fn net(&self) -> NetSpec;
+    fn dataset(&self) -> String;
+    fn preset(&self) -> Preset;
+}
+
+impl RunDescription for RunConfig {
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn train(&self) -> &TrainConfig {
+        &self.train
+    }
+    fn net(&self) -> NetSpec {
+        NetSpec::Cifar(self.net.clone())
+    }
+    fn dataset(&self) -> String {
+        self.dataset.to_string()
+    }
+    fn preset(&self) -> Preset {
+        self.preset
+    }
+}
+
+/// Errors (%) measured during training; absent fields were not measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    pub val_error: Option<f64>,
+    pub val_top5_error: Option<f64>,
+    pub test_error: Option<f64>,
+    /// Images the test (or, without a test set, validation) error is over.
+    pub images: usize,
+}
+
+/// Where a run's batches and evaluations come from.
+pub trait TrainData {
+    /// Training images (an epoch).
+    fn train_len(&self) -> usize;
+    /// Called once before the first batch, with the iteration training starts (or resumes) at.
+    fn start(&mut self, iteration: u64) -> Result<()>;
+    /// The batch of update `iteration` (0-based), on the training device.
+    fn batch(&mut self, iteration: u64) -> Result<(Tensor, Tensor)>;
+    /// Evaluates `net` (in eval mode) as the run measures progress.
+    fn evaluate(&mut self, net: &ResNet, format: MemoryFormat) -> Result<Evaluation>;
+    /// Undecodable images skipped so far.
+    fn skipped(&self) -> u64 {
+        0
+    }
+}
+
+/// Error (%) of `net` in eval mode over `(x, y)`, in batches.
 pub fn evaluate(net: &ResNet, x: &Tensor, y: &Tensor, batch: usize, format: MemoryFormat) -> Result<f64> {
     let _guard = tch::no_grad_guard();
     let n = y.size()[0];
@@ -61,18 +118,124 @@ pub fn evaluate(net: &ResNet, x: &Tensor, y: &Tensor, batch: usize, format: Memo
     Ok(100.0 * wrong.int64_value(&[]) as f64 / n as f64)
 }
 
+/// CIFAR-sized data resident on the device, batches drawn by [`EpochPlan`].
+pub struct CifarData<'a> {
+    pub data: &'a Prepared,
+    seed: u64,
+    batch_size: usize,
+    pad: i64,
+    augment: bool,
+    test_images: i64,
+    eval_batch: usize,
+    plan: Option<EpochPlan>,
+}
+
+impl<'a> CifarData<'a> {
+    pub fn new(data: &'a Prepared, seed: u64, train: &TrainConfig) -> Self {
+        let n_test = data.test_y.size()[0];
+        CifarData {
+            data,
+            seed,
+            batch_size: train.batch_size,
+            pad: train.pad,
+            augment: train.augment,
+            test_images: train.test_subset.map_or(n_test, |k| (k as i64).min(n_test)),
+            eval_batch: train.eval_batch_size,
+            plan: None,
+        }
+    }
+}
+
+impl TrainData for CifarData<'_> {
+    fn train_len(&self) -> usize {
+        self.data.train_len()
+    }
+
+    fn start(&mut self, _iteration: u64) -> Result<()> {
+        let n = self.train_len();
+        ensure!(self.batch_size <= n, "batch_size {} is larger than the training set ({n})", self.batch_size);
+        Ok(())
+    }
+
+    fn batch(&mut self, iteration: u64) -> Result<(Tensor, Tensor)> {
+        let n = self.train_len();
+        let per_epoch = (n / self.batch_size) as u64;
+        let epoch = iteration / per_epoch;
+        if self.plan.as_ref().is_none_or(|p| p.epoch != epoch) {
+            let dev = self.data.train_x.device();
+            self.plan =
+                Some(EpochPlan::new(self.seed, epoch, n, self.batch_size, self.pad, self.augment, dev));
+        }
+        let k = (iteration % per_epoch) as usize;
+        Ok(self.plan.as_ref().unwrap().batch(k, &self.data.train_x, &self.data.train_y, self.pad))
+    }
+
+    fn evaluate(&mut self, net: &ResNet, format: MemoryFormat) -> Result<Evaluation> {
+        let d = self.data;
+        let k = self.test_images;
+        let test =
+            evaluate(net, &d.test_x.narrow(0, 0, k), &d.test_y.narrow(0, 0, k), self.eval_batch, format)?;
+        let val = match &d.val {
+            Some((vx, vy)) => Some(evaluate(net, vx, vy, self.eval_batch, format)?),
+            None => None,
+        };
+        Ok(Evaluation { val_error: val, val_top5_error: None, test_error: Some(test), images: k as usize })
+    }
+}
+
+/// A network and its optimizer, one SGD step at a time: [`train_run`] adds the schedule, metrics
+/// and checkpoints around it; the benchmarks time it alone.
+pub struct Trainer {
+    pub vs: nn::VarStore,
+    pub net: ResNet,
+    pub opt: Sgd,
+    pub format: MemoryFormat,
+}
+
+impl Trainer {
+    /// Builds `net` (initialised from `seed`) in the configured layout on `device`.
+    pub fn new(net: &NetSpec, train: &TrainConfig, seed: u64, device: Device) -> Result<Self> {
+        let format = train.layout.resolve(device);
+        if device.is_cuda() {
+            // Fixed shapes: let cuDNN pick its fastest kernels (as akamaster's and torchvision's
+            // scripts do). CPU runs are unaffected and stay bit-reproducible.
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        tch::manual_seed(seed as i64);
+        let vs = nn::VarStore::new(device);
+        let net = net.build(&vs.root())?;
+        set_memory_format(&vs, format)?;
+        let opt = Sgd::new(&vs, train.momentum, train.weight_decay);
+        Ok(Trainer { vs, net, opt, format })
+    }
+
+    /// One update with rate `lr` on the batch `(x, y)`. Returns the batch's loss and its number of
+    /// misclassified images, left on the device.
+    pub fn step(&mut self, x: &Tensor, y: &Tensor, lr: f64) -> Result<(Tensor, Tensor)> {
+        let x = contiguous(x, self.format)?;
+        let logits = self.net.forward_t(&x, true);
+        let loss = logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0);
+        self.opt.zero_grad()?;
+        loss.backward();
+        self.opt.step(lr)?;
+        let wrong = tch::no_grad(|| logits.argmax(1, false).ne_tensor(y).sum(Kind::Int64));
+        Ok((loss.detach(), wrong))
+    }
+}
+
 /// Writes `config.toml` for a new run, or checks that an existing run folder holds this run.
-fn check_or_write_config(cfg: &RunConfig, dir: &Path) -> Result<()> {
+fn check_or_write_config<R: RunDescription>(cfg: &R, dir: &Path) -> Result<()> {
     let path = dir.join("config.toml");
-    let ours = cfg.to_toml()?;
+    let ours = toml::to_string(cfg)?;
     if path.exists() {
-        let theirs = RunConfig::from_file(&path)?;
-        if &theirs != cfg {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let theirs: Option<R> = toml::from_str(&text).ok();
+        if theirs.as_ref() != Some(cfg) {
             bail!(
                 "{} holds a run with another configuration than this one ({}); delete that folder to start \
                  afresh, or pass --out to write elsewhere",
                 dir.display(),
-                describe_difference(&theirs, cfg)
+                describe_difference(&text, &ours)
             );
         }
         return Ok(());
@@ -81,11 +244,10 @@ fn check_or_write_config(cfg: &RunConfig, dir: &Path) -> Result<()> {
     crate::fsutil::write_atomic(&path, ours.as_bytes())
 }
 
-fn describe_difference(a: &RunConfig, b: &RunConfig) -> String {
-    let (ta, tb) = (a.to_toml().unwrap_or_default(), b.to_toml().unwrap_or_default());
-    let diffs: Vec<String> = ta
+fn describe_difference(theirs: &str, ours: &str) -> String {
+    let diffs: Vec<String> = theirs
         .lines()
-        .zip(tb.lines())
+        .zip(ours.lines())
         .filter(|(x, y)| x != y)
         .map(|(x, y)| format!("`{x}` there, `{y}` here"))
         .collect();
@@ -109,6 +271,15 @@ impl Window {
         }
     }
 
+    fn add(&mut self, loss: &Tensor, wrong: &Tensor, images: u64) {
+        tch::no_grad(|| {
+            self.loss += loss.to_kind(Kind::Double);
+            self.wrong += wrong;
+        });
+        self.batches += 1;
+        self.images += images;
+    }
+
     /// (mean loss, error %); reading them waits for the device.
     fn read(&self) -> (f64, f64) {
         let loss = self.loss.double_value(&[]) / self.batches.max(1) as f64;
@@ -117,93 +288,24 @@ impl Window {
     }
 }
 
-/// A network, its optimizer and the data plan: one SGD step at a time. [`train_run`] adds the
-/// schedule, metrics and checkpoints around it; the benchmarks time it alone.
-pub struct Trainer<'a> {
-    pub vs: nn::VarStore,
-    pub net: ResNet,
-    pub opt: Sgd,
-    pub format: MemoryFormat,
-    data: &'a Prepared,
-    seed: u64,
-    batch_size: usize,
-    pad: i64,
-    augment: bool,
-    batches_per_epoch: u64,
-    plan: Option<EpochPlan>,
-}
-
-impl<'a> Trainer<'a> {
-    /// Builds the network (initialised from `cfg.seed`) in the configured layout on `device`.
-    pub fn new(cfg: &RunConfig, data: &'a Prepared, device: Device) -> Result<Self> {
-        let t = &cfg.train;
-        let n_train = data.train_len();
-        ensure!(
-            t.batch_size <= n_train,
-            "batch_size {} is larger than the training set ({n_train})",
-            t.batch_size
-        );
-        let format = t.layout.resolve(device);
-        if device.is_cuda() {
-            // Fixed shapes: let cuDNN pick its fastest kernels (as akamaster's and torchvision's
-            // CIFAR scripts do). CPU runs are unaffected and stay bit-reproducible.
-            tch::Cuda::cudnn_set_benchmark(true);
-        }
-        tch::manual_seed(cfg.seed as i64);
-        let vs = nn::VarStore::new(device);
-        let net = cfg.net.build(&vs.root())?;
-        set_memory_format(&vs, format)?;
-        let opt = Sgd::new(&vs, t.momentum, t.weight_decay);
-        Ok(Trainer {
-            vs,
-            net,
-            opt,
-            format,
-            data,
-            seed: cfg.seed,
-            batch_size: t.batch_size,
-            pad: t.pad,
-            augment: t.augment,
-            batches_per_epoch: (n_train / t.batch_size) as u64,
-            plan: None,
-        })
-    }
-
-    /// Update number `iteration` (0-based) with rate `lr`, on batch `iteration` of the data plan.
-    /// Returns the batch's loss and its number of misclassified images, left on the device.
-    pub fn step(&mut self, iteration: u64, lr: f64) -> Result<(Tensor, Tensor)> {
-        let epoch = iteration / self.batches_per_epoch;
-        if self.plan.as_ref().is_none_or(|p| p.epoch != epoch) {
-            let (n, dev) = (self.data.train_len(), self.vs.device());
-            self.plan =
-                Some(EpochPlan::new(self.seed, epoch, n, self.batch_size, self.pad, self.augment, dev));
-        }
-        let k = (iteration % self.batches_per_epoch) as usize;
-        let (x, y) = self.plan.as_ref().unwrap().batch(k, &self.data.train_x, &self.data.train_y, self.pad);
-        let x = contiguous(&x, self.format)?;
-        let logits = self.net.forward_t(&x, true);
-        let loss = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
-        self.opt.zero_grad()?;
-        loss.backward();
-        self.opt.step(lr)?;
-        let wrong = tch::no_grad(|| logits.argmax(1, false).ne_tensor(&y).sum(Kind::Int64));
-        Ok((loss.detach(), wrong))
-    }
-}
-
-/// Trains (or resumes, or skips) one run in `dir`, as `cfg` says, on the prepared data.
-pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptions) -> Result<RunStatus> {
-    cfg.train.validate()?;
+/// Trains (or resumes, or skips) one run in `dir`, as `cfg` says, on `data`.
+pub fn train_run<R: RunDescription>(
+    cfg: &R,
+    data: &mut dyn TrainData,
+    dir: &Path,
+    opts: &TrainOptions,
+) -> Result<RunStatus> {
+    let t = cfg.train();
+    t.validate()?;
     let final_path = dir.join("final.json");
     check_or_write_config(cfg, dir)?;
     if final_path.exists() {
         return Ok(RunStatus::AlreadyDone(FinalRecord::read(&final_path)?));
     }
-    let t = &cfg.train;
-    let label = format!("{} seed{}", cfg.net.name(), cfg.seed);
+    let spec = cfg.net();
+    let label = format!("{} seed{}", spec.name(), cfg.seed());
     let device = opts.device;
-    let n_train = data.train_len();
-    let mut trainer = Trainer::new(cfg, data, device)?;
+    let mut trainer = Trainer::new(&spec, t, cfg.seed(), device)?;
     let format = trainer.format;
     let schedule = t.schedule();
 
@@ -212,11 +314,11 @@ pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptio
         Some(ckpt) => {
             let state = checkpoint::load(&ckpt, &mut trainer.vs, &mut trainer.opt)?;
             ensure!(
-                state.seed == cfg.seed,
+                state.seed == cfg.seed(),
                 "{}: checkpoint of seed {}, not {}",
                 ckpt.display(),
                 state.seed,
-                cfg.seed
+                cfg.seed()
             );
             eprintln!("{label}: resuming from {} (iteration {})", ckpt.display(), state.iteration);
             (state.clone(), MetricsWriter::resume(&metrics_path, state.iteration)?)
@@ -225,8 +327,9 @@ pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptio
             TrainState {
                 iteration: 0,
                 warmup: WarmupState::start(t.warmup.as_ref()),
+                plateau: PlateauState::default(),
                 seconds: 0.0,
-                seed: cfg.seed,
+                seed: cfg.seed(),
             },
             MetricsWriter::create(&metrics_path)?,
         ),
@@ -237,6 +340,8 @@ pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptio
         "a pause must fall on a metrics row: stop_after must make the run stop on a multiple of log_every ({})",
         t.log_every
     );
+    data.start(state.iteration)?;
+    let n_train = data.train_len();
 
     let bar = if opts.progress_bar {
         let bar = ProgressBar::new(t.iterations).with_position(state.iteration);
@@ -252,25 +357,20 @@ pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptio
         ProgressBar::hidden()
     };
 
-    let n_test = t.test_subset.map_or(data.test_y.size()[0], |k| (k as i64).min(data.test_y.size()[0]));
-    let (test_x, test_y) = (data.test_x.narrow(0, 0, n_test), data.test_y.narrow(0, 0, n_test));
     let started = Instant::now();
     let seconds_before = state.seconds;
     let mut window = Window::new(device);
     let mut warm_window = Window::new(device);
-    let mut last = (f64::NAN, f64::NAN, None, None); // (loss, train err, val err, test err)
+    let mut last = Evaluation::default();
+    let mut last_train_err = f64::NAN;
     let mut it = state.iteration;
     while it < stop_at {
-        let lr = schedule.lr_at(it, state.warmup.is_active());
-        let (loss, wrong) = trainer.step(it, lr)?;
-        tch::no_grad(|| {
-            for w in [&mut window, &mut warm_window] {
-                w.loss += loss.to_kind(Kind::Double);
-                w.wrong += &wrong;
-                w.batches += 1;
-                w.images += t.batch_size as u64;
-            }
-        });
+        let lr = schedule.lr_at(it, state.warmup.is_active(), &state.plateau);
+        let (x, y) = data.batch(it)?;
+        let (loss, wrong) = trainer.step(&x, &y, lr)?;
+        let images = y.size()[0] as u64;
+        window.add(&loss, &wrong, images);
+        warm_window.add(&loss, &wrong, images);
         it += 1;
         bar.set_position(it);
 
@@ -303,30 +403,40 @@ pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptio
                      A lower learning rate or a warm-up ([runs.warmup]) may help"
                 );
             }
-            let eval_now = it % t.eval_every == 0 || it == t.iterations;
-            let test_err = if eval_now {
-                Some(evaluate(&trainer.net, &test_x, &test_y, t.eval_batch_size, format)?)
+            let eval = if it % t.eval_every == 0 || it == t.iterations {
+                Some(data.evaluate(&trainer.net, format)?)
             } else {
                 None
             };
-            let val_err = match (&data.val, eval_now) {
-                (Some((vx, vy)), true) => Some(evaluate(&trainer.net, vx, vy, t.eval_batch_size, format)?),
-                _ => None,
-            };
+            if let (Some(p), Some(e)) = (&t.plateau, eval.as_ref().and_then(|e| e.val_error.or(e.test_error)))
+                && state.plateau.update(p, e)
+            {
+                let new_lr = schedule.lr_at(it, state.warmup.is_active(), &state.plateau);
+                bar.suspend(|| {
+                    eprintln!("{label}: error plateaued at {e:.2}%; lr {lr} -> {new_lr} at iteration {it}")
+                });
+            }
             let seconds = seconds_before + started.elapsed().as_secs_f64();
+            let e = eval.clone().unwrap_or_default();
             writer.append(&MetricsRow {
                 iteration: it,
                 epoch: (it * t.batch_size as u64) as f64 / n_train as f64,
                 lr,
                 train_loss: loss_mean,
                 train_error: train_err,
-                val_error: val_err,
-                test_error: test_err,
+                val_error: e.val_error,
+                val_top5_error: e.val_top5_error,
+                test_error: e.test_error,
+                skipped_images: data.skipped(),
                 seconds,
             })?;
-            last = (loss_mean, train_err, val_err.or(last.2), test_err.or(last.3));
-            let test_msg = test_err.map(|e| format!(", test err {e:.2}%")).unwrap_or_default();
-            let msg = format!("lr {lr:.4}, loss {loss_mean:.3}, train err {train_err:.2}%{test_msg}");
+            last_train_err = train_err;
+            if let Some(e) = eval {
+                last = e;
+            }
+            let shown = e.test_error.map(|v| format!(", test err {v:.2}%")).unwrap_or_default()
+                + &e.val_error.map(|v| format!(", val err {v:.2}%")).unwrap_or_default();
+            let msg = format!("lr {lr:.4}, loss {loss_mean:.3}, train err {train_err:.2}%{shown}");
             if opts.progress_bar {
                 bar.set_message(msg);
             } else {
@@ -347,26 +457,29 @@ pub fn train_run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptio
     if it < t.iterations {
         return Ok(RunStatus::Paused(it));
     }
-    if last.3.is_none() {
+    if last == Evaluation::default() {
         // Resumed from a checkpoint taken at the very end (the run died before final.json).
         let rows = crate::metrics::read_metrics(&metrics_path)?;
         let row = rows.last().context("a finished run without metrics rows")?;
-        last = (row.train_loss, row.train_error, row.val_error, row.test_error);
+        last_train_err = row.train_error;
+        last = data.evaluate(&trainer.net, format)?;
     }
     crate::models::save_weights(&trainer.vs, &dir.join("model.safetensors"))?;
     let info = TorchInfo::current();
     let record = FinalRecord {
-        net: cfg.net.name(),
-        depth: cfg.net.depth,
-        residual: cfg.net.residual,
-        dataset: cfg.dataset.to_string(),
-        preset: cfg.preset.to_string(),
-        seed: cfg.seed,
+        net: spec.name(),
+        depth: spec.depth(),
+        residual: spec.residual(),
+        dataset: cfg.dataset(),
+        preset: cfg.preset().to_string(),
+        seed: cfg.seed(),
         iterations: it,
-        test_error: last.3.unwrap_or(f64::NAN),
-        test_images: n_test as usize,
-        val_error: last.2,
-        train_error: last.1,
+        test_error: last.test_error,
+        test_images: last.images,
+        val_error: last.val_error,
+        val_top5_error: last.val_top5_error,
+        train_error: last_train_err,
+        skipped_images: data.skipped(),
         seconds: state.seconds,
         device: device_name(device),
         torch: info.version.unwrap_or_default(),

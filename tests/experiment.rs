@@ -35,7 +35,9 @@ fn fixture(
             train_loss: 2.0 * decay,
             train_error: (final_err - 3.0).max(0.5) + 60.0 * decay,
             val_error: None,
+            val_top5_error: None,
             test_error: (k % 4 == 0).then_some(final_err + 60.0 * decay),
+            skipped_images: 0,
             seconds: k as f64,
         })
         .unwrap();
@@ -48,9 +50,11 @@ fn fixture(
         preset: preset.to_string(),
         seed,
         iterations: 64_000,
-        test_error: final_err,
+        test_error: Some(final_err),
         test_images: 10_000,
         val_error: None,
+        val_top5_error: None,
+        skipped_images: 0,
         train_error: final_err - 3.0,
         seconds: 3600.0,
         device: "cuda:0".into(),

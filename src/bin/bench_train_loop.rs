@@ -9,7 +9,8 @@ use resnet_repro::config::{Layout, Preset, RunConfig, TrainConfig};
 use resnet_repro::data::{Dataset, DatasetName, ImageSet, Prepared};
 use resnet_repro::env::device_name;
 use resnet_repro::models::CifarNet;
-use resnet_repro::train::Trainer;
+use resnet_repro::models::NetSpec;
+use resnet_repro::train::{CifarData, TrainData, Trainer};
 use serde::Serialize;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -75,14 +76,20 @@ fn ours(args: &Args, env: &BenchEnv, depth: usize, data: &Prepared) -> Result<(f
         net: CifarNet::resnet(depth),
         train: TrainConfig { batch_size: args.bench.batch, layout: Layout::Auto, ..TrainConfig::default() },
     };
-    let mut trainer = Trainer::new(&cfg, data, env.device)?;
+    let mut trainer = Trainer::new(&NetSpec::Cifar(cfg.net.clone()), &cfg.train, cfg.seed, env.device)?;
+    let mut batches = CifarData::new(data, cfg.seed, &cfg.train);
     let layout = trainer.format.to_string();
     let mut it = 0u64;
+    let mut step = || -> Result<()> {
+        let (x, y) = batches.batch(it)?;
+        let _ = trainer.step(&x, &y, 0.1)?;
+        it += 1;
+        Ok(())
+    };
     let mut result = Ok(());
     let secs = time_steps(env.device, args.bench.warmup, args.bench.steps, || {
         if result.is_ok() {
-            result = trainer.step(it, 0.1).map(|_| ());
-            it += 1;
+            result = step();
         }
     });
     result?;

@@ -34,7 +34,7 @@ impl Default for Source {
 
 fn hint(data_dir: &Path, source: &Source) -> String {
     format!(
-        "HINT: download {} (md5 {}) by hand and place it in {}, or pass --data-dir to a folder that has it \
+        "HINT: download {} (md5 {}) by hand and place it in {}/, or pass --data-dir to a folder that has it \
          (or its unpacked {FOLDER}/); --dataset fashion-mnist runs on a dataset Debian packages",
         source.url,
         source.md5,

@@ -5,6 +5,8 @@ pub mod augment;
 pub mod cifar;
 pub mod download;
 pub mod fashion_mnist;
+pub mod imagenet;
+pub mod loader;
 
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};

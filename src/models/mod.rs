@@ -18,3 +18,40 @@ pub use blocks::{BottleneckStride, Shortcut};
 pub use cifar::CifarNet;
 pub use imagenet::ImageNetNet;
 pub use net::{ResNet, count_parameters, save_weights};
+
+/// Any network of the project.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NetSpec {
+    Cifar(CifarNet),
+    ImageNet(ImageNetNet),
+}
+
+impl NetSpec {
+    pub fn name(&self) -> String {
+        match self {
+            NetSpec::Cifar(c) => c.name(),
+            NetSpec::ImageNet(c) => c.name(),
+        }
+    }
+
+    pub fn depth(&self) -> usize {
+        match self {
+            NetSpec::Cifar(c) => c.depth,
+            NetSpec::ImageNet(c) => c.depth,
+        }
+    }
+
+    pub fn residual(&self) -> bool {
+        match self {
+            NetSpec::Cifar(c) => c.residual,
+            NetSpec::ImageNet(c) => c.residual,
+        }
+    }
+
+    pub fn build(&self, p: &tch::nn::Path) -> anyhow::Result<ResNet> {
+        match self {
+            NetSpec::Cifar(c) => c.build(p),
+            NetSpec::ImageNet(c) => c.build(p),
+        }
+    }
+}

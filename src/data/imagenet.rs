@@ -1,0 +1,384 @@
+//! ImageNet (ILSVRC-2012) in the usual folder layout, `train/<wnid>/*.JPEG` and `val/<wnid>/*.JPEG`:
+//! the class index, decoding as torchvision does (any mode to RGB, the format sniffed from the
+//! bytes), and the paper's transforms on one image: scale augmentation, crops, flips, AlexNet PCA
+//! colour augmentation, mean subtraction; centre crop, 10-crop and full images for testing.
+
+use anyhow::{Context, Result, bail, ensure};
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer, images::Image};
+use image::RgbImage;
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// File endings torchvision's ImageFolder accepts (compared case-insensitively).
+pub const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "ppm", "bmp", "pgm", "tif", "tiff", "webp"];
+
+/// Keep a part of the dataset, to try the pipeline on a small subset first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Subset {
+    /// The first this many classes (in sorted order); all when absent.
+    pub classes: Option<usize>,
+    /// The first this many images (in sorted order) of each class; all when absent.
+    pub images_per_class: Option<usize>,
+}
+
+/// One split of an image folder: classes from the sorted sub-folder names, images sorted within each.
+#[derive(Debug, Clone)]
+pub struct ImageFolder {
+    pub root: PathBuf,
+    /// Class names (wnids), sorted; a class's index is its position.
+    pub classes: Vec<String>,
+    pub samples: Vec<(PathBuf, u32)>,
+}
+
+impl ImageFolder {
+    pub fn scan(root: &Path, subset: Subset) -> Result<Self> {
+        ensure!(
+            root.is_dir(),
+            "{}: not a folder (expected <data-dir>/train/<wnid>/*.JPEG and val/<wnid>/*.JPEG)",
+            root.display()
+        );
+        let mut classes: Vec<String> = std::fs::read_dir(root)
+            .with_context(|| format!("listing {}", root.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        classes.sort();
+        if let Some(k) = subset.classes {
+            classes.truncate(k);
+        }
+        ensure!(!classes.is_empty(), "{}: no class folders", root.display());
+        let mut samples = Vec::new();
+        for (index, class) in classes.iter().enumerate() {
+            let dir = root.join(class);
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .with_context(|| format!("listing {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                })
+                .collect();
+            files.sort();
+            if let Some(k) = subset.images_per_class {
+                files.truncate(k);
+            }
+            ensure!(
+                !files.is_empty(),
+                "{}: no images (endings {})",
+                dir.display(),
+                IMAGE_EXTENSIONS.join(", ")
+            );
+            samples.extend(files.into_iter().map(|f| (f, index as u32)));
+        }
+        Ok(ImageFolder { root: root.to_path_buf(), classes, samples })
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// A validation folder must have the training folder's classes, in the same order.
+    pub fn check_same_classes(&self, train: &ImageFolder) -> Result<()> {
+        if self.classes != train.classes {
+            let missing: Vec<&String> =
+                train.classes.iter().filter(|c| !self.classes.contains(c)).take(5).collect();
+            let extra: Vec<&String> =
+                self.classes.iter().filter(|c| !train.classes.contains(c)).take(5).collect();
+            bail!(
+                "{} has {} classes and {} has {}; they must be the same (missing from validation: {missing:?}; \
+                 not in training: {extra:?})",
+                self.root.display(),
+                self.classes.len(),
+                train.root.display(),
+                train.classes.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes `index,class` lines (the class index a run used) to `path`.
+    pub fn write_class_index(&self, path: &Path) -> Result<()> {
+        let mut text = String::from("index,class\n");
+        for (i, c) in self.classes.iter().enumerate() {
+            text.push_str(&format!("{i},{c}\n"));
+        }
+        crate::fsutil::write_atomic(path, text.as_bytes())
+    }
+}
+
+/// Decodes an image file to 8-bit RGB as torchvision's loader (PIL `convert("RGB")`) does: the
+/// format is read from the bytes, not the name (a PNG named .JPEG decodes), grey images are
+/// replicated, alpha dropped, CMYK converted.
+pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let img = reader.decode().with_context(|| format!("{}: not a decodable image", path.display()))?;
+    ensure!(img.width() > 0 && img.height() > 0, "{}: empty image", path.display());
+    Ok(img.to_rgb8())
+}
+
+/// Per-channel mean (and scale) subtracted from pixels in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalize {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Normalize {
+    /// The paper subtracts the mean only (Sec. 3.4). NOTE: a per-channel mean (ImageNet's, as
+    /// fb.resnet.torch uses) rather than a per-pixel mean image; BN follows the first conv.
+    pub const PAPER: Normalize = Normalize { mean: [0.485, 0.456, 0.406], std: [1.0, 1.0, 1.0] };
+    /// torchvision's weights expect the standard deviation divided out too.
+    pub const TORCHVISION: Normalize = Normalize { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+}
+
+impl Default for Normalize {
+    fn default() -> Self {
+        Normalize::PAPER
+    }
+}
+
+/// AlexNet's PCA colour augmentation (fb.resnet.torch's `Lighting`): each image gets
+/// `eigvec * (alpha * eigval)` added to every pixel, alpha ~ N(0, std) per component.
+pub const PCA_EIGVAL: [f32; 3] = [0.2175, 0.0188, 0.0045];
+pub const PCA_EIGVEC: [[f32; 3]; 3] =
+    [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]];
+
+pub fn lighting_shift(alpha: [f32; 3]) -> [f32; 3] {
+    let mut rgb = [0f32; 3];
+    for (c, row) in PCA_EIGVEC.iter().enumerate() {
+        rgb[c] = (0..3).map(|j| row[j] * alpha[j] * PCA_EIGVAL[j]).sum();
+    }
+    rgb
+}
+
+/// The training transform of Sec. 3.4.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainTransform {
+    /// The shorter side is resized to a random size in [min_side, max_side].
+    pub min_side: u32,
+    pub max_side: u32,
+    pub crop: u32,
+    pub flip: bool,
+    /// Standard deviation of the PCA colour augmentation's alpha (0: off).
+    pub lighting: f32,
+    pub normalize: Normalize,
+}
+
+impl Default for TrainTransform {
+    fn default() -> Self {
+        TrainTransform {
+            min_side: 256,
+            max_side: 480,
+            crop: 224,
+            flip: true,
+            lighting: 0.1,
+            normalize: Normalize::PAPER,
+        }
+    }
+}
+
+/// The random choices of one training image, drawn from its own stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainDraw {
+    pub side: u32,
+    /// Where the crop starts in the resized image, as fractions of the free room (0..=1).
+    pub crop_x: f64,
+    pub crop_y: f64,
+    pub flip: bool,
+    pub alpha: [f32; 3],
+}
+
+impl TrainTransform {
+    pub fn draw(&self, rng: &mut impl Rng) -> TrainDraw {
+        let side = rng.random_range(self.min_side..=self.max_side);
+        let (crop_x, crop_y) = (rng.random::<f64>(), rng.random::<f64>());
+        let flip = self.flip && rng.random_bool(0.5);
+        let mut alpha = [0f32; 3];
+        if self.lighting > 0.0 {
+            let n = Normal::new(0.0, self.lighting).expect("a finite standard deviation");
+            alpha = [n.sample(rng), n.sample(rng), n.sample(rng)];
+        }
+        TrainDraw { side, crop_x, crop_y, flip, alpha }
+    }
+
+    /// Writes the `crop` x `crop` x 3 (HWC) float image for `img` with the draw `d` into `out`.
+    pub fn apply(&self, img: &RgbImage, d: &TrainDraw, resizer: &mut Resizer, out: &mut [f32]) -> Result<()> {
+        let (rw, rh) = resized_size(img.width(), img.height(), d.side);
+        let c = self.crop;
+        ensure!(rw >= c && rh >= c, "resized image {rw}x{rh} is smaller than the {c} crop");
+        // torchvision's RandomCrop: a uniform offset in 0..=free.
+        let x0 = ((d.crop_x * f64::from(rw - c + 1)).floor() as u32).min(rw - c);
+        let y0 = ((d.crop_y * f64::from(rh - c + 1)).floor() as u32).min(rh - c);
+        let pixels = resize_region(img, (rw, rh), (x0, y0, c, c), resizer)?;
+        write_normalized(&pixels, c, c, d.flip, lighting_shift(d.alpha), &self.normalize, out);
+        Ok(())
+    }
+}
+
+/// torchvision's `Resize(side)`: the shorter side becomes `side`, the longer `side * long / short`
+/// truncated.
+pub fn resized_size(w: u32, h: u32, side: u32) -> (u32, u32) {
+    if w <= h {
+        (side, (u64::from(side) * u64::from(h) / u64::from(w)) as u32)
+    } else {
+        ((u64::from(side) * u64::from(w) / u64::from(h)) as u32, side)
+    }
+}
+
+/// The pixels of region `(x, y, w, h)` of `img` resized to `resized` (bilinear with antialiasing, as
+/// PIL resizes): only the region is computed, which equals resizing the whole image and cropping.
+pub fn resize_region(
+    img: &RgbImage,
+    resized: (u32, u32),
+    region: (u32, u32, u32, u32),
+    resizer: &mut Resizer,
+) -> Result<Vec<u8>> {
+    let (rw, rh) = resized;
+    let (x, y, w, h) = region;
+    let sx = f64::from(img.width()) / f64::from(rw);
+    let sy = f64::from(img.height()) / f64::from(rh);
+    let mut dst = Image::new(w, h, fast_image_resize::PixelType::U8x3);
+    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(
+        f64::from(x) * sx,
+        f64::from(y) * sy,
+        f64::from(w) * sx,
+        f64::from(h) * sy,
+    );
+    resizer.resize(img, &mut dst, &opts).map_err(|e| anyhow::anyhow!("resizing: {e}"))?;
+    Ok(dst.into_vec())
+}
+
+/// u8 HWC pixels -> f32 HWC in [0, 1], mirrored if `flip`, plus `shift`, minus mean, over std.
+fn write_normalized(
+    pixels: &[u8],
+    w: u32,
+    h: u32,
+    flip: bool,
+    shift: [f32; 3],
+    n: &Normalize,
+    out: &mut [f32],
+) {
+    let (w, h) = (w as usize, h as usize);
+    debug_assert_eq!(out.len(), w * h * 3);
+    let add: [f32; 3] = std::array::from_fn(|c| shift[c] - n.mean[c]);
+    let mul: [f32; 3] = std::array::from_fn(|c| 1.0 / n.std[c]);
+    for y in 0..h {
+        for x in 0..w {
+            let sx = if flip { w - 1 - x } else { x };
+            let src = &pixels[(y * w + sx) * 3..(y * w + sx) * 3 + 3];
+            let dst = &mut out[(y * w + x) * 3..(y * w + x) * 3 + 3];
+            for c in 0..3 {
+                dst[c] = (f32::from(src[c]) / 255.0 + add[c]) * mul[c];
+            }
+        }
+    }
+}
+
+/// The test protocols of Sec. 3.4 / Tables 2-4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// Shorter side 256, the centre 224x224 crop (Figure 4's validation curves).
+    Center,
+    /// Shorter side 256, the 4 corner and the centre crops and their flips; softmax averaged
+    /// (Tables 2 and 3).
+    TenCrop,
+    /// Fully convolutional: the whole image at shorter sides 224, 256, 384, 480 and 640, and
+    /// mirrored; softmax averaged over the 10 (Table 4).
+    MultiScale,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "center" | "centre" => Ok(Protocol::Center),
+            "ten-crop" | "10-crop" => Ok(Protocol::TenCrop),
+            "multi-scale" => Ok(Protocol::MultiScale),
+            _ => bail!("unknown protocol {s:?}: expected center, ten-crop or multi-scale"),
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Center => "center",
+            Protocol::TenCrop => "ten-crop",
+            Protocol::MultiScale => "multi-scale",
+        })
+    }
+}
+
+pub const MULTI_SCALE_SIDES: [u32; 5] = [224, 256, 384, 480, 640];
+
+/// One test view: its pixels (f32 HWC), size, and whether it is mirrored.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<f32>,
+}
+
+/// The crops of the 10-crop protocol in a `w` x `h` image: (x, y) of the 4 corners then the centre
+/// (torchvision's FiveCrop order: top-left, top-right, bottom-left, bottom-right, centre).
+pub fn five_crop_origins(w: u32, h: u32, crop: u32) -> [(u32, u32); 5] {
+    // torchvision's center_crop: int(round(free / 2)), Python's round-half-to-even.
+    let cx = (f64::from(w - crop) / 2.0).round_ties_even() as u32;
+    let cy = (f64::from(h - crop) / 2.0).round_ties_even() as u32;
+    [(0, 0), (w - crop, 0), (0, h - crop), (w - crop, h - crop), (cx, cy)]
+}
+
+/// The views a protocol tests on, for one image; all views of a protocol but multi-scale have the
+/// same size, so they batch.
+pub fn test_views(
+    img: &RgbImage,
+    protocol: Protocol,
+    n: &Normalize,
+    resizer: &mut Resizer,
+) -> Result<Vec<View>> {
+    let crop = 224;
+    let mut views = Vec::new();
+    let mut push = |pixels: &[u8], w: u32, h: u32, flip: bool| {
+        let mut data = vec![0f32; (w * h * 3) as usize];
+        write_normalized(pixels, w, h, flip, [0.0; 3], n, &mut data);
+        views.push(View { width: w, height: h, data });
+    };
+    match protocol {
+        Protocol::Center | Protocol::TenCrop => {
+            let (rw, rh) = resized_size(img.width(), img.height(), 256);
+            let origins = five_crop_origins(rw, rh, crop);
+            let chosen: &[(u32, u32)] = if protocol == Protocol::Center { &origins[4..] } else { &origins };
+            for &(x, y) in chosen {
+                let px = resize_region(img, (rw, rh), (x, y, crop, crop), resizer)?;
+                push(&px, crop, crop, false);
+                if protocol == Protocol::TenCrop {
+                    push(&px, crop, crop, true);
+                }
+            }
+        }
+        Protocol::MultiScale => {
+            for side in MULTI_SCALE_SIDES {
+                let (rw, rh) = resized_size(img.width(), img.height(), side);
+                let px = resize_region(img, (rw, rh), (0, 0, rw, rh), resizer)?;
+                push(&px, rw, rh, false);
+                push(&px, rw, rh, true);
+            }
+        }
+    }
+    Ok(views)
+}
