@@ -108,7 +108,7 @@ impl TrainLoader {
     }
 
     /// The next batch (waits for it if the loader is behind).
-    pub fn next(&mut self) -> Result<HostBatch> {
+    pub fn next_batch(&mut self) -> Result<HostBatch> {
         let rx = self.rx.as_ref().expect("loader running");
         rx.recv().map_err(|_| anyhow!("the loader thread stopped"))?
     }

@@ -2,7 +2,7 @@
 //! 16/32/64 filters, stride-2 convs for downsampling, global average pooling, a 10-way fc.
 
 use super::blocks::{Block, ConvBn, Shortcut};
-use super::net::{ResNet, Stem};
+use super::net::{NetPlan, ResNet, Stem};
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -99,17 +99,14 @@ impl CifarNet {
         let n = self.blocks_per_stage()?;
         let shortcut = self.residual.then_some(self.shortcut);
         let stem = Stem::Cifar(ConvBn::new(&(p / "conv1"), &(p / "bn1"), self.in_channels, WIDTHS[0], 3, 1));
-        let stages = WIDTHS.map(|w| (n, w));
-        let input = (self.in_channels, self.image_size, self.image_size);
-        Ok(ResNet::assemble(
-            p,
-            self.name(),
+        let plan = NetPlan {
+            name: self.name(),
             stem,
-            WIDTHS[0],
-            &stages,
-            self.num_classes,
-            input,
-            |bp, i, o, s| Block::basic(bp, i, o, s, shortcut),
-        ))
+            stem_channels: WIDTHS[0],
+            stages: WIDTHS.iter().map(|&w| (n, w)).collect(),
+            num_classes: self.num_classes,
+            input: (self.in_channels, self.image_size, self.image_size),
+        };
+        Ok(ResNet::assemble(p, plan, |bp, i, o, s| Block::basic(bp, i, o, s, shortcut)))
     }
 }

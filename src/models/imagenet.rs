@@ -3,7 +3,7 @@
 //! (bottlenecks).
 
 use super::blocks::{Block, BottleneckStride, ConvBn, Shortcut};
-use super::net::{ResNet, Stem};
+use super::net::{NetPlan, ResNet, Stem};
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -109,11 +109,16 @@ impl ImageNetNet {
         let shortcut = self.residual.then_some(self.shortcut);
         let expansion = if bottleneck { 4 } else { 1 };
         let stem = Stem::ImageNet(ConvBn::new(&(p / "conv1"), &(p / "bn1"), 3, 64, 7, 2));
-        let stages: Vec<(usize, i64)> =
-            blocks_per_stage.iter().zip(WIDTHS).map(|(&n, w)| (n, w * expansion)).collect();
-        let input = (3, self.image_size, self.image_size);
+        let plan = NetPlan {
+            name: self.name(),
+            stem,
+            stem_channels: 64,
+            stages: blocks_per_stage.iter().zip(WIDTHS).map(|(&n, w)| (n, w * expansion)).collect(),
+            num_classes: self.num_classes,
+            input: (3, self.image_size, self.image_size),
+        };
         let placement = self.bottleneck_stride;
-        Ok(ResNet::assemble(p, self.name(), stem, 64, &stages, self.num_classes, input, |bp, i, o, s| {
+        Ok(ResNet::assemble(p, plan, |bp, i, o, s| {
             if bottleneck {
                 Block::bottleneck(bp, i, o, s, placement, shortcut)
             } else {

@@ -48,6 +48,18 @@ impl Stem {
     }
 }
 
+/// What [`ResNet::assemble`] builds: after the stem (whose output has `stem_channels`), stage `s`
+/// (`layer<s+1>`) has `stages[s].0` blocks of `stages[s].1` output channels, the first block of every
+/// stage but the first downsampling by 2; then global average pooling and a `num_classes` fc.
+pub struct NetPlan {
+    pub name: String,
+    pub stem: Stem,
+    pub stem_channels: i64,
+    pub stages: Vec<(usize, i64)>,
+    pub num_classes: i64,
+    pub input: (i64, i64, i64),
+}
+
 /// A plain or residual network of either family. Build one with [`super::CifarNet::build`] or
 /// [`super::ImageNetNet::build`]; the variables live in the `nn::Path` given there.
 #[derive(Debug)]
@@ -64,28 +76,22 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    /// Assembles a network: after the stem (whose output has `stem_channels`), stage `s` (`layer<s+1>`)
-    /// has `stages[s].0` blocks of `stages[s].1` output channels, and the first block of every stage
-    /// but the first downsamples by 2 (conv3_1, conv4_1, conv5_1 in Table 1). `block(path, in, out,
-    /// stride)` builds one block.
+    /// Assembles a network from its plan; `block(path, in, out, stride)` builds one block.
     pub fn assemble(
         p: &nn::Path,
-        name: String,
-        stem: Stem,
-        stem_channels: i64,
-        stages: &[(usize, i64)],
-        num_classes: i64,
-        input: (i64, i64, i64),
+        plan: NetPlan,
         mut block: impl FnMut(&nn::Path, i64, i64, i64) -> Block,
     ) -> ResNet {
-        let mut in_c = stem_channels;
-        let stages = stages
+        let mut in_c = plan.stem_channels;
+        let stages = plan
+            .stages
             .iter()
             .enumerate()
             .map(|(s, &(n, out_c))| {
                 let sp = p / format!("layer{}", s + 1);
                 (0..n)
                     .map(|b| {
+                        // conv3_1, conv4_1, conv5_1 (Table 1) and their CIFAR counterparts downsample.
                         let stride = if s > 0 && b == 0 { 2 } else { 1 };
                         let blk = block(&(&sp / b), in_c, out_c, stride);
                         in_c = out_c;
@@ -94,7 +100,8 @@ impl ResNet {
                     .collect()
             })
             .collect();
-        ResNet { name, stem, stages, fc: Fc::new(&(p / "fc"), in_c, num_classes), input }
+        let fc = Fc::new(&(p / "fc"), in_c, plan.num_classes);
+        ResNet { name: plan.name, stem: plan.stem, stages, fc, input: plan.input }
     }
 
     fn forward_impl(&self, xs: &Tensor, train: bool, mut responses: Option<&mut Vec<Tensor>>) -> Tensor {
