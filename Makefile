@@ -44,7 +44,7 @@ reproduce-table6: build
 	target/release/cifar_depth_sweep $(EXPERIMENT_ARGS) $(if $(filter quick,$(PRESET)),--quick,)
 
 plots: build
-	target/release/plot
+	target/release/plot --runs runs --plots plots
 
 reproduce-table1: build
 	target/release/table1 --out runs/table1

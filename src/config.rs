@@ -291,6 +291,11 @@ impl RunConfig {
 }
 
 pub fn group_name(dataset: DatasetName, preset: Preset) -> String {
+    group_name_str(&dataset.to_string(), preset)
+}
+
+/// `<dataset>` for the paper's recipe, `<dataset>-quick` for the quick preset.
+pub fn group_name_str(dataset: &str, preset: Preset) -> String {
     match preset {
         Preset::Full => dataset.to_string(),
         Preset::Quick => format!("{dataset}-quick"),

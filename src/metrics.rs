@@ -24,10 +24,12 @@ pub struct MetricsRow {
     /// val folder (centre crop, Figure 4's bold curves).
     pub val_error: Option<f64>,
     /// Top-5 error (%) on the validation images (ImageNet).
+    #[serde(default)]
     pub val_top5_error: Option<f64>,
     /// Error (%) on the test set (CIFAR; evaluated every `eval_every` iterations, else empty).
     pub test_error: Option<f64>,
     /// Undecodable training images skipped so far (ImageNet with --skip-corrupt).
+    #[serde(default)]
     pub skipped_images: u64,
     /// Training wall time so far, across resumes.
     pub seconds: f64,
@@ -103,7 +105,9 @@ pub struct FinalRecord {
     /// Images the test (or, without a test set, validation) error is over.
     pub test_images: usize,
     pub val_error: Option<f64>,
+    #[serde(default)]
     pub val_top5_error: Option<f64>,
+    #[serde(default)]
     pub skipped_images: u64,
     /// Training error (%) over the last logging window.
     pub train_error: f64,

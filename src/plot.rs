@@ -3,7 +3,9 @@
 
 use crate::config::{Preset, RunConfig, parse_group};
 use crate::fsutil::subdirs;
+use crate::imagenet_experiment::ImageNetRunConfig;
 use crate::metrics::{MetricsRow, read_metrics};
+use crate::models::NetSpec;
 use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -44,27 +46,33 @@ pub fn load_group(group_dir: &Path) -> Result<Vec<Curve>> {
             .collect();
         seeds.sort();
         let Some((seed, dir)) = seeds.into_iter().next() else { continue };
-        let cfg = RunConfig::from_file(&dir.join("config.toml"))?;
+        let net = run_net(&dir.join("config.toml"))?;
         let rows = read_metrics(&dir.join("metrics.csv"))?;
         if rows.is_empty() {
             continue;
         }
-        curves.push(Curve {
-            name: cfg.net.name(),
-            depth: cfg.net.depth,
-            residual: cfg.net.residual,
-            seed,
-            rows,
-        });
+        curves.push(Curve { name: net.name(), depth: net.depth(), residual: net.residual(), seed, rows });
     }
     curves.sort_by_key(|c| (c.residual, c.depth));
     Ok(curves)
 }
 
+/// The network of a run folder's `config.toml`, CIFAR's or ImageNet's.
+fn run_net(config: &Path) -> Result<NetSpec> {
+    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    if let Ok(c) = toml::from_str::<RunConfig>(&text) {
+        return Ok(NetSpec::Cifar(c.net));
+    }
+    let c: ImageNetRunConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
+    Ok(NetSpec::ImageNet(c.net))
+}
+
 /// A colour per depth, the same in every panel (Okabe-Ito, readable with colour blindness).
 pub fn color(depth: usize) -> RGBColor {
     match depth {
-        20 => RGBColor(230, 159, 0),
+        18 | 20 => RGBColor(230, 159, 0),
+        34 => RGBColor(0, 114, 178),
         32 => RGBColor(86, 180, 233),
         44 => RGBColor(0, 158, 115),
         56 => RGBColor(0, 114, 178),
@@ -82,6 +90,21 @@ pub fn color(depth: usize) -> RGBColor {
 enum Series {
     Train,
     Test,
+    Val,
+}
+
+/// How a series is drawn in a panel.
+#[derive(Clone, Copy)]
+struct Line {
+    series: Series,
+    dashed: bool,
+    width: u32,
+    /// This line names the curve in the legend.
+    legend: bool,
+}
+
+const fn line(series: Series, dashed: bool, width: u32, legend: bool) -> Line {
+    Line { series, dashed, width, legend }
 }
 
 fn points(c: &Curve, s: Series) -> Vec<(f64, f64)> {
@@ -91,30 +114,45 @@ fn points(c: &Curve, s: Series) -> Vec<(f64, f64)> {
             let y = match s {
                 Series::Train => Some(r.train_error),
                 Series::Test => r.test_error,
+                Series::Val => r.val_error,
             }?;
             Some((r.iteration as f64 / 1e4, y))
         })
         .collect()
 }
 
-/// The y range: the paper's 0..20 % when every curve ends below 20 %, else up to the data's maximum
-/// (rounded up to 10 %), so that short or failing runs stay visible.
+/// The y range of a CIFAR figure: the paper's 0..20 % when every curve's test error ends below
+/// 20 %, else up to the data's maximum (rounded up to 10 %), so that short or failing runs stay
+/// visible.
 fn y_max(curves: &[&Curve]) -> f64 {
     let last_test = |c: &&Curve| c.rows.iter().rev().find_map(|r| r.test_error);
     if curves.iter().all(|c| last_test(c).is_some_and(|e| e < 20.0)) {
         return 20.0;
     }
-    let m =
-        curves.iter().flat_map(|c| c.rows.iter().flat_map(|r| [Some(r.train_error), r.test_error])).flatten();
+    data_max(curves)
+}
+
+/// The largest error any curve reaches, rounded up to 10 % (20..100).
+fn data_max(curves: &[&Curve]) -> f64 {
+    let m = curves
+        .iter()
+        .flat_map(|c| c.rows.iter().flat_map(|r| [Some(r.train_error), r.test_error, r.val_error]))
+        .flatten();
     (m.fold(0f64, f64::max) / 10.0).ceil().clamp(2.0, 10.0) * 10.0
 }
 
-/// A panel: for each curve, dashed training error and/or bold test error; x in 1e4 iterations.
+/// A tick label: at most 4 decimals, trailing zeros dropped (0.5, 1, 0.0025).
+fn tick(v: f64) -> String {
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A panel: for each curve, its `lines`; x in 1e4 iterations.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
     curves: &[&Curve],
-    series: &[Series],
+    lines: &[Line],
     x_max: f64,
     y_max: f64,
 ) -> Result<()>
@@ -136,7 +174,7 @@ where
         .label_style(("sans-serif", 16))
         .axis_desc_style(("sans-serif", 18))
         .light_line_style(RGBColor(235, 235, 235))
-        .x_label_formatter(&|v| format!("{v}"))
+        .x_label_formatter(&|v| tick(*v))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
@@ -154,19 +192,19 @@ where
     };
     for c in curves {
         let col = color(c.depth);
-        for &s in series {
-            let pts = clip(points(c, s));
+        for l in lines {
+            let pts = clip(points(c, l.series));
             if pts.is_empty() {
                 continue;
             }
-            let dashed = s == Series::Train && series.len() > 1;
-            let width = if s == Series::Test && series.len() > 1 { 3 } else { 2 };
             let label = format!("{}-{}", if c.residual { "ResNet" } else { "plain" }, c.depth);
-            if dashed {
-                chart.draw_series(DashedLineSeries::new(pts, 6, 4, col.stroke_width(width))).map_err(err)?;
+            if l.dashed {
+                chart
+                    .draw_series(DashedLineSeries::new(pts, 6, 4, col.stroke_width(l.width)))
+                    .map_err(err)?;
             } else {
-                let anno = chart.draw_series(LineSeries::new(pts, col.stroke_width(width))).map_err(err)?;
-                if s == Series::Test || series.len() == 1 {
+                let anno = chart.draw_series(LineSeries::new(pts, col.stroke_width(l.width))).map_err(err)?;
+                if l.legend {
                     anno.label(label)
                         .legend(move |(x, y)| PathElement::new([(x, y), (x + 22, y)], col.stroke_width(3)));
                 }
@@ -202,7 +240,7 @@ fn pretty(ds: crate::data::DatasetName) -> &'static str {
 
 fn x_max(curves: &[&Curve]) -> f64 {
     let last = curves.iter().filter_map(|c| c.rows.last()).map(|r| r.iteration).max().unwrap_or(64_000);
-    (last as f64 / 1e4).max(0.01)
+    (last as f64 / 1e4).max(1e-4)
 }
 
 /// Figure 1: plain-20 vs plain-56, training error (left) and test error (right).
@@ -220,8 +258,8 @@ pub fn figure1(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
     .map_err(|e| anyhow!("{e:?}"))?;
     let panels = body.split_evenly((1, 2));
     let (xm, ym) = (x_max(&sel), y_max(&sel));
-    panel(&panels[0], "training error", &sel, &[Series::Train], xm, ym)?;
-    panel(&panels[1], "test error", &sel, &[Series::Test], xm, ym)?;
+    panel(&panels[0], "training error", &sel, &[line(Series::Train, false, 2, true)], xm, ym)?;
+    panel(&panels[1], "test error", &sel, &[line(Series::Test, false, 2, true)], xm, ym)?;
     root.present().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -246,7 +284,7 @@ pub fn figure6(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
     let panels = body.split_evenly((1, 3));
     let all: Vec<&Curve> = curves.iter().collect();
     let xm = x_max(&all);
-    let both = [Series::Train, Series::Test];
+    let both = [line(Series::Train, true, 2, false), line(Series::Test, false, 3, true)];
     panel(&panels[0], "plain networks", &plain, &both, xm, y_max(&plain))?;
     panel(&panels[1], "ResNets", &res, &both, xm, y_max(&res))?;
     panel(&panels[2], "ResNet-110 vs ResNet-1202", &deep, &both, xm, y_max(&deep))?;
@@ -273,6 +311,58 @@ pub fn render_table6_figures(runs_dir: &Path, plots_dir: &Path) -> Result<Vec<Pa
         let f6 = plots_dir.join(format!("fig6_{group}.png"));
         figure6(&curves, &group, &f6)?;
         written.extend([f1, f6]);
+    }
+    Ok(written)
+}
+
+/// Figure 4: ImageNet training (thin) and centre-crop validation (bold) error, plain-18/34 (left)
+/// and ResNet-18/34 (right).
+pub fn figure4(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
+    register_fonts();
+    let pick = |residual: bool| -> Vec<&Curve> {
+        curves.iter().filter(|c| c.residual == residual && (c.depth == 18 || c.depth == 34)).collect()
+    };
+    let (plain, res) = (pick(false), pick(true));
+    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let (top, body) = root.split_vertically(44);
+    let what = if group == "imagenet" {
+        "ImageNet".to_string()
+    } else {
+        "ImageNet, quick preset: not a reproduction".into()
+    };
+    top.titled(
+        &format!("Figure 4 ({what}): thin training error, bold validation error (centre crop)"),
+        ("sans-serif", 24).into_font().style(FontStyle::Bold),
+    )
+    .map_err(|e| anyhow!("{e:?}"))?;
+    let panels = body.split_evenly((1, 2));
+    let all: Vec<&Curve> = curves.iter().collect();
+    let (xm, ym) = (x_max(&all), data_max(&all));
+    let lines = [line(Series::Train, false, 1, false), line(Series::Val, false, 3, true)];
+    panel(&panels[0], "plain", &plain, &lines, xm, ym)?;
+    panel(&panels[1], "ResNet", &res, &lines, xm, ym)?;
+    root.present().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Renders Figure 4 for every run group under `runs_dir` (`runs/table2`) into `plots_dir`, as
+/// `fig4_<group>.png`. Returns the files written.
+pub fn render_imagenet_figures(runs_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for group_dir in subdirs(runs_dir)? {
+        let group = group_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if !group.starts_with("imagenet") {
+            continue;
+        }
+        let curves = load_group(&group_dir)?;
+        if curves.iter().all(|c| c.depth != 18 && c.depth != 34) {
+            continue;
+        }
+        std::fs::create_dir_all(plots_dir).with_context(|| format!("creating {}", plots_dir.display()))?;
+        let f4 = plots_dir.join(format!("fig4_{group}.png"));
+        figure4(&curves, &group, &f4)?;
+        written.push(f4);
     }
     Ok(written)
 }

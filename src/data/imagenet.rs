@@ -252,13 +252,27 @@ pub fn resize_region(
     let sx = f64::from(img.width()) / f64::from(rw);
     let sy = f64::from(img.height()) / f64::from(rh);
     let mut dst = Image::new(w, h, fast_image_resize::PixelType::U8x3);
-    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(
-        f64::from(x) * sx,
-        f64::from(y) * sy,
-        f64::from(w) * sx,
-        f64::from(h) * sy,
-    );
-    resizer.resize(img, &mut dst, &opts).map_err(|e| anyhow::anyhow!("resizing: {e}"))?;
+    let (left, top) = (f64::from(x) * sx, f64::from(y) * sy);
+    // Clamped: (x + w) * sx can exceed the width by a rounding error, and so can left + (W - left).
+    let fit = |start: f64, len: f64, limit: f64| {
+        let mut len = len.min(limit - start);
+        while start + len > limit {
+            len = len.next_down();
+        }
+        len
+    };
+    let width = fit(left, f64::from(w) * sx, f64::from(img.width()));
+    let height = fit(top, f64::from(h) * sy, f64::from(img.height()));
+    let opts = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+        .crop(left, top, width, height);
+    resizer.resize(img, &mut dst, &opts).map_err(|e| {
+        anyhow::anyhow!(
+            "resizing a {}x{} region ({left}, {top}, {width}, {height}): {e}",
+            img.width(),
+            img.height()
+        )
+    })?;
     Ok(dst.into_vec())
 }
 
@@ -326,7 +340,25 @@ impl std::fmt::Display for Protocol {
 
 pub const MULTI_SCALE_SIDES: [u32; 5] = [224, 256, 384, 480, 640];
 
-/// One test view: its pixels (f32 HWC), size, and whether it is mirrored.
+/// Sizes of the test protocols: the paper's (resize 256, crop 224, scales 224..640) by default; the
+/// quick preset scales them down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalGeometry {
+    /// Shorter side before the centre and 10 crops.
+    pub resize: u32,
+    pub crop: u32,
+    /// Shorter sides of the multi-scale protocol.
+    pub scales: Vec<u32>,
+}
+
+impl Default for EvalGeometry {
+    fn default() -> Self {
+        EvalGeometry { resize: 256, crop: 224, scales: MULTI_SCALE_SIDES.to_vec() }
+    }
+}
+
+/// One test view: its pixels (f32 HWC) and size.
 #[derive(Debug, Clone)]
 pub struct View {
     pub width: u32,
@@ -348,10 +380,11 @@ pub fn five_crop_origins(w: u32, h: u32, crop: u32) -> [(u32, u32); 5] {
 pub fn test_views(
     img: &RgbImage,
     protocol: Protocol,
+    g: &EvalGeometry,
     n: &Normalize,
     resizer: &mut Resizer,
 ) -> Result<Vec<View>> {
-    let crop = 224;
+    let crop = g.crop;
     let mut views = Vec::new();
     let mut push = |pixels: &[u8], w: u32, h: u32, flip: bool| {
         let mut data = vec![0f32; (w * h * 3) as usize];
@@ -360,7 +393,7 @@ pub fn test_views(
     };
     match protocol {
         Protocol::Center | Protocol::TenCrop => {
-            let (rw, rh) = resized_size(img.width(), img.height(), 256);
+            let (rw, rh) = resized_size(img.width(), img.height(), g.resize);
             let origins = five_crop_origins(rw, rh, crop);
             let chosen: &[(u32, u32)] = if protocol == Protocol::Center { &origins[4..] } else { &origins };
             for &(x, y) in chosen {
@@ -372,7 +405,7 @@ pub fn test_views(
             }
         }
         Protocol::MultiScale => {
-            for side in MULTI_SCALE_SIDES {
+            for &side in &g.scales {
                 let (rw, rh) = resized_size(img.width(), img.height(), side);
                 let px = resize_region(img, (rw, rh), (0, 0, rw, rh), resizer)?;
                 push(&px, rw, rh, false);

@@ -1,0 +1,97 @@
+//! Writes a small ImageNet-layout folder (train/<class>/*.JPEG, val/<class>/*.JPEG) from a dataset
+//! this machine has, to try the ImageNet pipeline end to end before pointing it at ILSVRC-2012.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use image::{GrayImage, RgbImage, imageops::FilterType};
+use rand::{Rng, SeedableRng};
+use resnet_repro::data::{DataOptions, Dataset, DatasetName, ImageSet};
+use std::path::{Path, PathBuf};
+
+const FASHION_MNIST_CLASSES: [&str; 10] =
+    ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"];
+const CIFAR10_CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+
+/// Exports images of Fashion-MNIST (or CIFAR-10) as JPEGs in ImageNet's folder layout, upscaled to
+/// random sizes (shorter side 140..300, landscape and portrait) like ImageNet's photos, into
+/// `<out>/train/<class>/` and `<out>/val/<class>/`. Not ImageNet: a stand-in to exercise the loader,
+/// the training and the evaluation protocols.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// cifar10 or fashion-mnist.
+    #[arg(long, default_value = "fashion-mnist")]
+    from: DatasetName,
+    /// Where the source dataset is (or is downloaded to).
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "data/imagenet-sample")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 40)]
+    train_per_class: usize,
+    #[arg(long, default_value_t = 10)]
+    val_per_class: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn export(
+    set: &ImageSet,
+    split: &Path,
+    names: &[&str],
+    per_class: usize,
+    rng: &mut impl Rng,
+) -> Result<usize> {
+    let labels = Vec::<i64>::try_from(&set.labels)?;
+    let (c, h, w) = (set.images.size()[1], set.images.size()[2] as u32, set.images.size()[3] as u32);
+    let mut written = vec![0usize; names.len()];
+    for (i, &label) in labels.iter().enumerate() {
+        let k = label as usize;
+        if written[k] >= per_class {
+            continue;
+        }
+        let short = rng.random_range(140..=300u32);
+        let long = short * rng.random_range(100..=150u32) / 100;
+        let (nw, nh) = if rng.random_bool(0.5) { (long, short) } else { (short, long) };
+        let pixels =
+            Vec::<u8>::try_from(&set.images.get(i as i64).permute([1, 2, 0]).contiguous().view([-1]))?;
+        let dir = split.join(format!("c{k:02}_{}", names[k]));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{}_{i:06}.JPEG", names[k]));
+        if c == 1 {
+            let img = GrayImage::from_raw(w, h, pixels).context("image size")?;
+            image::imageops::resize(&img, nw, nh, FilterType::Triangle)
+                .save_with_format(&path, image::ImageFormat::Jpeg)
+        } else {
+            let img = RgbImage::from_raw(w, h, pixels).context("image size")?;
+            image::imageops::resize(&img, nw, nh, FilterType::Triangle)
+                .save_with_format(&path, image::ImageFormat::Jpeg)
+        }
+        .with_context(|| format!("writing {}", path.display()))?;
+        written[k] += 1;
+        if written.iter().all(|&n| n >= per_class) {
+            break;
+        }
+    }
+    Ok(written.iter().sum())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let ds = Dataset::load(args.from, &DataOptions::new(&args.data_dir))?;
+    let names: &[&str] = match args.from {
+        DatasetName::FashionMnist => &FASHION_MNIST_CLASSES,
+        DatasetName::Cifar10 => &CIFAR10_CLASSES,
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let n_train = export(&ds.train, &args.out.join("train"), names, args.train_per_class, &mut rng)?;
+    let n_val = export(&ds.test, &args.out.join("val"), names, args.val_per_class, &mut rng)?;
+    println!(
+        "wrote {n_train} training and {n_val} validation JPEGs of {} classes from {} to {}",
+        names.len(),
+        args.from,
+        args.out.display()
+    );
+    Ok(())
+}
