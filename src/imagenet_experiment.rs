@@ -395,10 +395,16 @@ fn final_evaluations(
                     batch_size: run.train.batch_size,
                     threads: o.loader.threads,
                     prefetch: o.loader.prefetch,
-                    seed: run.seed ^ 0x5EED_B4,
+                    seed: run.seed,
                     skip_corrupt: o.loader.skip_corrupt,
                 };
-                let mut loader = TrainLoader::start(train.clone(), run.data.transform.clone(), opts, 0)?;
+                // The batches that would follow the last update: the run's augmentation, fresh draws.
+                let mut loader = TrainLoader::start(
+                    train.clone(),
+                    run.data.transform.clone(),
+                    opts,
+                    run.train.iterations,
+                )?;
                 let iter = (0..batches).map(|_| loader.next_batch().map(|b| b.to_tensors(device).0));
                 let n = reestimate_bn(&net, &vs, iter, format)?;
                 eprintln!("{}: BN statistics re-estimated over {n} training images", run.net.name());

@@ -308,8 +308,8 @@ fn write_normalized(
 pub enum Protocol {
     /// Shorter side 256, the centre 224x224 crop (Figure 4's validation curves).
     Center,
-    /// Shorter side 256, the 4 corner and the centre crops and their flips; softmax averaged
-    /// (Tables 2 and 3).
+    /// Shorter side 256, the 4 corner and the centre crops, and those of the mirrored image (as
+    /// torchvision's TenCrop); softmax averaged (Tables 2 and 3).
     TenCrop,
     /// Fully convolutional: the whole image at shorter sides 224, 256, 384, 480 and 640, and
     /// mirrored; softmax averaged over the 10 (Table 4).
@@ -399,7 +399,13 @@ pub fn test_views(
             for &(x, y) in chosen {
                 let px = resize_region(img, (rw, rh), (x, y, crop, crop), resizer)?;
                 push(&px, crop, crop, false);
-                if protocol == Protocol::TenCrop {
+            }
+            if protocol == Protocol::TenCrop {
+                // torchvision's TenCrop: the five crops of the mirrored image. Its crop at x is the
+                // mirror of the original's crop at rw - crop - x (the centre differs from the
+                // original's by a pixel when the free room is odd).
+                for &(x, y) in &origins {
+                    let px = resize_region(img, (rw, rh), (rw - crop - x, y, crop, crop), resizer)?;
                     push(&px, crop, crop, true);
                 }
             }

@@ -125,6 +125,11 @@ impl ResNet {
         self.fc.forward(&pooled)
     }
 
+    /// The stem's conv and BN.
+    pub fn stem_conv_bn(&self) -> &ConvBn {
+        self.stem.conv_bn()
+    }
+
     /// Logits and, in network order, the response of every 3x3 layer: its BN output before the
     /// ReLU or the addition (the quantity of Figure 7).
     pub fn forward_with_responses(&self, xs: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {

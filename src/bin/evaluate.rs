@@ -1,0 +1,186 @@
+//! Evaluates a checkpoint, a finished run or torchvision-format weights on an ImageNet-layout
+//! validation folder with a chosen protocol, and appends the result to a CSV.
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use resnet_repro::bench::{append_csv_row, utc_now};
+use resnet_repro::data::imagenet::{EvalGeometry, ImageFolder, Normalize, Protocol, Subset, TrainTransform};
+use resnet_repro::data::loader::{LoaderOptions, TrainLoader};
+use resnet_repro::env::{device_name, parse_device};
+use resnet_repro::evaluate::{EvalOptions, evaluate_folder, reestimate_bn, spread};
+use resnet_repro::imagenet_experiment::ImageNetRunConfig;
+use resnet_repro::models::{BottleneckStride, ImageNetNet, Shortcut};
+use resnet_repro::shim::{MemoryFormat, set_memory_format};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tch::nn;
+
+/// Top-1/top-5 error of ImageNet weights on a validation folder (val/<wnid>/*.JPEG), with the
+/// centre-crop, 10-crop or multi-scale protocol. --weights takes a run folder (its config.toml
+/// gives the network, normalisation and sizes), a checkpoint folder, or a .safetensors file (ours,
+/// or torchvision's state dict saved as safetensors: add --torchvision).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[arg(long)]
+    weights: PathBuf,
+    /// The validation folder.
+    #[arg(long)]
+    val_dir: PathBuf,
+    /// center, ten-crop or multi-scale.
+    #[arg(long, default_value = "ten-crop")]
+    protocol: Protocol,
+    /// Network, when --weights is not a run folder: resnet18..resnet152 or plain18..plain152.
+    #[arg(long)]
+    arch: Option<String>,
+    #[arg(long, default_value = "B")]
+    shortcut: Shortcut,
+    /// Bottleneck stride placement: 1x1 (paper) or 3x3 (torchvision, "v1.5").
+    #[arg(long, default_value = "1x1")]
+    stride: BottleneckStride,
+    /// torchvision's weights: option B, stride in the 3x3 conv, torchvision's normalisation.
+    #[arg(long)]
+    torchvision: bool,
+    /// Evaluate this many images, spread over the classes (all by default).
+    #[arg(long)]
+    images: Option<usize>,
+    /// Re-estimate BN statistics over this many training images first (needs --train-dir).
+    #[arg(long)]
+    bn_reestimate: Option<usize>,
+    #[arg(long)]
+    train_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Decoding threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, default_value = "runs/eval/evaluate.csv")]
+    out: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Row {
+    date: String,
+    weights: String,
+    net: String,
+    protocol: String,
+    top1_error: f64,
+    top5_error: f64,
+    images: usize,
+    bn_reestimated_over: Option<usize>,
+    device: String,
+    seconds: f64,
+}
+
+/// (network, normalisation, geometry, weights file) for `--weights`.
+fn resolve(args: &Args, classes: usize) -> Result<(ImageNetNet, Normalize, EvalGeometry, PathBuf)> {
+    let w = &args.weights;
+    if w.join("config.toml").is_file() {
+        let text = std::fs::read_to_string(w.join("config.toml"))?;
+        let cfg: ImageNetRunConfig = toml::from_str(&text)
+            .with_context(|| format!("{}: not an ImageNet run", w.join("config.toml").display()))?;
+        let file = resnet_repro::train::weights_path(w)?
+            .with_context(|| format!("{}: no weights yet", w.display()))?;
+        return Ok((cfg.net, cfg.data.transform.normalize, cfg.data.geometry, file));
+    }
+    let file = if w.is_dir() { w.join("model.safetensors") } else { w.clone() };
+    let Some(arch) = &args.arch else {
+        bail!("--arch is needed when --weights is not a run folder (e.g. --arch resnet50)")
+    };
+    let (residual, depth) = match (arch.strip_prefix("resnet"), arch.strip_prefix("plain")) {
+        (Some(d), _) => (true, d),
+        (_, Some(d)) => (false, d),
+        _ => bail!("--arch {arch}: expected resnet<depth> or plain<depth>"),
+    };
+    let depth: usize = depth.parse().with_context(|| format!("--arch {arch}: bad depth"))?;
+    let mut net = ImageNetNet { num_classes: classes as i64, ..ImageNetNet::resnet(depth, args.shortcut) };
+    net.residual = residual;
+    net.bottleneck_stride = args.stride;
+    let mut normalize = Normalize::PAPER;
+    if args.torchvision {
+        (net.shortcut, net.bottleneck_stride, normalize) =
+            (Shortcut::B, BottleneckStride::Conv3x3, Normalize::TORCHVISION);
+    }
+    Ok((net, normalize, EvalGeometry::default(), file))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let device = parse_device(&args.device)?;
+    let threads = if args.threads > 0 {
+        args.threads
+    } else {
+        std::thread::available_parallelism().map_or(4, |n| n.get())
+    };
+    let val = ImageFolder::scan(&args.val_dir, Subset::default())?;
+    let (net_cfg, normalize, geometry, file) = resolve(&args, val.classes.len())?;
+    let format = if device.is_cuda() { MemoryFormat::Contiguous } else { MemoryFormat::ChannelsLast };
+    let mut vs = nn::VarStore::new(device);
+    let net = net_cfg.build(&vs.root())?;
+    set_memory_format(&vs, format)?;
+    vs.load(&file).with_context(|| format!("loading {} into {}", file.display(), net_cfg.name()))?;
+    let reestimated = match (args.bn_reestimate, &args.train_dir) {
+        (Some(k), Some(dir)) => {
+            let train = Arc::new(ImageFolder::scan(dir, Subset::default())?);
+            val.check_same_classes(&train)?;
+            let opts =
+                LoaderOptions { batch_size: args.batch, threads, prefetch: 4, seed: 0, skip_corrupt: false };
+            let transform = TrainTransform { normalize, ..TrainTransform::default() };
+            let mut loader = TrainLoader::start(train, transform, opts, 0)?;
+            let batches = k.div_ceil(args.batch).max(1);
+            Some(reestimate_bn(
+                &net,
+                &vs,
+                (0..batches).map(|_| loader.next_batch().map(|b| b.to_tensors(device).0)),
+                format,
+            )?)
+        }
+        (Some(_), None) => bail!("--bn-reestimate needs --train-dir"),
+        _ => None,
+    };
+    let indices = args.images.map(|k| spread(val.len(), k));
+    let opts = EvalOptions {
+        protocol: args.protocol,
+        geometry,
+        normalize,
+        batch: args.batch,
+        threads,
+        device,
+        format,
+        progress: true,
+    };
+    let r = evaluate_folder(&net, &val, indices.as_deref(), &opts)?;
+    println!(
+        "{} on {} ({} images, {}): top-1 error {:.2}%, top-5 error {:.2}%",
+        net_cfg.name(),
+        args.val_dir.display(),
+        r.images,
+        r.protocol,
+        r.top1_error,
+        r.top5_error
+    );
+    append_csv_row(
+        &args.out,
+        &Row {
+            date: utc_now(),
+            weights: display(&file),
+            net: net_cfg.name(),
+            protocol: r.protocol.to_string(),
+            top1_error: r.top1_error,
+            top5_error: r.top5_error,
+            images: r.images,
+            bn_reestimated_over: reestimated,
+            device: device_name(device),
+            seconds: r.seconds,
+        },
+    )?;
+    println!("appended to {}", args.out.display());
+    Ok(())
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
