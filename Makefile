@@ -11,19 +11,25 @@ DEVICE ?= auto
 ifeq ($(filter $(PRESET),full quick),)
 $(error PRESET=$(PRESET): expected full or quick)
 endif
+QUICK_FLAG := $(if $(filter quick,$(PRESET)),--quick,)
 EXPERIMENT_ARGS := --dataset $(DATASET) --data-dir $(DATA_DIR) --device $(DEVICE)
+# ImageNet: DATA_DIR is the ImageNet root (train/, val/) or a folder holding imagenet/.
+IMAGENET_ARGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 
-.PHONY: all build test bench doctor reproduce-table1 reproduce-table6 plots fmt lint clean-runs help
+.PHONY: all build test bench doctor reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 plots fmt lint clean-runs help
 
 all: build
 
 help:
 	@echo "make reproduce-table6   Table 6, Figures 1 and 6: the CIFAR depth sweep (runs/table6/, plots/)"
 	@echo "                        DATASET=cifar10|fashion-mnist PRESET=full|quick DATA_DIR=data DEVICE=auto|cpu|cuda"
+	@echo "make reproduce-table2   Table 2, Figure 4: plain-18/34 vs ResNet-18/34 on ImageNet (runs/table2/, plots/)"
+	@echo "                        DATA_DIR=<ImageNet root or folder holding imagenet/> PRESET=full|quick DEVICE=..."
+	@echo "make reproduce-table3   Tables 3 and 4: ResNet-34 A/B/C, ResNet-50/101/152 on ImageNet (runs/table3/)"
 	@echo "make reproduce-table1   Table 1: parameters and multiply-adds beside the paper's (runs/table1/)"
 	@echo "make plots              re-render every figure and summary from runs/ (no training)"
 	@echo "make test               the test suite (CPU only)"
-	@echo "make bench              train step and training loop vs plain PyTorch (runs/bench/)"
+	@echo "make bench              train step, training loop and ImageNet loader vs plain PyTorch (runs/bench/)"
 	@echo "make doctor             torch version, CUDA/cuDNN, threads, where libtorch was found"
 	@echo "make build              build every binary (target/release/)"
 
@@ -36,12 +42,19 @@ test:
 bench: build
 	$(WITH_TORCH) target/release/bench_train_step
 	$(WITH_TORCH) target/release/bench_train_loop
+	$(WITH_TORCH) target/release/bench_loader
 
 doctor: build
 	target/release/doctor
 
 reproduce-table6: build
-	target/release/cifar_depth_sweep $(EXPERIMENT_ARGS) $(if $(filter quick,$(PRESET)),--quick,)
+	target/release/cifar_depth_sweep $(EXPERIMENT_ARGS) $(QUICK_FLAG)
+
+reproduce-table2: build
+	target/release/imagenet_plain_vs_resnet $(IMAGENET_ARGS)
+
+reproduce-table3: build
+	target/release/imagenet_table3 $(IMAGENET_ARGS)
 
 plots: build
 	target/release/plot --runs runs --plots plots

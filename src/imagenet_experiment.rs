@@ -494,13 +494,24 @@ pub struct ImageNetSummaryRow {
     pub bn_reestimated: bool,
 }
 
+/// The paper's row order for a run folder's name: plain before residual, then by depth and
+/// shortcut option (`resnet34-B` before `resnet101-B`, which sorts first as text).
+fn table_order(name: &str) -> (bool, usize, String) {
+    let residual = name.starts_with("resnet");
+    let rest = name.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    (residual, digits.parse().unwrap_or(usize::MAX), name.to_string())
+}
+
 /// Reads every evaluation under `out` (`<group>/<net>/seed<k>/eval-<protocol>.json`).
 pub fn summarize(out: &Path) -> Result<Vec<ImageNetSummaryRow>> {
     let mut rows = Vec::new();
     for group_dir in subdirs(out)? {
         let group = group_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let full = group == "imagenet";
-        for net_dir in subdirs(&group_dir)? {
+        let mut net_dirs = subdirs(&group_dir)?;
+        net_dirs.sort_by_cached_key(|d| table_order(&d.file_name().unwrap_or_default().to_string_lossy()));
+        for net_dir in net_dirs {
             let net = net_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
             for p in [Protocol::Center, Protocol::TenCrop, Protocol::MultiScale] {
                 let mut evals: Vec<(EvalResult, FinalRecord)> = Vec::new();

@@ -53,7 +53,7 @@ pub fn load_group(group_dir: &Path) -> Result<Vec<Curve>> {
         }
         curves.push(Curve { name: net.name(), depth: net.depth(), residual: net.residual(), seed, rows });
     }
-    curves.sort_by_key(|c| (c.residual, c.depth));
+    curves.sort_by(|a, b| (a.residual, a.depth, &a.name).cmp(&(b.residual, b.depth, &b.name)));
     Ok(curves)
 }
 
@@ -78,10 +78,27 @@ pub fn color(depth: usize) -> RGBColor {
         56 => RGBColor(0, 114, 178),
         110 => RGBColor(0, 0, 0),
         1202 => RGBColor(213, 94, 0),
+        50 => RGBColor(213, 94, 0),
+        101 => RGBColor(204, 121, 167),
+        152 => RGBColor(0, 0, 0),
         d => {
             let RGBAColor(r, g, b, _) = Palette99::pick(d).to_rgba();
             RGBColor(r, g, b)
         }
+    }
+}
+
+/// The shortcut option of an ImageNet run's name (`resnet34-B`), if any.
+fn shortcut_of(c: &Curve) -> Option<&str> {
+    c.name.rsplit_once('-').map(|(_, o)| o).filter(|o| matches!(*o, "A" | "B" | "C"))
+}
+
+/// A curve's colour: by depth, and for ResNet-34 with options B and C (Table 3) their own.
+fn curve_color(c: &Curve) -> RGBColor {
+    match (c.depth, shortcut_of(c)) {
+        (34, Some("B")) => RGBColor(86, 180, 233),
+        (34, Some("C")) => RGBColor(0, 158, 115),
+        (d, _) => color(d),
     }
 }
 
@@ -163,6 +180,7 @@ where
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 22))
         .margin(12)
+        .margin_right(30) // room for the last x tick's label
         .x_label_area_size(44)
         .y_label_area_size(54)
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)
@@ -191,13 +209,19 @@ where
         pts.into_iter().map(|(x, y)| (x, y.min(y_max))).collect()
     };
     for c in curves {
-        let col = color(c.depth);
+        let col = curve_color(c);
+        // The shortcut option only where it tells two curves of one depth apart.
+        let option = shortcut_of(c).filter(|_| curves.iter().filter(|o| o.depth == c.depth).count() > 1);
         for l in lines {
             let pts = clip(points(c, l.series));
             if pts.is_empty() {
                 continue;
             }
-            let label = format!("{}-{}", if c.residual { "ResNet" } else { "plain" }, c.depth);
+            let kind = if c.residual { "ResNet" } else { "plain" };
+            let label = match option {
+                Some(o) => format!("{kind}-{} {o}", c.depth),
+                None => format!("{kind}-{}", c.depth),
+            };
             if l.dashed {
                 chart
                     .draw_series(DashedLineSeries::new(pts, 6, 4, col.stroke_width(l.width)))
@@ -318,36 +342,61 @@ pub fn render_table6_figures(runs_dir: &Path, plots_dir: &Path) -> Result<Vec<Pa
 /// Figure 4: ImageNet training (thin) and centre-crop validation (bold) error, plain-18/34 (left)
 /// and ResNet-18/34 (right).
 pub fn figure4(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
-    register_fonts();
     let pick = |residual: bool| -> Vec<&Curve> {
         curves.iter().filter(|c| c.residual == residual && (c.depth == 18 || c.depth == 34)).collect()
     };
-    let (plain, res) = (pick(false), pick(true));
+    imagenet_panels("Figure 4", curves, group, [("plain", pick(false)), ("ResNet", pick(true))], path)
+}
+
+/// The training curves of Table 3's networks (the paper has no figure for them): ResNet-34 with
+/// options A, B and C (left), the bottleneck ResNets 50/101/152 (right).
+pub fn table3_curves(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
+    let pick = |deep: bool| -> Vec<&Curve> {
+        curves.iter().filter(|c| c.residual && (c.depth >= 50) == deep).collect()
+    };
+    let panels = [("ResNet-34, shortcut options A/B/C", pick(false)), ("ResNet-50/101/152", pick(true))];
+    imagenet_panels("Table 3's networks", curves, group, panels, path)
+}
+
+/// Two panels of ImageNet curves on common axes: thin training error, bold centre-crop
+/// validation error.
+fn imagenet_panels(
+    what: &str,
+    all: &[Curve],
+    group: &str,
+    panels: [(&str, Vec<&Curve>); 2],
+    path: &Path,
+) -> Result<()> {
+    register_fonts();
     let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let (top, body) = root.split_vertically(44);
-    let what = if group == "imagenet" {
-        "ImageNet".to_string()
-    } else {
-        "ImageNet, quick preset: not a reproduction".into()
-    };
+    let data = if group == "imagenet" { "ImageNet" } else { "ImageNet, quick preset: not a reproduction" };
     top.titled(
-        &format!("Figure 4 ({what}): thin training error, bold validation error (centre crop)"),
+        &format!("{what} ({data}): thin training error, bold validation error (centre crop)"),
         ("sans-serif", 24).into_font().style(FontStyle::Bold),
     )
     .map_err(|e| anyhow!("{e:?}"))?;
-    let panels = body.split_evenly((1, 2));
-    let all: Vec<&Curve> = curves.iter().collect();
+    let areas = body.split_evenly((1, 2));
+    let all: Vec<&Curve> = all.iter().collect();
     let (xm, ym) = (x_max(&all), data_max(&all));
     let lines = [line(Series::Train, false, 1, false), line(Series::Val, false, 3, true)];
-    panel(&panels[0], "plain", &plain, &lines, xm, ym)?;
-    panel(&panels[1], "ResNet", &res, &lines, xm, ym)?;
+    for (area, (title, curves)) in areas.iter().zip(panels) {
+        panel(area, title, &curves, &lines, xm, ym)?;
+    }
     root.present().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
-/// Renders Figure 4 for every run group under `runs_dir` (`runs/table2`) into `plots_dir`, as
-/// `fig4_<group>.png`. Returns the files written.
+/// Figure 4's networks: plain-18/34 and ResNet-18/34 with option A.
+fn in_figure4(c: &Curve) -> bool {
+    (c.depth == 18 || c.depth == 34) && (!c.residual || c.name.ends_with("-A"))
+}
+
+/// Renders the ImageNet figures for every run group under `runs_dir` (`runs/table2` or
+/// `runs/table3`) into `plots_dir`: Figure 4 (`fig4_<group>.png`) for groups with plain and
+/// residual 18/34 nets, and `table3_curves_<group>.png` for groups with Table 3's networks.
+/// Returns the files written.
 pub fn render_imagenet_figures(runs_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for group_dir in subdirs(runs_dir)? {
@@ -356,13 +405,22 @@ pub fn render_imagenet_figures(runs_dir: &Path, plots_dir: &Path) -> Result<Vec<
             continue;
         }
         let curves = load_group(&group_dir)?;
-        if curves.iter().all(|c| c.depth != 18 && c.depth != 34) {
+        let has_plain = curves.iter().any(|c| !c.residual);
+        let table3 = curves.iter().any(|c| !in_figure4(c));
+        if !has_plain && !table3 {
             continue;
         }
         std::fs::create_dir_all(plots_dir).with_context(|| format!("creating {}", plots_dir.display()))?;
-        let f4 = plots_dir.join(format!("fig4_{group}.png"));
-        figure4(&curves, &group, &f4)?;
-        written.push(f4);
+        if has_plain {
+            let f = plots_dir.join(format!("fig4_{group}.png"));
+            figure4(&curves, &group, &f)?;
+            written.push(f);
+        }
+        if table3 {
+            let f = plots_dir.join(format!("table3_curves_{group}.png"));
+            table3_curves(&curves, &group, &f)?;
+            written.push(f);
+        }
     }
     Ok(written)
 }

@@ -315,13 +315,16 @@ fn a_few_iterations_end_to_end_write_metrics_and_evaluations() {
             final_protocols: vec![Protocol::TenCrop, Protocol::MultiScale],
             bn_reestimate_images: Some(12),
         },
-        runs: vec![ImageNetRunSpec {
-            depth: 18,
-            residual: true,
-            shortcut: resnet_repro::models::Shortcut::A,
-            bottleneck_stride: Default::default(),
-            seeds: None,
-        }],
+        runs: [(true, "A"), (false, "A"), (true, "B")]
+            .into_iter()
+            .map(|(residual, shortcut)| ImageNetRunSpec {
+                depth: 18,
+                residual,
+                shortcut: shortcut.parse().unwrap(),
+                bottleneck_stride: Default::default(),
+                seeds: None,
+            })
+            .collect(),
     };
     let opts = ImageNetOptions {
         out: out.path().to_path_buf(),
@@ -331,7 +334,7 @@ fn a_few_iterations_end_to_end_write_metrics_and_evaluations() {
         only: vec![],
     };
     let outcomes = run_experiment(&cfg, &opts).unwrap();
-    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes.len(), 3);
     let dir = out.path().join("imagenet-quick/resnet18-A/seed0");
     let rows = resnet_repro::metrics::read_metrics(&dir.join("metrics.csv")).unwrap();
     assert_eq!(rows.iter().map(|r| r.iteration).collect::<Vec<_>>(), [2, 4]);
@@ -339,16 +342,39 @@ fn a_few_iterations_end_to_end_write_metrics_and_evaluations() {
         rows.iter().all(|r| r.val_error.is_some() && r.val_top5_error.is_some() && r.test_error.is_none())
     );
     assert_eq!(std::fs::read_to_string(dir.join("class_index.csv")).unwrap().lines().count(), 4);
-    let evals = &outcomes[0].evals;
+    let evals = &outcomes.iter().find(|o| o.run.net.name() == "resnet18-A").unwrap().evals;
     assert_eq!(
         evals.iter().map(|e| (e.protocol, e.images, e.views)).collect::<Vec<_>>(),
         [(Protocol::TenCrop, 6, 10), (Protocol::MultiScale, 6, 4)]
     );
     assert!(evals.iter().all(|e| e.bn_reestimated_over == Some(12) && (0.0..=100.0).contains(&e.top1_error)));
     assert!(evals.iter().all(|e| e.top5_error == 0.0), "3 classes: every image is in the top 5");
-    // The summary has them, a second run skips everything.
+    // The summary has them in the paper's order; a second run skips everything.
     let rows = summarize(out.path()).unwrap();
-    assert_eq!(rows.iter().map(|r| r.protocol.as_str()).collect::<Vec<_>>(), ["ten-crop", "multi-scale"]);
+    let order: Vec<_> = rows.iter().map(|r| (r.net.as_str(), r.protocol.as_str())).collect();
+    assert_eq!(
+        order,
+        [
+            ("plain18", "ten-crop"),
+            ("plain18", "multi-scale"),
+            ("resnet18-A", "ten-crop"),
+            ("resnet18-A", "multi-scale"),
+            ("resnet18-B", "ten-crop"),
+            ("resnet18-B", "multi-scale")
+        ]
+    );
     let again = run_experiment(&cfg, &opts).unwrap();
-    assert!(matches!(again[0].status, resnet_repro::train::RunStatus::AlreadyDone(_)));
+    assert!(again.iter().all(|o| matches!(o.status, resnet_repro::train::RunStatus::AlreadyDone(_))));
+    // Figure 4 for the plain and option-A nets, the Table 3 curves for the option-B one; not blank.
+    let plots = out.path().join("plots");
+    let written = resnet_repro::plot::render_imagenet_figures(out.path(), &plots).unwrap();
+    let names: Vec<_> =
+        written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["fig4_imagenet-quick.png", "table3_curves_imagenet-quick.png"]);
+    for path in &written {
+        let img = image::open(path).unwrap().to_rgb8();
+        let coloured =
+            img.pixels().filter(|p| p.0.iter().max().unwrap() - p.0.iter().min().unwrap() > 60).count();
+        assert!(coloured > 500, "{}: only {coloured} coloured pixels", path.display());
+    }
 }
