@@ -16,13 +16,16 @@ EXPERIMENT_ARGS := --dataset $(DATASET) --data-dir $(DATA_DIR) --device $(DEVICE
 # ImageNet: DATA_DIR is the ImageNet root (train/, val/) or a folder holding imagenet/.
 IMAGENET_ARGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 
-.PHONY: all build test bench doctor reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 plots fmt lint clean-runs help
+.PHONY: all build test bench doctor reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
 
 all: build
 
 help:
 	@echo "make reproduce-table6   Table 6, Figures 1 and 6: the CIFAR depth sweep (runs/table6/, plots/)"
 	@echo "                        DATASET=cifar10|fashion-mnist PRESET=full|quick DATA_DIR=data DEVICE=auto|cpu|cuda"
+	@echo "make reproduce-fig7     Figure 7: layer-response stds of the Table 6 nets (trains missing ones; runs/fig7/)"
+	@echo "                        DATASET=... PRESET=... DATA_DIR=... DEVICE=... as for reproduce-table6"
+	@echo "make report             REPORT.md: every result under runs/ beside the paper, with the figures"
 	@echo "make reproduce-table2   Table 2, Figure 4: plain-18/34 vs ResNet-18/34 on ImageNet (runs/table2/, plots/)"
 	@echo "                        DATA_DIR=<ImageNet root or folder holding imagenet/> PRESET=full|quick DEVICE=..."
 	@echo "make reproduce-table3   Tables 3 and 4: ResNet-34 A/B/C, ResNet-50/101/152 on ImageNet (runs/table3/)"
@@ -50,6 +53,13 @@ doctor: build
 reproduce-table6: build
 	target/release/cifar_depth_sweep $(EXPERIMENT_ARGS) $(QUICK_FLAG)
 
+reproduce-fig7: build
+	target/release/cifar_layer_responses $(EXPERIMENT_ARGS) $(QUICK_FLAG)
+
+report: build
+	target/release/plot --runs runs --plots plots
+	target/release/report --runs runs --plots plots --out REPORT.md
+
 reproduce-table2: build
 	target/release/imagenet_plain_vs_resnet $(IMAGENET_ARGS)
 
@@ -70,4 +80,4 @@ lint:
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
 clean-runs:
-	rm -rf runs plots
+	rm -rf runs plots REPORT.md

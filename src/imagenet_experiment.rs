@@ -496,7 +496,7 @@ pub struct ImageNetSummaryRow {
 
 /// The paper's row order for a run folder's name: plain before residual, then by depth and
 /// shortcut option (`resnet34-B` before `resnet101-B`, which sorts first as text).
-fn table_order(name: &str) -> (bool, usize, String) {
+pub fn table_order(name: &str) -> (bool, usize, String) {
     let residual = name.starts_with("resnet");
     let rest = name.trim_start_matches(|c: char| c.is_ascii_alphabetic());
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();

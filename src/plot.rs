@@ -6,6 +6,7 @@ use crate::fsutil::subdirs;
 use crate::imagenet_experiment::ImageNetRunConfig;
 use crate::metrics::{MetricsRow, read_metrics};
 use crate::models::NetSpec;
+use crate::responses::{FIG7_NETS, ResponseRow, read_responses};
 use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -421,6 +422,102 @@ pub fn render_imagenet_figures(runs_dir: &Path, plots_dir: &Path) -> Result<Vec<
             table3_curves(&curves, &group, &f)?;
             written.push(f);
         }
+    }
+    Ok(written)
+}
+
+/// Figure 7: the standard deviation of each 3x3 layer's response, in the networks' order (top) and
+/// sorted in descending order (bottom); plain nets dashed, ResNets solid, a colour per depth.
+pub fn figure7(rows: &[ResponseRow], group: &str, path: &Path) -> Result<()> {
+    register_fonts();
+    let mut nets: Vec<(String, usize, bool, Vec<f64>)> = Vec::new();
+    for r in rows.iter().filter(|r| r.group == group) {
+        match nets.iter_mut().find(|n| n.0 == r.net) {
+            Some(n) => n.3.push(r.std),
+            None => nets.push((r.net.clone(), r.depth, r.residual, vec![r.std])),
+        }
+    }
+    nets.sort_by_key(|n| FIG7_NETS.iter().position(|x| *x == n.0));
+    let root = BitMapBackend::new(path, (1100, 900)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let (top, body) = root.split_vertically(44);
+    top.titled(
+        &format!("Figure 7 ({}): std of the 3x3 layers' responses", dataset_label(group)),
+        ("sans-serif", 24).into_font().style(FontStyle::Bold),
+    )
+    .map_err(|e| anyhow!("{e:?}"))?;
+    let panels = body.split_evenly((2, 1));
+    let x_max = nets.iter().map(|n| n.3.len()).max().unwrap_or(1) as f64 + 1.0;
+    let y_max = nets.iter().flat_map(|n| n.3.iter().copied()).fold(0f64, f64::max).max(1e-6) * 1.1;
+    for (area, sorted) in panels.iter().zip([false, true]) {
+        let mut chart = ChartBuilder::on(area)
+            .margin(12)
+            .margin_right(30)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+            .map_err(|e| anyhow!("drawing: {e:?}"))?;
+        chart
+            .configure_mesh()
+            .x_desc(if sorted { "layer index (sorted by magnitude)" } else { "layer index (original)" })
+            .y_desc("std")
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 18))
+            .light_line_style(RGBColor(235, 235, 235))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.1}"))
+            .draw()
+            .map_err(|e| anyhow!("drawing: {e:?}"))?;
+        for (_, depth, residual, stds) in &nets {
+            let mut ys = stds.clone();
+            if sorted {
+                ys.sort_by(|a, b| b.total_cmp(a));
+            }
+            let pts: Vec<(f64, f64)> = ys.iter().enumerate().map(|(i, &y)| ((i + 1) as f64, y)).collect();
+            let col = color(*depth);
+            let label = format!("{}-{depth}", if *residual { "ResNet" } else { "plain" });
+            let style = col.stroke_width(2);
+            let anno = if *residual {
+                chart.draw_series(LineSeries::new(pts, style)).map_err(|e| anyhow!("drawing: {e:?}"))?
+            } else {
+                chart
+                    .draw_series(DashedLineSeries::new(pts, 6, 4, style))
+                    .map_err(|e| anyhow!("drawing: {e:?}"))?
+            };
+            // A dashed (plain) or solid (ResNet) key: two segments, with or without a gap.
+            let gap = if *residual { 0 } else { 6 };
+            anno.label(label).legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + PathElement::new([(0, 0), (11 - gap / 2, 0)], col.stroke_width(3))
+                    + PathElement::new([(11 + gap / 2, 0), (22, 0)], col.stroke_width(3))
+            });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 16))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow!("drawing: {e:?}"))?;
+    }
+    root.present().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Renders Figure 7 for every group of `<fig7_dir>/responses.csv` into `plots_dir`, as
+/// `fig7_<group>.png`. Returns the files written.
+pub fn render_fig7(fig7_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
+    let rows = read_responses(&fig7_dir.join("responses.csv"))?;
+    let mut groups: Vec<&str> = rows.iter().map(|r| r.group.as_str()).collect();
+    groups.sort();
+    groups.dedup();
+    let mut written = Vec::new();
+    for group in groups {
+        std::fs::create_dir_all(plots_dir).with_context(|| format!("creating {}", plots_dir.display()))?;
+        let f = plots_dir.join(format!("fig7_{group}.png"));
+        figure7(&rows, group, &f)?;
+        written.push(f);
     }
     Ok(written)
 }

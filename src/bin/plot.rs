@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::plot::{render_imagenet_figures, render_table6_figures};
+use resnet_repro::plot::{render_fig7, render_imagenet_figures, render_table6_figures};
 use resnet_repro::{experiment, imagenet_experiment};
 use std::path::PathBuf;
 
@@ -25,6 +25,7 @@ fn main() -> Result<()> {
     for table in ["table2", "table3"] {
         written.extend(render_imagenet_figures(&args.runs.join(table), &args.plots)?);
     }
+    written.extend(render_fig7(&args.runs.join("fig7"), &args.plots)?);
     if written.is_empty() {
         println!("no runs with metrics under {}: nothing to plot", args.runs.display());
     }
