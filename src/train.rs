@@ -364,6 +364,8 @@ pub fn train_run<R: RunDescription>(
     let mut last = Evaluation::default();
     let mut last_train_err = f64::NAN;
     let mut it = state.iteration;
+    // Training throughput since the last row, evaluations and checkpoints left out.
+    let (mut window_clock, mut window_images) = (Instant::now(), 0u64);
     while it < stop_at {
         let lr = schedule.lr_at(it, state.warmup.is_active(), &state.plateau);
         let (x, y) = data.batch(it)?;
@@ -371,6 +373,7 @@ pub fn train_run<R: RunDescription>(
         let images = y.size()[0] as u64;
         window.add(&loss, &wrong, images);
         warm_window.add(&loss, &wrong, images);
+        window_images += images;
         it += 1;
         bar.set_position(it);
 
@@ -392,7 +395,8 @@ pub fn train_run<R: RunDescription>(
         }
 
         if it % t.log_every == 0 || it == t.iterations {
-            let (loss_mean, train_err) = window.read();
+            let (loss_mean, train_err) = window.read(); // waits for the device
+            let rate = window_images as f64 / window_clock.elapsed().as_secs_f64();
             window = Window::new(device);
             if !loss_mean.is_finite() {
                 let kept = checkpoint::latest(dir)?.map_or("no checkpoint was written yet".into(), |p| {
@@ -436,7 +440,8 @@ pub fn train_run<R: RunDescription>(
             }
             let shown = e.test_error.map(|v| format!(", test err {v:.2}%")).unwrap_or_default()
                 + &e.val_error.map(|v| format!(", val err {v:.2}%")).unwrap_or_default();
-            let msg = format!("lr {lr:.4}, loss {loss_mean:.3}, train err {train_err:.2}%{shown}");
+            let msg =
+                format!("lr {lr:.4}, loss {loss_mean:.3}, train err {train_err:.2}%{shown}, {rate:.0} img/s");
             if opts.progress_bar {
                 bar.set_message(msg);
             } else {
@@ -451,6 +456,7 @@ pub fn train_run<R: RunDescription>(
                 state.seconds = seconds;
                 checkpoint::save(dir, &trainer.vs, &trainer.opt, &state)?;
             }
+            (window_clock, window_images) = (Instant::now(), 0);
         }
     }
     bar.finish_and_clear();
