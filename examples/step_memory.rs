@@ -20,18 +20,11 @@ fn peak_rss_mib() -> Result<f64> {
 }
 
 fn net(name: &str) -> Result<NetSpec> {
-    let (residual, depth) = match (name.strip_prefix("resnet"), name.strip_prefix("plain")) {
-        (Some(d), _) => (true, d),
-        (_, Some(d)) => (false, d),
-        _ => bail!("{name}: expected resnet18..resnet152 or plain18..plain152"),
-    };
-    let depth: usize = depth.parse().with_context(|| format!("{name}: no depth"))?;
-    let shortcut = if depth >= 50 { Shortcut::B } else { Shortcut::A };
-    Ok(NetSpec::ImageNet(if residual {
-        ImageNetNet::resnet(depth, shortcut)
-    } else {
-        ImageNetNet::plain(depth)
-    }))
+    // The paper's shortcuts: option A for the basic-block nets, B for the bottleneck ones.
+    let depth_at_least_50 =
+        name.trim_start_matches(char::is_alphabetic).parse::<usize>().is_ok_and(|d| d >= 50);
+    let shortcut = if depth_at_least_50 { Shortcut::B } else { Shortcut::A };
+    Ok(NetSpec::ImageNet(ImageNetNet::from_arch(name, shortcut)?))
 }
 
 /// One measurement, in this process: peak MiB after two steps at `batch`.

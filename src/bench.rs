@@ -130,11 +130,7 @@ impl BenchArgs {
         if self.threads > 0 {
             tch::set_num_threads(self.threads);
         }
-        Ok(BenchEnv {
-            device: crate::env::parse_device(&self.device)?,
-            python: self.python.clone().unwrap_or_else(default_python),
-            torch: crate::env::TorchInfo::current().version.unwrap_or_else(|| "unknown".into()),
-        })
+        BenchEnv::new(&self.device, self.python.clone())
     }
 
     /// The flags the Python baselines share: batch, warm-up, steps, device and threads.
@@ -150,6 +146,15 @@ impl BenchArgs {
 }
 
 impl BenchEnv {
+    /// Resolves `--device` and `--python` (default: [`default_python`]), and reads torch's version.
+    pub fn new(device: &str, python: Option<String>) -> Result<BenchEnv> {
+        Ok(BenchEnv {
+            device: crate::env::parse_device(device)?,
+            python: python.unwrap_or_else(default_python),
+            torch: crate::env::TorchInfo::current().version.unwrap_or_else(|| "unknown".into()),
+        })
+    }
+
     /// One line naming what the numbers are for.
     pub fn describe(&self) -> String {
         format!(

@@ -1,9 +1,10 @@
 //! Flags shared by the experiment binaries (flattened into each one's clap parser).
 
+use crate::config::ExperimentConfig;
 use crate::data::{DataOptions, DatasetName};
 use crate::env::parse_device;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tch::Device;
 
 #[derive(Debug, Clone, Args)]
@@ -36,6 +37,22 @@ impl CommonArgs {
             tch::set_num_threads(self.threads);
         }
         parse_device(&self.device)
+    }
+
+    /// The CIFAR experiment file (`experiments/quick.toml` if `quick`) with `--dataset` and
+    /// `--seeds` applied, validated.
+    pub fn experiment(&self, config: &Path, quick: bool) -> anyhow::Result<ExperimentConfig> {
+        let path = if quick { Path::new("experiments/quick.toml") } else { config };
+        let mut cfg = ExperimentConfig::from_file(path)?;
+        if let Some(ds) = self.dataset {
+            cfg.dataset = ds;
+        }
+        if let Some(seeds) = &self.seeds {
+            cfg.seeds = seeds.clone();
+            cfg.runs.iter_mut().for_each(|r| r.seeds = None);
+        }
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     pub fn data_options(&self) -> DataOptions {

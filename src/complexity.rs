@@ -154,12 +154,7 @@ pub fn table1_rows(specs: &[NetSpec], mut progress: impl FnMut(&str)) -> Result<
 }
 
 pub fn write_csv(rows: &[Row], path: &Path) -> Result<()> {
-    let mut w = csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
-    for row in rows {
-        w.serialize(row).with_context(|| format!("writing {}", path.display()))?;
-    }
-    w.flush().with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::fsutil::write_csv(path, rows)
 }
 
 /// `11,689,512`

@@ -222,13 +222,7 @@ pub fn summarize(out: &Path) -> Result<Vec<SummaryRow>> {
 /// Writes `summary.csv` and `summary.md` under `out`; returns the Markdown.
 pub fn write_summary(out: &Path, rows: &[SummaryRow]) -> Result<String> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let csv_path = out.join("summary.csv");
-    let mut w =
-        csv::Writer::from_path(&csv_path).with_context(|| format!("creating {}", csv_path.display()))?;
-    for r in rows {
-        w.serialize(r)?;
-    }
-    w.flush()?;
+    crate::fsutil::write_csv(&out.join("summary.csv"), rows)?;
     let md = summary_markdown(rows);
     crate::fsutil::write_atomic(&out.join("summary.md"), md.as_bytes())?;
     Ok(md)

@@ -18,6 +18,16 @@ pub fn subdirs(p: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Writes `rows` as a CSV file with a header, atomically (see [`write_atomic`]).
+pub fn write_csv<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        w.serialize(row).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    write_atomic(path, &bytes)
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_os_string();

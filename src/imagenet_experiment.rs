@@ -557,13 +557,7 @@ pub fn summarize(out: &Path) -> Result<Vec<ImageNetSummaryRow>> {
 /// Writes `summary.csv` and `summary.md` under `out`; returns the Markdown.
 pub fn write_summary(out: &Path, title: &str, rows: &[ImageNetSummaryRow]) -> Result<String> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let csv_path = out.join("summary.csv");
-    let mut w =
-        csv::Writer::from_path(&csv_path).with_context(|| format!("creating {}", csv_path.display()))?;
-    for r in rows {
-        w.serialize(r)?;
-    }
-    w.flush()?;
+    crate::fsutil::write_csv(&out.join("summary.csv"), rows)?;
     let mut md = format!(
         "# {title}\n\nImageNet validation error (%), single models; 10-crop for Tables 2 and 3, fully-convolutional \
          multi-scale for Table 4, centre crop as in Figure 4; mean over seeds.\n"

@@ -66,8 +66,8 @@ fn relative(target: &Path, base: &Path) -> String {
 struct Report<'a> {
     paths: &'a ReportPaths,
     md: String,
-    /// (figure, command) of figures not rendered yet.
-    missing_figures: Vec<(String, String)>,
+    /// Figures with results but no image yet.
+    missing_figures: Vec<String>,
 }
 
 impl Report<'_> {
@@ -76,8 +76,9 @@ impl Report<'_> {
         self.md.push('\n');
     }
 
-    /// Embeds `plots/<file>` if it exists; otherwise notes it as not rendered, with `command`.
-    fn figure(&mut self, title: &str, file: &str, command: &str) {
+    /// Embeds `plots/<file>` if it exists; otherwise notes it as not rendered (`make plots` renders
+    /// every figure from the runs).
+    fn figure(&mut self, title: &str, file: &str) {
         let path = self.paths.plots.join(file);
         if path.is_file() {
             let base =
@@ -85,8 +86,8 @@ impl Report<'_> {
             let link = relative(&path, base);
             self.line(format!("\n![{title}]({link})\n"));
         } else {
-            self.line(format!("\n{title}: not rendered yet (`{command}`).\n"));
-            self.missing_figures.push((title.to_string(), command.to_string()));
+            self.line(format!("\n{title}: not rendered yet (`make plots`).\n"));
+            self.missing_figures.push(title.to_string());
         }
     }
 }
@@ -201,7 +202,7 @@ fn imagenet(r: &mut Report) -> Result<()> {
         let sel: Vec<&ImageNetSummaryRow> = rows2.iter().filter(|x| x.protocol == "ten-crop").collect();
         imagenet_rows(r, &sel);
         for g in groups_of(&rows2.iter().collect::<Vec<_>>()) {
-            r.figure(&format!("Figure 4 ({g})"), &format!("fig4_{g}.png"), "make plots");
+            r.figure(&format!("Figure 4 ({g})"), &format!("fig4_{g}.png"));
         }
     }
     let t3 = r.paths.runs.join("table3");
@@ -222,7 +223,6 @@ fn imagenet(r: &mut Report) -> Result<()> {
             r.figure(
                 &format!("Training curves of Table 3's networks ({g})"),
                 &format!("table3_curves_{g}.png"),
-                "make plots",
             );
         }
     }
@@ -280,8 +280,8 @@ fn table6(r: &mut Report) -> Result<()> {
         ));
     }
     for g in groups {
-        r.figure(&format!("Figure 1 ({g})"), &format!("fig1_{g}.png"), "make plots");
-        r.figure(&format!("Figure 6 ({g})"), &format!("fig6_{g}.png"), "make plots");
+        r.figure(&format!("Figure 1 ({g})"), &format!("fig1_{g}.png"));
+        r.figure(&format!("Figure 6 ({g})"), &format!("fig6_{g}.png"));
     }
     Ok(())
 }
@@ -321,7 +321,7 @@ fn fig7(r: &mut Report) -> Result<()> {
                 sel[0].images
             ));
         }
-        r.figure(&format!("Figure 7 ({g})"), &format!("fig7_{g}.png"), "make plots");
+        r.figure(&format!("Figure 7 ({g})"), &format!("fig7_{g}.png"));
     }
     Ok(())
 }
@@ -405,11 +405,10 @@ pub fn build_report(paths: &ReportPaths) -> Result<String> {
     fig7(&mut r)?;
     runs_section(&mut r)?;
     if !r.missing_figures.is_empty() {
-        let list: Vec<String> = r.missing_figures.iter().map(|(t, _)| t.clone()).collect();
         let _ = write!(
             r.md,
             "\nFigures with results but no image yet ({}): `make plots` renders them.\n",
-            list.join(", ")
+            r.missing_figures.join(", ")
         );
     }
     Ok(r.md)

@@ -2,10 +2,10 @@
 //! response, its BN output before the ReLU or the addition, over the test set, for plain-20/56 and
 //! ResNet-20/56/110 trained as in Table 6.
 
-use crate::config::{ExperimentConfig, Layout, RunConfig};
+use crate::config::{ExperimentConfig, RunConfig};
 use crate::data::{Dataset, Prepared};
 use crate::experiment::{SweepOptions, run_sweep};
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_csv;
 use crate::models::ResNet;
 use crate::shim::{MemoryFormat, contiguous};
 use anyhow::{Context, Result, ensure};
@@ -86,11 +86,7 @@ pub fn merge_responses(path: &Path, rows: &[ResponseRow]) -> Result<Vec<Response
     let mut all: Vec<ResponseRow> =
         read_responses(path)?.into_iter().filter(|old| rows.iter().all(|r| r.group != old.group)).collect();
     all.extend(rows.iter().cloned());
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in &all {
-        w.serialize(r)?;
-    }
-    write_atomic(path, &w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+    write_csv(path, &all)?;
     Ok(all)
 }
 
@@ -160,10 +156,11 @@ pub fn run_fig7(cfg: &ExperimentConfig, opts: &Fig7Options) -> Result<Vec<Respon
         let dir = run.dir(&opts.sweep.out);
         let weights = dir.join("model.safetensors");
         ensure!(weights.is_file(), "{}: no final weights (the run has not finished)", dir.display());
+        let format = run.train.layout.resolve(device);
         let mut vs = nn::VarStore::new(device);
         let net = run.net.build(&vs.root())?;
+        crate::shim::set_memory_format(&vs, format)?;
         vs.load(&weights).with_context(|| format!("loading {}", weights.display()))?;
-        let format = Layout::Auto.resolve(device);
         let stds = layer_stds(&net, &data.test_x, opts.eval_batch, format)?;
         eprintln!(
             "{} seed{}: {} layers, response std {:.3} (first) .. {:.3} (last) over {images} test images",

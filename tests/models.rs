@@ -236,6 +236,18 @@ fn impossible_configurations_are_errors_naming_the_value() {
 }
 
 #[test]
+fn architecture_names_parse_to_the_paper_nets() {
+    assert_eq!(ImageNetNet::from_arch("plain34", Shortcut::B).unwrap(), ImageNetNet::plain(34));
+    assert_eq!(
+        ImageNetNet::from_arch("resnet50", Shortcut::B).unwrap(),
+        ImageNetNet::resnet(50, Shortcut::B)
+    );
+    for bad in ["vgg16", "resnet", "resnetX"] {
+        assert!(ImageNetNet::from_arch(bad, Shortcut::A).is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
 fn responses_are_every_3x3_bn_output_and_leave_logits_unchanged() {
     let _guard = tch::no_grad_guard();
     tch::manual_seed(1);

@@ -4,11 +4,11 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
-use resnet_repro::bench::{BenchEnv, append_csv_row, default_python, git_commit, time_steps, utc_now};
+use resnet_repro::bench::{BenchEnv, append_csv_row, git_commit, time_steps, utc_now};
 use resnet_repro::config::TrainConfig;
 use resnet_repro::data::imagenet::{ImageFolder, Subset, TrainTransform};
 use resnet_repro::data::loader::{LoaderOptions, TrainLoader};
-use resnet_repro::env::{TorchInfo, device_name, parse_device};
+use resnet_repro::env::device_name;
 use resnet_repro::models::{ImageNetNet, NetSpec, Shortcut};
 use resnet_repro::train::Trainer;
 use serde::Serialize;
@@ -111,12 +111,8 @@ fn main() -> Result<()> {
     } else {
         std::thread::available_parallelism().map_or(4, |n| n.get())
     };
-    let device = parse_device(&args.device)?;
-    let env = BenchEnv {
-        device,
-        python: args.python.clone().unwrap_or_else(default_python),
-        torch: TorchInfo::current().version.unwrap_or_else(|| "unknown".into()),
-    };
+    let env = BenchEnv::new(&args.device, args.python.clone())?;
+    let device = env.device;
     let dir = tempfile::tempdir()?;
     generate(dir.path(), args.images)?;
     let folder = Arc::new(ImageFolder::scan(&dir.path().join("train"), Subset::default())?);

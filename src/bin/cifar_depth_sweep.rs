@@ -6,7 +6,6 @@
 use anyhow::Result;
 use clap::Parser;
 use resnet_repro::cli::CommonArgs;
-use resnet_repro::config::ExperimentConfig;
 use resnet_repro::experiment::{SweepOptions, run_sweep, summarize, write_summary};
 use resnet_repro::plot::render_table6_figures;
 use resnet_repro::train::TrainOptions;
@@ -40,16 +39,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let path = if args.quick { PathBuf::from("experiments/quick.toml") } else { args.config.clone() };
-    let mut cfg = ExperimentConfig::from_file(&path)?;
-    if let Some(ds) = args.common.dataset {
-        cfg.dataset = ds;
-    }
-    if let Some(seeds) = &args.common.seeds {
-        cfg.seeds = seeds.clone();
-        cfg.runs.iter_mut().for_each(|r| r.seeds = None);
-    }
-    cfg.validate()?;
+    let cfg = args.common.experiment(&args.config, args.quick)?;
     let device = args.common.device()?;
     let opts = SweepOptions {
         out: args.out.clone(),

@@ -90,15 +90,8 @@ fn resolve(args: &Args, classes: usize) -> Result<(ImageNetNet, Normalize, EvalG
     let Some(arch) = &args.arch else {
         bail!("--arch is needed when --weights is not a run folder (e.g. --arch resnet50)")
     };
-    let (residual, depth) = match (arch.strip_prefix("resnet"), arch.strip_prefix("plain")) {
-        (Some(d), _) => (true, d),
-        (_, Some(d)) => (false, d),
-        _ => bail!("--arch {arch}: expected resnet<depth> or plain<depth>"),
-    };
-    let depth: usize = depth.parse().with_context(|| format!("--arch {arch}: bad depth"))?;
-    let mut net = ImageNetNet { num_classes: classes as i64, ..ImageNetNet::resnet(depth, args.shortcut) };
-    net.residual = residual;
-    net.bottleneck_stride = args.stride;
+    let net = ImageNetNet::from_arch(arch, args.shortcut).context("--arch")?;
+    let mut net = ImageNetNet { num_classes: classes as i64, bottleneck_stride: args.stride, ..net };
     let mut normalize = Normalize::PAPER;
     if args.torchvision {
         (net.shortcut, net.bottleneck_stride, normalize) =

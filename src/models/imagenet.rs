@@ -63,6 +63,17 @@ impl ImageNetNet {
         ImageNetNet { residual: false, ..Self::resnet(depth, Shortcut::A) }
     }
 
+    /// `resnet50` or `plain34` (depth checked when built); residual nets get `shortcut`.
+    pub fn from_arch(arch: &str, shortcut: Shortcut) -> anyhow::Result<Self> {
+        let (residual, depth) = match (arch.strip_prefix("resnet"), arch.strip_prefix("plain")) {
+            (Some(d), _) => (true, d),
+            (_, Some(d)) => (false, d),
+            _ => anyhow::bail!("{arch}: expected resnet<depth> or plain<depth>, e.g. resnet50"),
+        };
+        let depth = depth.parse().map_err(|_| anyhow::anyhow!("{arch}: bad depth {depth:?}"))?;
+        Ok(if residual { Self::resnet(depth, shortcut) } else { Self::plain(depth) })
+    }
+
     /// torchvision's `resnet18`/`resnet50`...: option B, stride in the 3x3 conv.
     pub fn torchvision(depth: usize) -> Self {
         ImageNetNet { bottleneck_stride: BottleneckStride::Conv3x3, ..Self::resnet(depth, Shortcut::B) }
