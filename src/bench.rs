@@ -1,6 +1,8 @@
 //! Helpers for the `bench_*` binaries: timing, the plain-PyTorch baselines they are compared with,
 //! and the CSV rows they append under `runs/bench/`.
 
+pub use crate::env::{git_commit, utc_now};
+
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::path::Path;
@@ -61,17 +63,6 @@ pub fn default_python() -> String {
 pub fn repo_file(rel: &str) -> std::path::PathBuf {
     let here = Path::new(rel);
     if here.exists() { here.to_path_buf() } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(rel) }
-}
-
-/// The checked-out commit, if this runs inside a git checkout.
-pub fn git_commit() -> Option<String> {
-    let out = Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Now, as UTC `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn utc_now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Appends `row` to a CSV file, writing the header first if the file is new.

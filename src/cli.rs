@@ -1,25 +1,57 @@
-//! Flags shared by the experiment binaries (flattened into each one's clap parser).
+//! The flags every experiment binary shares (flattened into each one's clap parser), and the
+//! recipe that makes a binary one table: its experiment files, its runs folder, its title.
 
-use crate::config::ExperimentConfig;
+use crate::data::loader::LoaderSettings;
 use crate::data::{DataOptions, DatasetName};
 use crate::env::parse_device;
+use crate::experiment::{Experiment, RunnerOptions, Store, Table};
+use crate::train::TrainOptions;
+use anyhow::Result;
 use clap::Args;
-use std::path::{Path, PathBuf};
-use tch::Device;
+use std::path::PathBuf;
+
+/// What makes a binary one table.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipe {
+    pub table: Table,
+    /// The experiment file of the paper's recipe.
+    pub config: &'static str,
+    /// The quick preset's (`--quick`).
+    pub quick: &'static str,
+    /// The summary's title.
+    pub title: &'static str,
+}
 
 #[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
+pub struct ExperimentArgs {
+    /// Experiment file (default: the table's, under experiments/).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The quick preset: a few iterations (and on ImageNet a small subset at half size) to try the
+    /// whole pipeline on a CPU in minutes. Not a reproduction.
+    #[arg(long, conflicts_with = "config")]
+    pub quick: bool,
+    /// Only these networks, e.g. `--only resnet20,plain56` or `--only resnet34-A,plain34`.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Output folder for the runs and the summary (default: runs/<table>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Output folder for the figures.
+    #[arg(long, default_value = "plots")]
+    pub plots: PathBuf,
     /// Where to train: auto (the first GPU if any, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Folder with the datasets (downloads go there too).
+    /// Folder with the datasets (CIFAR downloads go there too); for ImageNet the root with train/
+    /// and val/, or a folder holding imagenet/.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
     /// Never download; fail with a hint if the data is not found.
     #[arg(long)]
     pub no_download: bool,
-    /// Overrides the experiment file's dataset: cifar10 or fashion-mnist (28x28x1, for machines
-    /// where CIFAR-10 cannot be fetched; every output names the dataset it used).
+    /// Overrides a CIFAR-style experiment's dataset: cifar10 or fashion-mnist (28x28x1, for
+    /// machines where CIFAR-10 cannot be fetched; every output names the dataset it used).
     #[arg(long)]
     pub dataset: Option<DatasetName>,
     /// Overrides the seeds of every network, e.g. `--seeds 0,1,2`.
@@ -28,92 +60,85 @@ pub struct CommonArgs {
     /// CPU threads for libtorch (0: its default, one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
+    /// Image folders: keep the first N classes (sorted), for a first try on a subset.
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// Image folders: keep the first N training images of each class.
+    #[arg(long)]
+    pub images_per_class: Option<usize>,
+    /// Image folders: decoding threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub loader_threads: usize,
+    /// Image folders: batches decoded ahead of the training step.
+    #[arg(long, default_value_t = 4)]
+    pub prefetch: usize,
+    /// Image folders: skip undecodable images (counted in the log and metrics.csv; each one's place
+    /// taken by the next image of the epoch) instead of stopping with an error that names the file.
+    #[arg(long)]
+    pub skip_corrupt: bool,
 }
 
-impl CommonArgs {
-    /// Sets the thread count and resolves the device.
-    pub fn device(&self) -> anyhow::Result<Device> {
+impl ExperimentArgs {
+    /// The experiment file (the recipe's, its quick preset's, or `--config`) with the flags that
+    /// override it applied, validated.
+    pub fn experiment(&self, recipe: &Recipe) -> Result<Experiment> {
+        let path = match (&self.config, self.quick) {
+            (Some(p), _) => p.clone(),
+            (None, true) => PathBuf::from(recipe.quick),
+            (None, false) => PathBuf::from(recipe.config),
+        };
+        let mut exp = Experiment::from_file(&path)?;
+        if let Some(ds) = self.dataset {
+            exp.data = exp.data.with_dataset(ds)?;
+        }
+        if let Some(seeds) = &self.seeds {
+            exp.set_seeds(seeds);
+        }
+        if let crate::data::DataConfig::ImageNet(o) = &mut exp.data {
+            o.subset.classes = self.classes.or(o.subset.classes);
+            o.subset.images_per_class = self.images_per_class.or(o.subset.images_per_class);
+        }
+        exp.validate()?;
+        Ok(exp)
+    }
+
+    /// The runs folder: `--out`, else `runs/<table>`.
+    pub fn store(&self, recipe: &Recipe) -> Store {
+        let default = PathBuf::from("runs").join(recipe.table.dir_name());
+        Store::new(self.out.clone().unwrap_or(default))
+    }
+
+    /// Sets the thread count, resolves the device, and gathers where the runner reads and writes.
+    pub fn runner(&self, recipe: &Recipe) -> Result<RunnerOptions> {
         if self.threads > 0 {
             tch::set_num_threads(self.threads);
         }
-        parse_device(&self.device)
-    }
-
-    /// The CIFAR experiment file (`experiments/quick.toml` if `quick`) with `--dataset` and
-    /// `--seeds` applied, validated.
-    pub fn experiment(&self, config: &Path, quick: bool) -> anyhow::Result<ExperimentConfig> {
-        let path = if quick { Path::new("experiments/quick.toml") } else { config };
-        let mut cfg = ExperimentConfig::from_file(path)?;
-        if let Some(ds) = self.dataset {
-            cfg.dataset = ds;
-        }
-        if let Some(seeds) = &self.seeds {
-            cfg.seeds = seeds.clone();
-            cfg.runs.iter_mut().for_each(|r| r.seeds = None);
-        }
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    pub fn data_options(&self) -> DataOptions {
-        DataOptions { allow_download: !self.no_download, ..DataOptions::new(&self.data_dir) }
+        let device = parse_device(&self.device)?;
+        let threads = match self.loader_threads {
+            0 => std::thread::available_parallelism().map_or(4, |n| n.get()),
+            n => n,
+        };
+        Ok(RunnerOptions {
+            store: self.store(recipe),
+            data: DataOptions { allow_download: !self.no_download, ..DataOptions::new(&self.data_dir) },
+            loader: LoaderSettings { threads, prefetch: self.prefetch, skip_corrupt: self.skip_corrupt },
+            train: TrainOptions::new(device),
+            only: self.only.clone(),
+        })
     }
 }
 
-/// Flags of the ImageNet experiment binaries.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ImageNetArgs {
-    /// Experiment file (default: the binary's table).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// The quick preset: a small subset, a few iterations, scaled-down images, to try the whole
-    /// pipeline on a CPU in minutes. Not a reproduction.
-    #[arg(long, conflicts_with = "config")]
-    pub quick: bool,
-    /// ImageNet root with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (or a folder holding imagenet/).
-    #[arg(long, default_value = "data/imagenet")]
-    pub data_dir: PathBuf,
-    /// Where to train: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Output folder for runs and the summary (default: runs/<table>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    #[arg(long, default_value = "plots")]
-    pub plots: PathBuf,
-    /// Only these networks, e.g. `--only resnet34-A,plain34`.
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<String>,
-    /// Overrides the seeds of every network.
-    #[arg(long, value_delimiter = ',')]
-    pub seeds: Option<Vec<u64>>,
-    /// Keep the first N classes (sorted), for a first try on a subset.
-    #[arg(long)]
-    pub classes: Option<usize>,
-    /// Keep the first N training images of each class.
-    #[arg(long)]
-    pub images_per_class: Option<usize>,
-    /// Decoding threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub loader_threads: usize,
-    /// Batches decoded ahead of the training step.
-    #[arg(long, default_value_t = 4)]
-    pub prefetch: usize,
-    /// Skip undecodable images (counted in the log and metrics.csv) instead of stopping with an
-    /// error that names the file.
-    #[arg(long)]
-    pub skip_corrupt: bool,
-    /// CPU threads for libtorch (0: its default).
-    #[arg(long, default_value_t = 0)]
-    pub threads: i32,
-}
-
-impl ImageNetArgs {
-    pub fn loader_threads(&self) -> usize {
-        if self.loader_threads > 0 {
-            self.loader_threads
-        } else {
-            std::thread::available_parallelism().map_or(4, |n| n.get())
-        }
+/// Runs a table's experiment as the flags say, then writes its summary and figures and prints
+/// where they went: what `cifar_depth_sweep`, `imagenet_plain_vs_resnet` and `imagenet_table3` do.
+pub fn run_table(args: &ExperimentArgs, recipe: &Recipe) -> Result<()> {
+    let exp = args.experiment(recipe)?;
+    let opts = args.runner(recipe)?;
+    crate::experiment::run_experiment(&exp, &opts)?;
+    let md = crate::experiment::summary::write_summary(&opts.store, recipe.title)?;
+    println!("{md}");
+    for f in crate::report::render_store(&opts.store, &args.plots)? {
+        println!("wrote {}", f.display());
     }
+    println!("wrote {} and {}", opts.store.summary_csv().display(), opts.store.summary_md().display());
+    Ok(())
 }

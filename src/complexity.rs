@@ -44,41 +44,6 @@ pub struct Row {
     pub note: String,
 }
 
-/// The paper's FLOPs for an ImageNet net, where the architecture is the paper's: Table 1 for the
-/// identity/projection-where-needed nets (options A and B; Fig. 3 for plain-34), with the stride in
-/// the bottleneck's first 1x1 conv. Option C (3.831e9 for ResNet-34) and the v1.5 placement
-/// (4.089e9 for ResNet-50) differ from Table 1 by more than its rounding, so none is given for them.
-fn paper_mult_adds(net: &ImageNetNet) -> Option<f64> {
-    let paper_arch = !net.residual
-        || (net.shortcut != Shortcut::C
-            && (!net.is_bottleneck() || net.bottleneck_stride == BottleneckStride::FirstConv1x1));
-    let flops = match net.depth {
-        18 => 1.8e9,
-        34 => 3.6e9,
-        50 => 3.8e9,
-        101 => 7.6e9,
-        152 => 11.3e9,
-        _ => return None,
-    };
-    paper_arch.then_some(flops)
-}
-
-/// Table 6's parameter counts for the CIFAR ResNets (option A; plain nets have the same).
-fn paper_params(net: &CifarNet) -> Option<f64> {
-    if !net.residual || net.shortcut != Shortcut::A || net.in_channels != 3 {
-        return None;
-    }
-    Some(match net.depth {
-        20 => 0.27e6,
-        32 => 0.46e6,
-        44 => 0.66e6,
-        56 => 0.85e6,
-        110 => 1.7e6,
-        1202 => 19.4e6,
-        _ => return None,
-    })
-}
-
 /// The networks of Table 1, in the order the table lists them.
 pub fn table1_specs() -> Vec<NetSpec> {
     let mut specs = Vec::new();
@@ -123,7 +88,7 @@ pub fn table1_rows(specs: &[NetSpec], mut progress: impl FnMut(&str)) -> Result<
                     params,
                     mult_adds,
                     paper_params: None,
-                    paper_mult_adds: paper_mult_adds(n),
+                    paper_mult_adds: crate::paper::table1_mult_adds(n),
                     mult_adds_diff_pct: None,
                     note: if n.is_bottleneck() && n.bottleneck_stride == BottleneckStride::Conv3x3 {
                         "torchvision's v1.5 placement, not the paper's".into()
@@ -141,7 +106,7 @@ pub fn table1_rows(specs: &[NetSpec], mut progress: impl FnMut(&str)) -> Result<
                     input: format!("{0}x{1}x{1}", n.in_channels, n.image_size),
                     params,
                     mult_adds,
-                    paper_params: paper_params(n),
+                    paper_params: crate::paper::table6_params(n),
                     paper_mult_adds: None,
                     mult_adds_diff_pct: None,
                     note: String::new(),

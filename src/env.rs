@@ -121,3 +121,34 @@ pub fn device_name(d: Device) -> String {
         other => format!("{other:?}").to_lowercase(),
     }
 }
+
+/// The checked-out commit, if this runs inside a git checkout.
+pub fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Now, as UTC `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// What a result was computed on, recorded beside it.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    pub device: String,
+    pub torch: String,
+    pub commit: String,
+    pub now: String,
+}
+
+impl Provenance {
+    pub fn current(device: Device) -> Self {
+        Provenance {
+            device: device_name(device),
+            torch: TorchInfo::current().version.unwrap_or_default(),
+            commit: git_commit().unwrap_or_default(),
+            now: utc_now(),
+        }
+    }
+}

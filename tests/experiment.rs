@@ -1,14 +1,17 @@
-//! The Table 6 summary and Figures 1 and 6, from fixture run folders written here.
+//! The Table 6 summary and Figures 1 and 6, from fixture run folders written here; every
+//! experiment file parsed strictly; the run store's walk.
 
-use resnet_repro::config::{ExperimentConfig, Preset, RunConfig, TrainConfig};
+mod common;
+
 use resnet_repro::data::DatasetName;
-use resnet_repro::experiment::{format_best_mean_std, mean_std, summarize, write_summary};
-use resnet_repro::metrics::{FinalRecord, MetricsRow, MetricsWriter};
-use resnet_repro::models::CifarNet;
-use resnet_repro::plot::render_table6_figures;
+use resnet_repro::experiment::summary::{format_best_mean_std, mean_std, summarize, write_summary};
+use resnet_repro::experiment::{Experiment, Preset, Store};
+use resnet_repro::models::{CifarNet, NetSpec};
+use resnet_repro::paper::Measure;
+use resnet_repro::report::render_store;
 use std::path::Path;
 
-/// A finished run folder: config.toml, metrics.csv (error curves falling to `final_err`) and final.json.
+/// A finished (or, with `finished` false, unfinished) CIFAR run of the store in `out`.
 fn fixture(
     out: &Path,
     dataset: DatasetName,
@@ -16,55 +19,11 @@ fn fixture(
     depth: usize,
     residual: bool,
     seed: u64,
-    final_err: f64,
+    err: f64,
 ) {
     let (c, size) = dataset.shape();
     let net = CifarNet { depth, residual, in_channels: c, image_size: size, ..CifarNet::resnet(depth) };
-    let cfg = RunConfig { experiment: "t".into(), preset, dataset, seed, net, train: TrainConfig::default() };
-    let dir = cfg.dir(out);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.toml"), cfg.to_toml().unwrap()).unwrap();
-    let mut w = MetricsWriter::create(&dir.join("metrics.csv")).unwrap();
-    for k in 1..=64u64 {
-        let it = k * 1000;
-        let decay = (-(k as f64) / 12.0).exp();
-        w.append(&MetricsRow {
-            iteration: it,
-            epoch: it as f64 * 128.0 / 50_000.0,
-            lr: 0.1,
-            train_loss: 2.0 * decay,
-            train_error: (final_err - 3.0).max(0.5) + 60.0 * decay,
-            val_error: None,
-            val_top5_error: None,
-            test_error: (k % 4 == 0).then_some(final_err + 60.0 * decay),
-            skipped_images: 0,
-            seconds: k as f64,
-        })
-        .unwrap();
-    }
-    FinalRecord {
-        net: cfg.net.name(),
-        depth,
-        residual,
-        dataset: dataset.to_string(),
-        preset: preset.to_string(),
-        seed,
-        iterations: 64_000,
-        test_error: Some(final_err),
-        test_images: 10_000,
-        val_error: None,
-        val_top5_error: None,
-        skipped_images: 0,
-        train_error: final_err - 3.0,
-        seconds: 3600.0,
-        device: "cuda:0".into(),
-        torch: "2.11.0".into(),
-        commit: "abc".into(),
-        warmup_ended_at: None,
-        finished: "2026-11-27T00:00:00Z".into(),
-    }
-    .write(&dir.join("final.json"))
-    .unwrap();
+    common::fixture_run(out, dataset, preset, NetSpec::Cifar(net), seed, err, true);
 }
 
 #[test]
@@ -82,10 +41,19 @@ fn summary_reports_best_mean_std_beside_the_paper() {
     fixture(out.path(), DatasetName::Cifar10, Preset::Full, 20, false, 0, 9.9);
     fixture(out.path(), DatasetName::FashionMnist, Preset::Quick, 20, true, 0, 30.0);
     // An unfinished run (no final.json) is not summarised.
-    std::fs::create_dir_all(out.path().join("cifar10/resnet56/seed0")).unwrap();
+    common::fixture_run(
+        out.path(),
+        DatasetName::Cifar10,
+        Preset::Full,
+        NetSpec::Cifar(CifarNet::resnet(56)),
+        0,
+        7.0,
+        false,
+    );
+    let store = Store::new(out.path());
 
-    let rows = summarize(out.path()).unwrap();
-    let names: Vec<(String, String)> = rows.iter().map(|r| (r.group.clone(), r.net.clone())).collect();
+    let rows = summarize(&store).unwrap();
+    let names: Vec<(String, String)> = rows.iter().map(|r| (r.group.to_string(), r.net.clone())).collect();
     let expect = [
         ("cifar10", "plain20"),
         ("cifar10", "resnet20"),
@@ -95,7 +63,8 @@ fn summary_reports_best_mean_std_beside_the_paper() {
     assert_eq!(names, expect.map(|(g, n)| (g.to_string(), n.to_string())));
     let r110 = &rows[2];
     assert_eq!(r110.seeds, 5);
-    assert_eq!(r110.test_errors, "6.50;6.70;6.43;6.80;6.60");
+    assert!(rows.iter().all(|r| r.measure == Measure::Test && r.top5.is_none()));
+    assert_eq!(r110.errors, "6.50;6.70;6.43;6.80;6.60");
     assert_eq!(r110.ours, "6.43 (6.61±0.15)");
     assert_eq!(r110.paper, "6.43 (6.61±0.16)");
     assert!(r110.diff.unwrap().abs() < 1e-9);
@@ -103,16 +72,23 @@ fn summary_reports_best_mean_std_beside_the_paper() {
     assert_eq!(rows[0].paper, "", "no plain-net numbers in Table 6");
     assert_eq!(rows[3].diff, None, "Fashion-MNIST is not comparable with the paper");
 
-    let md = write_summary(out.path(), &rows).unwrap();
-    assert!(md.contains("| ResNet-110 | 110 | 5 | 6.43 (6.61±0.15) | 6.43 (6.61±0.16) | +0.00 |"), "{md}");
+    let md = write_summary(&store, "Table 6").unwrap();
+    assert!(md.contains("| ResNet-110 | test | 5 | 6.43 (6.61±0.15) | 6.43 (6.61±0.16) | +0.00 | 10000 | 64000 | 20m 34s | cuda:0 |"), "{md}");
+    assert!(md.contains("| plain-20 | test | 1 | 9.90 | - |  |"), "{md}");
     assert!(md.contains("## fashion-mnist-quick") && md.contains("not a reproduction"), "{md}");
+    assert!(!md.contains("top-5"), "no top-5 columns for CIFAR:\n{md}");
+    // The deviations come from the runs' configurations: Table 6's batch of 128 on one device.
+    assert!(
+        md.contains("- BN statistics over the whole batch of 128 on one device (the paper: 64 per GPU"),
+        "{md}"
+    );
+    assert!(md.contains("fan-in"), "{md}");
     let csv = std::fs::read_to_string(out.path().join("summary.csv")).unwrap();
     assert!(
-        csv.starts_with(
-            "group,dataset,preset,net,depth,residual,seeds,test_errors,best,mean,std,ours,paper,diff,"
-        ),
+        csv.starts_with("group,net,label,depth,residual,measure,seeds,errors,best,mean,std,ours,top5,paper,"),
         "{csv}"
     );
+    assert!(csv.contains("\ncifar10,resnet110,ResNet-110,110,true,test,5,"), "{csv}");
     assert_eq!(csv.lines().count(), 5);
 }
 
@@ -130,7 +106,7 @@ fn figures_are_drawn_from_the_csvs_alone() {
         fixture(out.path(), DatasetName::Cifar10, Preset::Full, depth, res, 0, e);
     }
     let plots = tempfile::tempdir().unwrap();
-    let written = render_table6_figures(out.path(), plots.path()).unwrap();
+    let written = render_store(&Store::new(out.path()), plots.path()).unwrap();
     let names: Vec<String> =
         written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["fig1_cifar10.png", "fig6_cifar10.png"]);
@@ -140,7 +116,7 @@ fn figures_are_drawn_from_the_csvs_alone() {
     assert!(non_white > 20_000, "fig6 is nearly blank: {non_white} non-white pixels");
     // Each depth's colour is drawn, in the panels that show it.
     let rgb = |d: usize| {
-        let c = resnet_repro::plot::color(d);
+        let c = resnet_repro::report::figures::color(d);
         [c.0, c.1, c.2]
     };
     for depth in [20, 56] {
@@ -162,16 +138,25 @@ fn figures_are_drawn_from_the_csvs_alone() {
 }
 
 #[test]
-fn experiment_files_parse_strictly() {
+fn every_experiment_file_parses_strictly() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for f in
-        ["experiments/table6_cifar10.toml", "experiments/table6_resnet1202.toml", "experiments/quick.toml"]
-    {
-        let cfg = ExperimentConfig::from_file(&root.join(f)).unwrap_or_else(|e| panic!("{f}: {e:#}"));
-        assert!(!cfg.resolve().is_empty());
+    let mut files: Vec<_> = std::fs::read_dir(root.join("experiments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    for f in &files {
+        let exp = Experiment::from_file(f).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+        let runs = exp.resolve(1000).unwrap();
+        assert!(!runs.is_empty());
+        let imagenet = exp.data.dataset() == DatasetName::ImageNet;
+        assert_eq!(imagenet, f.to_string_lossy().contains("imagenet"), "{}", f.display());
+        assert!(runs.iter().all(|r| matches!(r.net, NetSpec::ImageNet(_)) == imagenet));
     }
-    let table6 = ExperimentConfig::from_file(&root.join("experiments/table6_cifar10.toml")).unwrap();
-    let runs = table6.resolve();
+    let table6 = Experiment::from_file(&root.join("experiments/table6_cifar10.toml")).unwrap();
+    let runs = table6.resolve(10).unwrap();
     assert_eq!(runs.len(), 5 + 4 + 5, "plain 20..110, ResNet 20..56, ResNet-110 x 5 seeds");
     let r110: Vec<_> = runs.iter().filter(|r| r.net.name() == "resnet110").collect();
     assert!(
@@ -182,26 +167,103 @@ fn experiment_files_parse_strictly() {
             .is_some_and(|w| w.lr == 0.01 && w.until_train_error_below == 80.0))
     );
     assert!(runs.iter().filter(|r| r.net.name() != "resnet110").all(|r| r.train.warmup.is_none()));
-    assert_eq!(runs[0].train.milestones, [32_000, 48_000]);
-    assert_eq!(runs[0].train.iterations, 64_000);
-    let quick = ExperimentConfig::from_file(&root.join("experiments/quick.toml")).unwrap();
+    assert_eq!(
+        (runs[0].train.milestones.as_slice(), runs[0].train.iterations),
+        ([32_000, 48_000].as_slice(), 64_000)
+    );
+    let quick = Experiment::from_file(&root.join("experiments/quick.toml")).unwrap();
     assert_eq!(quick.preset, Preset::Quick);
+    let t2 = Experiment::from_file(&root.join("experiments/table2_imagenet.toml")).unwrap();
+    let r = &t2.resolve(1000).unwrap()[0];
+    assert_eq!((r.train.batch_size, r.train.iterations, r.train.log_every), (256, 600_000, 200));
+}
 
+#[test]
+fn bad_experiment_files_are_errors_naming_the_file_and_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let bad = |text: &str| {
         let p = dir.path().join("x.toml");
         std::fs::write(&p, text).unwrap();
-        format!("{:#}", ExperimentConfig::from_file(&p).unwrap_err())
+        format!("{:#}", Experiment::from_file(&p).unwrap_err())
     };
-    let base = "name = \"x\"\ndataset = \"cifar10\"\n[[runs]]\ndepth = 20\nresidual = true\n";
-    let e = bad(&format!("{base}[train]\nlearning_rate = 0.1\n"));
+    let train = "[train]\nbatch_size = 128\nlr = 0.1\nmilestones = []\niterations = 100\nlog_every = 10\n\
+                 eval_every = 50\ncheckpoint_every = 50\n";
+    let runs = "[[runs]]\ndepth = 20\nresidual = true\n";
+    let base = format!("name = \"x\"\n[data]\ndataset = \"cifar10\"\n{train}{runs}");
+    Experiment::from_file(&{
+        let p = dir.path().join("ok.toml");
+        std::fs::write(&p, &base).unwrap();
+        p
+    })
+    .unwrap();
+    let e = bad(&base.replace("lr = 0.1", "lr = 0.1\nlearning_rate = 0.1"));
     assert!(e.contains("x.toml") && e.contains("learning_rate"), "{e}");
     let e = bad(&base.replace("depth = 20", "depth = 21"));
     assert!(e.contains("x.toml") && e.contains("depth 21"), "{e}");
     let e = bad(&base.replace("cifar10", "mnist"));
     assert!(e.contains("mnist"), "{e}");
-    let e = bad(&format!("{base}[train]\nlog_every = 100\neval_every = 150\n"));
-    assert!(e.contains("eval_every (150)"), "{e}");
-    let e = format!("{:#}", ExperimentConfig::from_file(&dir.path().join("missing.toml")).unwrap_err());
+    let e = bad(&base.replace("eval_every = 50", "eval_every = 15"));
+    assert!(e.contains("eval_every (15)"), "{e}");
+    // A schedule key left out is an error, not a silent default of another family's recipe.
+    for key in ["iterations = 100\n", "milestones = []\n", "batch_size = 128\n", "log_every = 10\n"] {
+        let e = bad(&base.replace(key, ""));
+        assert!(e.contains(&format!("missing field `{}`", key.split(' ').next().unwrap())), "{e}");
+    }
+    let imagenet = base
+        .replace("dataset = \"cifar10\"", "dataset = \"imagenet\"\nfinal_protocols = [\"ten-crop\"]")
+        .replace("depth = 20", "depth = 18");
+    Experiment::from_file(&{
+        let p = dir.path().join("in.toml");
+        std::fs::write(&p, &imagenet).unwrap();
+        p
+    })
+    .unwrap();
+    // The options of one family are not the other's.
+    let e = bad(&imagenet.replace("final_protocols", "pad = 4\nfinal_protocols"));
+    assert!(e.contains("pad"), "{e}");
+    let e = bad(&base.replace("residual = true", "residual = true\nbottleneck_stride = \"1x1\""));
+    assert!(e.contains("bottleneck_stride"), "{e}");
+    // The plateau rule needs a validation split: the test set must never select anything.
+    let e = bad(&base.replace("[[runs]]", "[train.plateau]\npatience = 3\n[[runs]]"));
+    assert!(e.contains("plateau needs a validation set"), "{e}");
+    let ok = base.replace("dataset = \"cifar10\"", "dataset = \"cifar10\"\nval_split = 5000");
+    std::fs::write(
+        dir.path().join("v.toml"),
+        ok.replace("[[runs]]", "[train.plateau]\npatience = 3\n[[runs]]"),
+    )
+    .unwrap();
+    Experiment::from_file(&dir.path().join("v.toml")).unwrap();
+    let e = format!("{:#}", Experiment::from_file(&dir.path().join("missing.toml")).unwrap_err());
     assert!(e.contains("missing.toml"), "{e}");
+}
+
+#[test]
+fn the_store_walks_runs_in_the_paper_s_order_and_names_groups() {
+    let out = tempfile::tempdir().unwrap();
+    for (depth, residual) in [(56, true), (20, true), (110, true), (56, false), (20, false)] {
+        fixture(out.path(), DatasetName::Cifar10, Preset::Full, depth, residual, 0, 9.0);
+    }
+    fixture(out.path(), DatasetName::FashionMnist, Preset::Quick, 20, true, 1, 30.0);
+    // Something the store did not write is not a run.
+    std::fs::create_dir_all(out.path().join("not-a-group/resnet20/seed0")).unwrap();
+    let store = Store::new(out.path());
+    let names: Vec<String> = store
+        .runs()
+        .unwrap()
+        .iter()
+        .map(|r| r.dir.path.strip_prefix(out.path()).unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "cifar10/plain20/seed0",
+            "cifar10/plain56/seed0",
+            "cifar10/resnet20/seed0",
+            "cifar10/resnet56/seed0",
+            "cifar10/resnet110/seed0",
+            "fashion-mnist-quick/resnet20/seed1"
+        ]
+    );
+    let groups: Vec<String> = store.groups().unwrap().iter().map(|(g, _)| g.to_string()).collect();
+    assert_eq!(groups, ["cifar10", "fashion-mnist-quick"]);
 }

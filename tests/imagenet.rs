@@ -5,7 +5,7 @@
 
 use resnet_repro::data::imagenet::*;
 use resnet_repro::data::loader::{LoaderOptions, TrainLoader, epoch_order};
-use resnet_repro::evaluate::{reestimate_bn, topk_wrong};
+use resnet_repro::eval::{reestimate_bn, topk_wrong};
 use resnet_repro::models::ImageNetNet;
 use resnet_repro::shim::MemoryFormat;
 use std::collections::HashMap;
@@ -24,7 +24,13 @@ fn fixture() -> &'static Path {
             .arg(&script)
             .arg(dir.path())
             .output()
-            .expect("running Python; use `make test`");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "this test needs Python 3 with torch, torchvision and Pillow to write its fixture \
+                     ({py} {}: {e}); `make test` installs them (scripts/with-torch), or set RESNET_REPRO_PYTHON",
+                    script.display()
+                )
+            });
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         dir
     })
@@ -107,16 +113,24 @@ fn a_broken_image_is_an_error_naming_it_or_is_skipped_and_counted() {
     let folder = Arc::new(ImageFolder::scan(&base.join("train"), Subset::default()).unwrap());
     let small = TrainTransform { min_side: 64, max_side: 80, crop: 56, ..TrainTransform::default() };
     let opts = |skip| LoaderOptions { batch_size: 2, threads: 2, prefetch: 1, seed: 0, skip_corrupt: skip };
-    let mut strict = TrainLoader::start(folder.clone(), small.clone(), opts(false), 0).unwrap();
+    let mut strict = TrainLoader::start(folder.clone(), small.clone(), opts(false), 0, &[]).unwrap();
     let e = format!("{:#}", strict.next_batch().err().expect("an error"));
     assert!(e.contains("broken.JPEG") && e.contains("--skip-corrupt"), "{e}");
-    let mut lenient = TrainLoader::start(folder, small, opts(true), 0).unwrap();
-    for _ in 0..3 {
-        let b = lenient.next_batch().unwrap();
+    let mut lenient = TrainLoader::start(folder.clone(), small.clone(), opts(true), 0, &[]).unwrap();
+    let batches: Vec<_> = (0..3).map(|_| lenient.next_batch().unwrap()).collect();
+    for b in &batches {
         assert_eq!(b.labels.len(), 2);
         assert!(b.pixels.iter().all(|v| v.is_finite()));
     }
-    assert_eq!(lenient.skipped(), 1, "one distinct broken file, however often it is met");
+    let broken_index = folder.samples.iter().position(|(p, _)| p.ends_with("broken.JPEG")).unwrap();
+    assert_eq!(lenient.skipped(), [broken_index], "one distinct broken file, however often it is met");
+    // A loader resumed with the broken file known (from a checkpoint) counts it once, not again,
+    // and its batches are those of the loader that found it.
+    let mut resumed = TrainLoader::start(folder, small, opts(true), 1, &[broken_index]).unwrap();
+    for b in &batches[1..] {
+        assert_eq!(resumed.next_batch().unwrap().pixels, b.pixels);
+    }
+    assert_eq!(resumed.skipped(), [broken_index]);
 }
 
 #[test]
@@ -235,12 +249,12 @@ fn loader_batches_are_a_function_of_seed_and_iteration() {
     let folder = Arc::new(ImageFolder::scan(&root().join("train"), Subset::default()).unwrap());
     let t = TrainTransform { min_side: 72, max_side: 96, crop: 64, ..TrainTransform::default() };
     let opts = LoaderOptions { batch_size: 4, threads: 2, prefetch: 2, seed: 5, skip_corrupt: false };
-    let mut from_zero = TrainLoader::start(folder.clone(), t.clone(), opts.clone(), 0).unwrap();
+    let mut from_zero = TrainLoader::start(folder.clone(), t.clone(), opts.clone(), 0, &[]).unwrap();
     assert_eq!(from_zero.batches_per_epoch, 5);
     let batches: Vec<_> = (0..7).map(|_| from_zero.next_batch().unwrap()).collect();
     assert_eq!(batches.iter().map(|b| b.iteration).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
     // Resuming at 6 (in the second epoch) gives batch 6 again, pixel for pixel.
-    let mut resumed = TrainLoader::start(folder.clone(), t, opts, 6).unwrap();
+    let mut resumed = TrainLoader::start(folder.clone(), t, opts, 6, &[]).unwrap();
     let b6 = resumed.next_batch().unwrap();
     assert_eq!(b6.labels, batches[6].labels);
     assert_eq!(b6.pixels, batches[6].pixels);
@@ -287,56 +301,59 @@ fn bn_reestimation_averages_the_batch_statistics() {
 
 #[test]
 fn a_few_iterations_end_to_end_write_metrics_and_evaluations() {
-    use resnet_repro::config::{Layout, Preset, TrainConfig};
-    use resnet_repro::imagenet_experiment::*;
+    use resnet_repro::data::DataOptions;
+    use resnet_repro::data::loader::LoaderSettings;
+    use resnet_repro::experiment::summary::summarize;
+    use resnet_repro::experiment::{Experiment, RunStatus, RunnerOptions, Store, run_experiment};
+    use resnet_repro::paper::Measure;
     use resnet_repro::train::TrainOptions;
     let out = tempfile::tempdir().unwrap();
-    let cfg = ImageNetExperiment {
-        name: "test".into(),
-        preset: Preset::Quick,
-        seeds: vec![0],
-        train: TrainConfig {
-            batch_size: 6,
-            iterations: 4,
-            milestones: vec![2],
-            log_every: 2,
-            eval_every: 2,
-            checkpoint_every: 2,
-            layout: Layout::Auto,
-            ..TrainConfig::default()
-        },
-        data: ImageNetDataConfig {
-            subset: Subset::default(),
-            val_images_per_class: None,
-            transform: TrainTransform { min_side: 72, max_side: 96, crop: 64, ..TrainTransform::default() },
-            geometry: EvalGeometry { resize: 72, crop: 64, scales: vec![64, 80] },
-            val_images: Some(4),
-            eval_batch_size: 4,
-            final_protocols: vec![Protocol::TenCrop, Protocol::MultiScale],
-            bn_reestimate_images: Some(12),
-        },
-        runs: [(true, "A"), (false, "A"), (true, "B")]
-            .into_iter()
-            .map(|(residual, shortcut)| ImageNetRunSpec {
-                depth: 18,
-                residual,
-                shortcut: shortcut.parse().unwrap(),
-                bottleneck_stride: Default::default(),
-                seeds: None,
-            })
-            .collect(),
-    };
-    let opts = ImageNetOptions {
-        out: out.path().to_path_buf(),
-        data_dir: fixture().to_path_buf(), // found through <dir>/imagenet
+    let exp: Experiment = toml::from_str(
+        r#"
+        name = "test"
+        preset = "quick"
+        [data]
+        dataset = "imagenet"
+        val_images = 4
+        eval_batch_size = 4
+        final_protocols = ["ten-crop", "multi-scale"]
+        bn_reestimate_images = 12
+        transform = { min_side = 72, max_side = 96, crop = 64 }
+        geometry = { resize = 72, crop = 64, scales = [64, 80] }
+        [train]
+        batch_size = 6
+        lr = 0.1
+        iterations = 4
+        milestones = [2]
+        log_every = 2
+        eval_every = 2
+        checkpoint_every = 2
+        [[runs]]
+        depth = 18
+        residual = true
+        shortcut = "A"
+        [[runs]]
+        depth = 18
+        residual = false
+        [[runs]]
+        depth = 18
+        residual = true
+        shortcut = "B"
+        "#,
+    )
+    .unwrap();
+    exp.validate().unwrap();
+    let opts = RunnerOptions {
+        store: Store::new(out.path()),
+        data: DataOptions::new(fixture()), // found through <dir>/imagenet
         loader: LoaderSettings { threads: 2, prefetch: 2, skip_corrupt: false },
         train: TrainOptions { device: Device::Cpu, stop_after: None, progress_bar: false },
         only: vec![],
     };
-    let outcomes = run_experiment(&cfg, &opts).unwrap();
+    let outcomes = run_experiment(&exp, &opts).unwrap();
     assert_eq!(outcomes.len(), 3);
     let dir = out.path().join("imagenet-quick/resnet18-A/seed0");
-    let rows = resnet_repro::metrics::read_metrics(&dir.join("metrics.csv")).unwrap();
+    let rows = resnet_repro::train::metrics::read_metrics(&dir.join("metrics.csv")).unwrap();
     assert_eq!(rows.iter().map(|r| r.iteration).collect::<Vec<_>>(), [2, 4]);
     assert!(
         rows.iter().all(|r| r.val_error.is_some() && r.val_top5_error.is_some() && r.test_error.is_none())
@@ -350,24 +367,25 @@ fn a_few_iterations_end_to_end_write_metrics_and_evaluations() {
     assert!(evals.iter().all(|e| e.bn_reestimated_over == Some(12) && (0.0..=100.0).contains(&e.top1_error)));
     assert!(evals.iter().all(|e| e.top5_error == 0.0), "3 classes: every image is in the top 5");
     // The summary has them in the paper's order; a second run skips everything.
-    let rows = summarize(out.path()).unwrap();
-    let order: Vec<_> = rows.iter().map(|r| (r.net.as_str(), r.protocol.as_str())).collect();
+    let rows = summarize(&opts.store).unwrap();
+    let order: Vec<_> = rows.iter().map(|r| (r.net.as_str(), r.measure)).collect();
     assert_eq!(
         order,
         [
-            ("plain18", "ten-crop"),
-            ("plain18", "multi-scale"),
-            ("resnet18-A", "ten-crop"),
-            ("resnet18-A", "multi-scale"),
-            ("resnet18-B", "ten-crop"),
-            ("resnet18-B", "multi-scale")
+            ("plain18", Measure::TenCrop),
+            ("plain18", Measure::MultiScale),
+            ("resnet18-A", Measure::TenCrop),
+            ("resnet18-A", Measure::MultiScale),
+            ("resnet18-B", Measure::TenCrop),
+            ("resnet18-B", Measure::MultiScale)
         ]
     );
-    let again = run_experiment(&cfg, &opts).unwrap();
-    assert!(again.iter().all(|o| matches!(o.status, resnet_repro::train::RunStatus::AlreadyDone(_))));
+    assert!(rows.iter().all(|r| r.top5 == Some(0.0) && r.bn_reestimated && r.diff.is_none()));
+    let again = run_experiment(&exp, &opts).unwrap();
+    assert!(again.iter().all(|o| matches!(o.status, RunStatus::AlreadyDone(_)) && o.evals.len() == 2));
     // Figure 4 for the plain and option-A nets, the Table 3 curves for the option-B one; not blank.
     let plots = out.path().join("plots");
-    let written = resnet_repro::plot::render_imagenet_figures(out.path(), &plots).unwrap();
+    let written = resnet_repro::report::render_store(&opts.store, &plots).unwrap();
     let names: Vec<_> =
         written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["fig4_imagenet-quick.png", "table3_curves_imagenet-quick.png"]);

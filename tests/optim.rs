@@ -1,10 +1,10 @@
-//! Our SGD (src/optim.rs over the shim's multi-tensor step) against torch.optim.SGD: the same
+//! Our SGD (src/train/optim.rs over the shim's multi-tensor step) against torch.optim.SGD: the same
 //! parameters and gradients give bit-identical parameters and momentum buffers.
 //! The Python side is tests/python/sgd_reference.py.
 
 use resnet_repro::models::CifarNet;
-use resnet_repro::optim::Sgd;
 use resnet_repro::shim::{MemoryFormat, contiguous, is_contiguous, set_memory_format};
+use resnet_repro::train::optim::Sgd;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -13,8 +13,15 @@ use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 fn run_reference(dir: &Path) {
     let py = std::env::var("RESNET_REPRO_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sgd_reference.py");
-    let out = Command::new(&py).arg(&script).arg(dir).output().expect("running Python; use `make test`");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&py).arg(&script).arg(dir).output().unwrap_or_else(|e| {
+        panic!("this test needs Python 3 with torch 2.11 ({py}: {e}); `make test` provides it, or set RESNET_REPRO_PYTHON")
+    });
+    assert!(
+        out.status.success(),
+        "{py} {} failed (needs torch 2.11; `make test` provides it):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -2,8 +2,8 @@
 
 mod common;
 
+use resnet_repro::eval::responses::{ResponseRow, layer_stds, merge_responses, read_responses};
 use resnet_repro::models::CifarNet;
-use resnet_repro::responses::{ResponseRow, layer_stds, merge_responses, read_responses};
 use resnet_repro::shim::MemoryFormat;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -103,7 +103,7 @@ fn responses_csv_keeps_other_groups_and_the_figure_is_drawn() {
     let header = std::fs::read_to_string(&path).unwrap().lines().next().unwrap().to_string();
     assert_eq!(header, "group,net,depth,residual,seed,layer,std,images");
 
-    let written = resnet_repro::plot::render_fig7(dir.path(), &dir.path().join("plots")).unwrap();
+    let written = resnet_repro::report::render_fig7(&path, &dir.path().join("plots")).unwrap();
     let names: Vec<_> =
         written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["fig7_cifar10.png", "fig7_fashion-mnist-quick.png"]);
@@ -115,21 +115,23 @@ fn responses_csv_keeps_other_groups_and_the_figure_is_drawn() {
 
 #[test]
 fn missing_table6_runs_are_trained_then_measured_on_the_test_set() {
-    use resnet_repro::config::ExperimentConfig;
+    use resnet_repro::data::loader::LoaderSettings;
     use resnet_repro::data::{DataOptions, fashion_mnist};
-    use resnet_repro::experiment::SweepOptions;
-    use resnet_repro::responses::{Fig7Options, run_fig7};
+    use resnet_repro::experiment::figure7::{fig7_experiment, measure_responses};
+    use resnet_repro::experiment::{Experiment, RunnerOptions, Store, run_experiment};
     use resnet_repro::train::TrainOptions;
     let dir = tempfile::tempdir().unwrap();
     common::write_fashion_mnist(&dir.path().join("data/fashion-mnist"), 64, 24, false);
-    let cfg: ExperimentConfig = toml::from_str(
+    let exp: Experiment = toml::from_str(
         r#"
         name = "fig7-test"
         preset = "quick"
-        dataset = "fashion-mnist"
         seeds = [3, 4]
+        [data]
+        dataset = "fashion-mnist"
         [train]
         batch_size = 16
+        lr = 0.1
         iterations = 2
         milestones = [1]
         log_every = 1
@@ -151,17 +153,19 @@ fn missing_table6_runs_are_trained_then_measured_on_the_test_set() {
     data.allow_download = false;
     data.fashion_mnist =
         fashion_mnist::Source { system_dirs: vec![], counts: (64, 24), ..Default::default() };
-    let opts = Fig7Options {
-        sweep: SweepOptions {
-            out: dir.path().join("table6"),
-            data,
-            train: TrainOptions { device: Device::Cpu, stop_after: None, progress_bar: false },
-            only: vec![],
-        },
-        out: dir.path().join("fig7"),
-        eval_batch: 10,
+    let opts = RunnerOptions {
+        store: Store::new(dir.path().join("table6")),
+        data,
+        loader: LoaderSettings { threads: 1, prefetch: 1, skip_corrupt: false },
+        train: TrainOptions { device: Device::Cpu, stop_after: None, progress_bar: false },
+        only: vec![],
     };
-    let rows = run_fig7(&cfg, &opts).unwrap();
+    let fig7 = fig7_experiment(&exp).unwrap();
+    let measure = || {
+        run_experiment(&fig7, &opts).unwrap();
+        measure_responses(&fig7, &opts, 10).unwrap()
+    };
+    let rows = measure();
     // Only Figure 7's networks, only their first seed, trained as Table 6 runs.
     let group = dir.path().join("table6/fashion-mnist-quick");
     assert_eq!(common::files_in(&group).iter().filter(|f| f.ends_with("final.json")).count(), 2);
@@ -170,11 +174,11 @@ fn missing_table6_runs_are_trained_then_measured_on_the_test_set() {
     );
     assert_eq!(rows.len(), 2 * 19);
     assert!(rows.iter().all(|r| r.images == 24 && r.seed == 3 && r.std.is_finite() && r.std > 0.0));
-    assert_eq!(read_responses(&dir.path().join("fig7/responses.csv")).unwrap(), rows);
+    assert_eq!(rows.iter().filter(|r| r.group == "fashion-mnist-quick").count(), rows.len());
     // A second call trains nothing and measures the same numbers.
     let before =
         std::fs::metadata(group.join("plain20/seed3/model.safetensors")).unwrap().modified().unwrap();
-    assert_eq!(run_fig7(&cfg, &opts).unwrap(), rows);
+    assert_eq!(measure(), rows);
     let after = std::fs::metadata(group.join("plain20/seed3/model.safetensors")).unwrap().modified().unwrap();
     assert_eq!(before, after);
 }

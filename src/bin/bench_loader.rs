@@ -5,12 +5,11 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use resnet_repro::bench::{BenchEnv, append_csv_row, git_commit, time_steps, utc_now};
-use resnet_repro::config::TrainConfig;
 use resnet_repro::data::imagenet::{ImageFolder, Subset, TrainTransform};
 use resnet_repro::data::loader::{LoaderOptions, TrainLoader};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{ImageNetNet, NetSpec, Shortcut};
-use resnet_repro::train::Trainer;
+use resnet_repro::train::{Layout, Trainer};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,7 +91,7 @@ fn generate(root: &Path, n: usize) -> Result<()> {
 
 fn ours(folder: &Arc<ImageFolder>, args: &Args, threads: usize) -> Result<f64> {
     let opts = LoaderOptions { batch_size: args.batch, threads, prefetch: 4, seed: 0, skip_corrupt: false };
-    let mut loader = TrainLoader::start(folder.clone(), TrainTransform::default(), opts, 0)?;
+    let mut loader = TrainLoader::start(folder.clone(), TrainTransform::default(), opts, 0, &[])?;
     for _ in 0..args.warmup {
         loader.next_batch()?;
     }
@@ -140,7 +139,7 @@ fn main() -> Result<()> {
     );
     let step = if args.step_batch > 0 {
         let net = NetSpec::ImageNet(ImageNetNet::resnet(50, Shortcut::B));
-        let mut trainer = Trainer::new(&net, &TrainConfig::default(), 0, device)?;
+        let mut trainer = Trainer::with_format(&net, (0.9, 1e-4), 0, device, Layout::Auto.resolve(device))?;
         let x = Tensor::randn([args.step_batch, 3, 224, 224], (Kind::Float, device));
         let y = Tensor::randint(1000, [args.step_batch], (Kind::Int64, device));
         let mut result = Ok(());

@@ -5,12 +5,10 @@
 use anyhow::Result;
 use clap::Parser;
 use resnet_repro::bench::{BenchArgs, BenchEnv, append_csv_row, git_commit, time_steps, utc_now};
-use resnet_repro::config::{Layout, Preset, RunConfig, TrainConfig};
-use resnet_repro::data::{Dataset, DatasetName, ImageSet, Prepared};
+use resnet_repro::data::{Dataset, DatasetName, ImageSet, Prepared, TensorOptions};
 use resnet_repro::env::device_name;
-use resnet_repro::models::CifarNet;
-use resnet_repro::models::NetSpec;
-use resnet_repro::train::{CifarData, TrainData, Trainer};
+use resnet_repro::models::{CifarNet, NetSpec};
+use resnet_repro::train::{Layout, TensorFeed, TrainData, Trainer};
 use serde::Serialize;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -68,16 +66,10 @@ fn synthetic(n: usize) -> Dataset {
 }
 
 fn ours(args: &Args, env: &BenchEnv, depth: usize, data: &Prepared) -> Result<(f64, String)> {
-    let cfg = RunConfig {
-        experiment: "bench".into(),
-        preset: Preset::Quick,
-        dataset: DatasetName::Cifar10,
-        seed: 0,
-        net: CifarNet::resnet(depth),
-        train: TrainConfig { batch_size: args.bench.batch, layout: Layout::Auto, ..TrainConfig::default() },
-    };
-    let mut trainer = Trainer::new(&NetSpec::Cifar(cfg.net.clone()), &cfg.train, cfg.seed, env.device)?;
-    let mut batches = CifarData::new(data, cfg.seed, &cfg.train);
+    let net = NetSpec::Cifar(CifarNet::resnet(depth));
+    let format = Layout::Auto.resolve(env.device);
+    let mut trainer = Trainer::with_format(&net, (0.9, 1e-4), 0, env.device, format)?;
+    let mut batches = TensorFeed::new(data, 0, args.bench.batch, &TensorOptions::default());
     let layout = trainer.format.to_string();
     let mut it = 0u64;
     let mut step = || -> Result<()> {

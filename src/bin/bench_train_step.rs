@@ -5,12 +5,12 @@ use anyhow::Result;
 use clap::Parser;
 use resnet_repro::bench::{BenchArgs, BenchEnv, append_csv_row, git_commit, time_steps, utc_now};
 use resnet_repro::env::device_name;
-use resnet_repro::models::CifarNet;
-use resnet_repro::optim::Sgd;
-use resnet_repro::shim::{MemoryFormat, contiguous, set_memory_format};
+use resnet_repro::models::{CifarNet, NetSpec};
+use resnet_repro::shim::{MemoryFormat, contiguous};
+use resnet_repro::train::Trainer;
 use serde::Serialize;
 use std::path::PathBuf;
-use tch::{Kind, Reduction, Tensor, nn, nn::ModuleT};
+use tch::{Kind, Tensor};
 
 /// Images/s of one SGD step (forward, loss, backward, update; batch 128, fp32, momentum 0.9, weight
 /// decay 1e-4) on synthetic data, for CIFAR ResNet-20/56/110: ours in NCHW and in channels_last (NHWC)
@@ -50,19 +50,13 @@ struct Row {
 
 fn ours(args: &Args, env: &BenchEnv, depth: usize, format: MemoryFormat) -> Result<f64> {
     let (b, device) = (args.bench.batch as i64, env.device);
-    tch::manual_seed(0);
-    let vs = nn::VarStore::new(device);
-    let net = CifarNet::resnet(depth).build(&vs.root())?;
-    set_memory_format(&vs, format)?;
-    let mut opt = Sgd::new(&vs, 0.9, 1e-4);
+    let mut trainer =
+        Trainer::with_format(&NetSpec::Cifar(CifarNet::resnet(depth)), (0.9, 1e-4), 0, device, format)?;
     let x = contiguous(&Tensor::randn([b, 3, 32, 32], (Kind::Float, device)), format)?;
     let y = Tensor::randint(10, [b], (Kind::Int64, device));
-    let mut step = || -> Result<()> {
-        let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
-        opt.zero_grad()?;
-        loss.backward();
-        opt.step(0.1)
-    };
+    // The training loop's own step (forward, loss, backward, update, and the misclassified count
+    // it keeps on the device).
+    let mut step = || -> Result<()> { trainer.step(&x, &y, 0.1).map(|_| ()) };
     let mut result = Ok(());
     let secs = time_steps(device, args.bench.warmup, args.bench.steps, || {
         if result.is_ok() {

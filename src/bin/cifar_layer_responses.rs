@@ -5,56 +5,45 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::cli::CommonArgs;
-use resnet_repro::experiment::SweepOptions;
-use resnet_repro::plot::render_fig7;
-use resnet_repro::responses::{Fig7Options, run_fig7};
-use resnet_repro::train::TrainOptions;
-use std::path::PathBuf;
+use resnet_repro::cli::{ExperimentArgs, Recipe};
+use resnet_repro::eval::responses::merge_responses;
+use resnet_repro::experiment::figure7::{fig7_experiment, measure_responses};
+use resnet_repro::experiment::{Runs, Table, run_experiment};
+use resnet_repro::report::render_fig7;
 
 /// Figure 7 from the trained Table 6 networks (plain-20/56, ResNet-20/56/110, first seed of each):
 /// the std of each 3x3 layer's response over the test set, in layer order and sorted. Networks
 /// without a finished run are trained first (as Table 6 runs, resumable), and the log says so.
+/// --out is the Table 6 runs folder; responses.csv goes to <runs>/fig7 beside it.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The Table 6 experiment whose runs are used.
-    #[arg(long, default_value = "experiments/table6_cifar10.toml")]
-    config: PathBuf,
-    /// Use experiments/quick.toml's runs (depths 20 and 56): minutes on a CPU. Not a reproduction.
-    #[arg(long, conflicts_with = "config")]
-    quick: bool,
-    /// Where the Table 6 runs are (and missing ones go).
-    #[arg(long, default_value = "runs/table6")]
-    runs: PathBuf,
-    /// Output folder for responses.csv.
-    #[arg(long, default_value = "runs/fig7")]
-    out: PathBuf,
-    #[arg(long, default_value = "plots")]
-    plots: PathBuf,
+    #[command(flatten)]
+    run: ExperimentArgs,
     /// Test images per forward pass.
     #[arg(long, default_value_t = 500)]
     batch: usize,
-    #[command(flatten)]
-    common: CommonArgs,
 }
+
+const TABLE6: Recipe = Recipe {
+    table: Table::Table6,
+    config: "experiments/table6_cifar10.toml",
+    quick: "experiments/quick.toml",
+    title: "Table 6: test error (%) of the CIFAR networks",
+};
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let cfg = args.common.experiment(&args.config, args.quick)?;
-    let opts = Fig7Options {
-        sweep: SweepOptions {
-            out: args.runs.clone(),
-            data: args.common.data_options(),
-            train: TrainOptions::new(args.common.device()?),
-            only: Vec::new(),
-        },
-        out: args.out.clone(),
-        eval_batch: args.batch,
-    };
-    run_fig7(&cfg, &opts)?;
-    println!("wrote {}", args.out.join("responses.csv").display());
-    for f in render_fig7(&args.out, &args.plots)? {
+    let fig7 = fig7_experiment(&args.run.experiment(&TABLE6)?)?;
+    let opts = args.run.runner(&TABLE6)?;
+    run_experiment(&fig7, &opts)?; // trains only what is missing
+    let rows = measure_responses(&fig7, &opts, args.batch)?;
+    let runs = Runs::new(opts.store.root.parent().unwrap_or(std::path::Path::new(".")));
+    let csv = runs.responses_csv();
+    std::fs::create_dir_all(csv.parent().unwrap_or(&runs.root))?;
+    merge_responses(&csv, &rows)?;
+    println!("wrote {}", csv.display());
+    for f in render_fig7(&csv, &args.run.plots)? {
         println!("wrote {}", f.display());
     }
     Ok(())

@@ -3,18 +3,18 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use resnet_repro::bench::{append_csv_row, utc_now};
+use resnet_repro::bench::append_csv_row;
+use resnet_repro::data::DataConfig;
 use resnet_repro::data::imagenet::{EvalGeometry, ImageFolder, Normalize, Protocol, Subset, TrainTransform};
-use resnet_repro::data::loader::{LoaderOptions, TrainLoader};
-use resnet_repro::env::{device_name, parse_device};
-use resnet_repro::evaluate::{EvalOptions, evaluate_folder, reestimate_bn, spread};
-use resnet_repro::imagenet_experiment::ImageNetRunConfig;
-use resnet_repro::models::{BottleneckStride, ImageNetNet, Shortcut};
-use resnet_repro::shim::{MemoryFormat, set_memory_format};
+use resnet_repro::data::loader::LoaderOptions;
+use resnet_repro::env::{device_name, parse_device, utc_now};
+use resnet_repro::eval::{EvalOptions, evaluate_folder, reestimate_bn_from_folder, spread};
+use resnet_repro::experiment::RunDir;
+use resnet_repro::models::{BottleneckStride, ImageNetNet, NetSpec, Shortcut, load_net};
+use resnet_repro::shim::MemoryFormat;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tch::nn;
 
 /// Top-1/top-5 error of ImageNet weights on a validation folder (val/<wnid>/*.JPEG), with the
 /// centre-crop, 10-crop or multi-scale protocol. --weights takes a run folder (its config.toml
@@ -78,13 +78,14 @@ struct Row {
 /// (network, normalisation, geometry, weights file) for `--weights`.
 fn resolve(args: &Args, classes: usize) -> Result<(ImageNetNet, Normalize, EvalGeometry, PathBuf)> {
     let w = &args.weights;
-    if w.join("config.toml").is_file() {
-        let text = std::fs::read_to_string(w.join("config.toml"))?;
-        let cfg: ImageNetRunConfig = toml::from_str(&text)
-            .with_context(|| format!("{}: not an ImageNet run", w.join("config.toml").display()))?;
-        let file = resnet_repro::train::weights_path(w)?
-            .with_context(|| format!("{}: no weights yet", w.display()))?;
-        return Ok((cfg.net, cfg.data.transform.normalize, cfg.data.geometry, file));
+    let run = RunDir { path: w.clone() };
+    if run.config_path().is_file() {
+        let cfg = run.config()?;
+        let (NetSpec::ImageNet(net), DataConfig::ImageNet(data)) = (cfg.net, cfg.data) else {
+            bail!("{}: not an ImageNet run", run.config_path().display())
+        };
+        let file = run.weights()?.with_context(|| format!("{}: no weights yet", w.display()))?;
+        return Ok((net, data.transform.normalize, data.geometry, file));
     }
     let file = if w.is_dir() { w.join("model.safetensors") } else { w.clone() };
     let Some(arch) = &args.arch else {
@@ -111,10 +112,7 @@ fn main() -> Result<()> {
     let val = ImageFolder::scan(&args.val_dir, Subset::default())?;
     let (net_cfg, normalize, geometry, file) = resolve(&args, val.classes.len())?;
     let format = if device.is_cuda() { MemoryFormat::Contiguous } else { MemoryFormat::ChannelsLast };
-    let mut vs = nn::VarStore::new(device);
-    let net = net_cfg.build(&vs.root())?;
-    set_memory_format(&vs, format)?;
-    vs.load(&file).with_context(|| format!("loading {} into {}", file.display(), net_cfg.name()))?;
+    let (vs, net) = load_net(&NetSpec::ImageNet(net_cfg.clone()), &file, device, format)?;
     let reestimated = match (args.bn_reestimate, &args.train_dir) {
         (Some(k), Some(dir)) => {
             let train = Arc::new(ImageFolder::scan(dir, Subset::default())?);
@@ -122,14 +120,7 @@ fn main() -> Result<()> {
             let opts =
                 LoaderOptions { batch_size: args.batch, threads, prefetch: 4, seed: 0, skip_corrupt: false };
             let transform = TrainTransform { normalize, ..TrainTransform::default() };
-            let mut loader = TrainLoader::start(train, transform, opts, 0)?;
-            let batches = k.div_ceil(args.batch).max(1);
-            Some(reestimate_bn(
-                &net,
-                &vs,
-                (0..batches).map(|_| loader.next_batch().map(|b| b.to_tensors(device).0)),
-                format,
-            )?)
+            Some(reestimate_bn_from_folder((&net, &vs, format), train, &transform, opts, 0, k)?)
         }
         (Some(_), None) => bail!("--bn-reestimate needs --train-dir"),
         _ => None,

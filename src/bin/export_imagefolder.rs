@@ -83,6 +83,7 @@ fn main() -> Result<()> {
     let names: &[&str] = match args.from {
         DatasetName::FashionMnist => &FASHION_MNIST_CLASSES,
         DatasetName::Cifar10 => &CIFAR10_CLASSES,
+        DatasetName::ImageNet => anyhow::bail!("--from takes a tensor dataset (fashion-mnist or cifar10)"),
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let n_train = export(&ds.train, &args.out.join("train"), names, args.train_per_class, &mut rng)?;

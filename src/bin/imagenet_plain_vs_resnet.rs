@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::cli::ImageNetArgs;
-use resnet_repro::imagenet_experiment::run_cli;
+use resnet_repro::cli::{ExperimentArgs, Recipe, run_table};
+use resnet_repro::experiment::Table;
 
 /// Trains plain-18, plain-34, ResNet-18 and ResNet-34 (option A) on ImageNet with the paper's recipe
 /// (experiments/table2_imagenet.toml), evaluates them with 10 crops, and writes
@@ -13,10 +13,16 @@ use resnet_repro::imagenet_experiment::run_cli;
 #[command(version)]
 struct Args {
     #[command(flatten)]
-    imagenet: ImageNetArgs,
+    run: ExperimentArgs,
 }
 
+const TABLE2: Recipe = Recipe {
+    table: Table::Table2,
+    config: "experiments/table2_imagenet.toml",
+    quick: "experiments/table2_imagenet_quick.toml",
+    title: "Table 2 and Figure 4: plain vs ResNet on ImageNet",
+};
+
 fn main() -> Result<()> {
-    let args = Args::parse();
-    run_cli(&args.imagenet, "table2", "Table 2 and Figure 4: plain vs ResNet on ImageNet")
+    run_table(&Args::parse().run, &TABLE2)
 }

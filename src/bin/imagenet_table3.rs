@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::cli::ImageNetArgs;
-use resnet_repro::imagenet_experiment::run_cli;
+use resnet_repro::cli::{ExperimentArgs, Recipe, run_table};
+use resnet_repro::experiment::Table;
 
 /// Trains ResNet-34 A/B/C and ResNet-50/101/152 (option B; bottleneck stride placement from the
 /// config, the paper's by default) on ImageNet (experiments/table3_imagenet.toml), evaluates them
@@ -13,10 +13,16 @@ use resnet_repro::imagenet_experiment::run_cli;
 #[command(version)]
 struct Args {
     #[command(flatten)]
-    imagenet: ImageNetArgs,
+    run: ExperimentArgs,
 }
 
+const TABLE3: Recipe = Recipe {
+    table: Table::Table3,
+    config: "experiments/table3_imagenet.toml",
+    quick: "experiments/table3_imagenet_quick.toml",
+    title: "Tables 3 and 4: shortcut options and deeper ResNets on ImageNet",
+};
+
 fn main() -> Result<()> {
-    let args = Args::parse();
-    run_cli(&args.imagenet, "table3", "Tables 3 and 4: shortcut options and deeper ResNets on ImageNet")
+    run_table(&Args::parse().run, &TABLE3)
 }

@@ -2,50 +2,49 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::plot::{render_fig7, render_imagenet_figures, render_table6_figures};
-use resnet_repro::{experiment, imagenet_experiment};
+use resnet_repro::experiment::summary::write_summary;
+use resnet_repro::experiment::{Runs, Table};
+use resnet_repro::report::{render_fig7, render_store};
 use std::path::PathBuf;
 
-/// Reads the metrics.csv, final.json and eval-*.json files under --runs and writes Figures 1 and 6
-/// (from runs/table6, one pair per dataset and preset) and Figure 4 (from runs/table2), and the
-/// summaries of Tables 2/3/4 and 6, again.
+/// Reads the run store under --runs (configurations, metrics.csv, final.json, eval-*.json) and
+/// writes Figures 1 and 6 (runs/table6, one pair per dataset and preset), Figure 4 and Table 3's
+/// curves (runs/table2, runs/table3), Figure 7 (runs/fig7), and the summaries of Tables 2/3/4 and
+/// 6, again.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The runs folder (with table6/, table2/, table3/ inside).
+    /// The runs folder (with table6/, table2/, table3/, fig7/ inside).
     #[arg(long, default_value = "runs")]
     runs: PathBuf,
     #[arg(long, default_value = "plots")]
     plots: PathBuf,
 }
 
+const TABLES: [(Table, &str); 3] = [
+    (Table::Table6, "Table 6: test error (%) of the CIFAR networks"),
+    (Table::Table2, "Table 2 and Figure 4: plain vs ResNet on ImageNet"),
+    (Table::Table3, "Tables 3 and 4: shortcut options and deeper ResNets on ImageNet"),
+];
+
 fn main() -> Result<()> {
     let args = Args::parse();
-    let mut written = render_table6_figures(&args.runs.join("table6"), &args.plots)?;
-    for table in ["table2", "table3"] {
-        written.extend(render_imagenet_figures(&args.runs.join(table), &args.plots)?);
+    let runs = Runs::new(&args.runs);
+    let mut written = Vec::new();
+    for (table, title) in TABLES {
+        let store = runs.table(table);
+        written.extend(render_store(&store, &args.plots)?);
+        if store.root.is_dir() {
+            write_summary(&store, title)?;
+            println!("wrote {}", store.summary_md().display());
+        }
     }
-    written.extend(render_fig7(&args.runs.join("fig7"), &args.plots)?);
+    written.extend(render_fig7(&runs.responses_csv(), &args.plots)?);
     if written.is_empty() {
         println!("no runs with metrics under {}: nothing to plot", args.runs.display());
     }
     for f in written {
         println!("wrote {}", f.display());
-    }
-    let t6 = args.runs.join("table6");
-    if t6.is_dir() {
-        experiment::write_summary(&t6, &experiment::summarize(&t6)?)?;
-        println!("wrote {}", t6.join("summary.md").display());
-    }
-    for (table, title) in [
-        ("table2", "Table 2 and Figure 4: plain vs ResNet on ImageNet"),
-        ("table3", "Tables 3 and 4: shortcut options and deeper ResNets on ImageNet"),
-    ] {
-        let dir = args.runs.join(table);
-        if dir.is_dir() {
-            imagenet_experiment::write_summary(&dir, title, &imagenet_experiment::summarize(&dir)?)?;
-            println!("wrote {}", dir.join("summary.md").display());
-        }
     }
     Ok(())
 }

@@ -421,3 +421,68 @@ pub fn test_views(
     }
     Ok(views)
 }
+
+/// `[data]` of an image-folder experiment (ImageNet): the subset, the training transform, the
+/// validation images of the curves, and the final test protocols.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderOptions {
+    /// Classes and training images per class to keep (all by default).
+    #[serde(default)]
+    pub subset: Subset,
+    /// Validation images per class to keep (all by default).
+    #[serde(default)]
+    pub val_images_per_class: Option<usize>,
+    #[serde(default)]
+    pub transform: TrainTransform,
+    #[serde(default)]
+    pub geometry: EvalGeometry,
+    /// Validation images (spread over the classes) for the centre-crop error logged during training,
+    /// Figure 4's bold curves; the whole validation folder when absent.
+    #[serde(default)]
+    pub val_images: Option<usize>,
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: usize,
+    /// Protocols of the final evaluation on the whole validation folder.
+    pub final_protocols: Vec<Protocol>,
+    /// Re-estimate the BN statistics over this many training images before the final evaluation.
+    #[serde(default)]
+    pub bn_reestimate_images: Option<usize>,
+}
+
+fn default_eval_batch() -> usize {
+    64
+}
+
+impl FolderOptions {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(!self.final_protocols.is_empty(), "data.final_protocols is empty");
+        ensure!(self.eval_batch_size > 0, "data.eval_batch_size must be positive");
+        let t = &self.transform;
+        ensure!(
+            t.min_side <= t.max_side && t.crop <= t.min_side,
+            "data.transform: need crop <= min_side <= max_side"
+        );
+        Ok(())
+    }
+
+    /// The subset of the validation folder to scan.
+    pub fn val_subset(&self) -> Subset {
+        Subset { classes: self.subset.classes, images_per_class: self.val_images_per_class }
+    }
+}
+
+/// The ImageNet root: `<dir>` with `train/` and `val/`, or `<dir>/imagenet` with them.
+pub fn locate_root(dir: &Path) -> Result<PathBuf> {
+    for root in [dir.to_path_buf(), dir.join("imagenet")] {
+        if root.join("train").is_dir() && root.join("val").is_dir() {
+            return Ok(root);
+        }
+    }
+    anyhow::bail!(
+        "no ImageNet folder at {}: expected {0}/train/<wnid>/*.JPEG and {0}/val/<wnid>/*.JPEG (val sorted into \
+         class folders, as torchvision's ImageFolder wants); pass --data-dir (make: DATA_DIR=) to your \
+         ILSVRC-2012 copy, or make a small sample with `cargo run --release --bin export_imagefolder`",
+        dir.display()
+    )
+}

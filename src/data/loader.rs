@@ -9,9 +9,9 @@ use super::imagenet::{ImageFolder, TrainTransform, decode_rgb};
 use anyhow::{Context, Result, anyhow};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeSet;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tch::{Device, Kind, Tensor};
 
@@ -27,10 +27,36 @@ pub struct LoaderOptions {
     /// Finished batches kept ready.
     pub prefetch: usize,
     pub seed: u64,
-    /// Skip undecodable images (counted, and replaced by the next image of the epoch's order)
-    /// instead of stopping with an error naming the file.
+    /// Skip undecodable images instead of stopping with an error naming the file. A skipped image
+    /// is counted once and its place in the batch taken by the next image of the epoch's order, so
+    /// that image appears twice in that epoch: batches stay full and every other image keeps its
+    /// place, whatever was skipped.
     pub skip_corrupt: bool,
 }
+
+/// Loader settings that do not change results: threads, read-ahead, and whether undecodable
+/// images are skipped.
+#[derive(Debug, Clone)]
+pub struct LoaderSettings {
+    pub threads: usize,
+    pub prefetch: usize,
+    pub skip_corrupt: bool,
+}
+
+impl LoaderSettings {
+    pub fn options(&self, batch_size: usize, seed: u64) -> LoaderOptions {
+        LoaderOptions {
+            batch_size,
+            threads: self.threads,
+            prefetch: self.prefetch,
+            seed,
+            skip_corrupt: self.skip_corrupt,
+        }
+    }
+}
+
+/// The undecodable images met so far (indices into the folder), shared with the producer.
+type BadSet = Arc<Mutex<BTreeSet<usize>>>;
 
 /// One finished batch: HWC float pixels of `batch_size` images, and their labels.
 pub struct HostBatch {
@@ -71,7 +97,7 @@ pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<u32> {
 pub struct TrainLoader {
     rx: Option<Receiver<Result<HostBatch>>>,
     handle: Option<JoinHandle<()>>,
-    skipped: Arc<AtomicU64>,
+    skipped: BadSet,
     pub batches_per_epoch: u64,
 }
 
@@ -81,6 +107,7 @@ impl TrainLoader {
         transform: TrainTransform,
         opts: LoaderOptions,
         start_iteration: u64,
+        known_bad: &[usize],
     ) -> Result<Self> {
         let n = folder.len();
         anyhow::ensure!(
@@ -91,7 +118,7 @@ impl TrainLoader {
         );
         let batches_per_epoch = (n / opts.batch_size) as u64;
         let (tx, rx) = sync_channel(opts.prefetch.max(1));
-        let skipped = Arc::new(AtomicU64::new(0));
+        let skipped: BadSet = Arc::new(Mutex::new(known_bad.iter().copied().collect()));
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.threads.max(1))
             .thread_name(|i| format!("loader-{i}"))
@@ -113,9 +140,10 @@ impl TrainLoader {
         rx.recv().map_err(|_| anyhow!("the loader thread stopped"))?
     }
 
-    /// Distinct undecodable images skipped so far (with `skip_corrupt`).
-    pub fn skipped(&self) -> u64 {
-        self.skipped.load(Ordering::Relaxed)
+    /// The undecodable images skipped so far (with `skip_corrupt`), those known at the start
+    /// included, sorted.
+    pub fn skipped(&self) -> Vec<usize> {
+        self.skipped.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
     }
 }
 
@@ -137,11 +165,10 @@ fn produce(
     start: u64,
     batches_per_epoch: u64,
     pool: rayon::ThreadPool,
-    skipped: Arc<AtomicU64>,
+    bad: BadSet,
     tx: SyncSender<Result<HostBatch>>,
 ) {
     let n = folder.len();
-    let bad = std::sync::Mutex::new(std::collections::HashSet::new());
     let side = transform.crop;
     let per_image = (side * side * 3) as usize;
     let mut order: Option<(u64, Vec<u32>)> = None;
@@ -163,6 +190,10 @@ fn produce(
                     for attempt in 0..n {
                         let index = ord[(position + attempt) % n] as usize;
                         let (path, class) = &folder.samples[index];
+                        if opts.skip_corrupt && bad.lock().unwrap_or_else(|p| p.into_inner()).contains(&index)
+                        {
+                            continue; // known bad (here or before a resume): skipped as it was then
+                        }
                         match decode_rgb(path) {
                             Ok(img) => {
                                 let mut rng =
@@ -177,7 +208,6 @@ fn produce(
                             Err(e) if opts.skip_corrupt => {
                                 // Counted and reported once per file, however many epochs meet it.
                                 if bad.lock().unwrap_or_else(|p| p.into_inner()).insert(index) {
-                                    skipped.fetch_add(1, Ordering::Relaxed);
                                     eprintln!("skipping {e:#}");
                                 }
                             }

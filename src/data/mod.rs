@@ -1,5 +1,7 @@
-//! Datasets: CIFAR-10 and Fashion-MNIST loaders with validation, and the prepared, device-resident
-//! form training uses (float, per-pixel mean subtracted, optional train/val split).
+//! Datasets: the `[data]` choice of an experiment file ([`DataConfig`]: CIFAR-style tensors or an
+//! image folder, each with its options), CIFAR-10 and Fashion-MNIST loaders with validation, the
+//! prepared, device-resident form training uses (float, per-pixel mean subtracted, optional
+//! train/val split), and the ImageNet folder, transforms and streaming loader.
 
 pub mod augment;
 pub mod cifar;
@@ -14,13 +16,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-/// The datasets the CIFAR experiments run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The datasets the experiments run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DatasetName {
     #[serde(rename = "cifar10")]
     Cifar10,
     #[serde(rename = "fashion-mnist")]
     FashionMnist,
+    /// ILSVRC-2012 in the image-folder layout (or any folder laid out like it).
+    #[serde(rename = "imagenet")]
+    ImageNet,
 }
 
 impl fmt::Display for DatasetName {
@@ -28,6 +33,7 @@ impl fmt::Display for DatasetName {
         f.write_str(match self {
             DatasetName::Cifar10 => "cifar10",
             DatasetName::FashionMnist => "fashion-mnist",
+            DatasetName::ImageNet => "imagenet",
         })
     }
 }
@@ -38,17 +44,124 @@ impl std::str::FromStr for DatasetName {
         match s.to_ascii_lowercase().as_str() {
             "cifar10" | "cifar-10" => Ok(DatasetName::Cifar10),
             "fashion-mnist" | "fashion_mnist" | "fashionmnist" => Ok(DatasetName::FashionMnist),
-            _ => anyhow::bail!("unknown dataset {s:?}: expected cifar10 or fashion-mnist"),
+            "imagenet" => Ok(DatasetName::ImageNet),
+            _ => anyhow::bail!("unknown dataset {s:?}: expected cifar10, fashion-mnist or imagenet"),
         }
     }
 }
 
 impl DatasetName {
-    /// (channels, height/width) of the images.
+    /// (channels, height/width) of the images of a tensor dataset (ImageNet's vary: 3 channels,
+    /// the crop's size).
     pub fn shape(self) -> (i64, i64) {
         match self {
             DatasetName::Cifar10 => (3, 32),
             DatasetName::FashionMnist => (1, 28),
+            DatasetName::ImageNet => (3, 224),
+        }
+    }
+
+    /// How people write it: `CIFAR-10`, `Fashion-MNIST`, `ImageNet`.
+    pub fn pretty(self) -> &'static str {
+        match self {
+            DatasetName::Cifar10 => "CIFAR-10",
+            DatasetName::FashionMnist => "Fashion-MNIST",
+            DatasetName::ImageNet => "ImageNet",
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn four() -> i64 {
+    4
+}
+fn thousand() -> usize {
+    1000
+}
+
+/// `[data]` options of a CIFAR-style (tensor) dataset; the defaults are Sec. 4.2's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorOptions {
+    /// Pad-crop-flip augmentation.
+    #[serde(default = "yes")]
+    pub augment: bool,
+    /// Zero padding on each side before the random 32x32 crop.
+    #[serde(default = "four")]
+    pub pad: i64,
+    /// Training images held out as a validation set (5000 for the paper's 45k/5k schedule search).
+    #[serde(default)]
+    pub val_split: usize,
+    /// Evaluate on the first this many test images only (the quick preset); all when absent.
+    #[serde(default)]
+    pub test_subset: Option<usize>,
+    #[serde(default = "thousand")]
+    pub eval_batch_size: usize,
+}
+
+impl Default for TensorOptions {
+    fn default() -> Self {
+        TensorOptions { augment: true, pad: 4, val_split: 0, test_subset: None, eval_batch_size: 1000 }
+    }
+}
+
+/// `[data]` of an experiment file: which dataset, with the options of its family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dataset")]
+pub enum DataConfig {
+    #[serde(rename = "cifar10")]
+    Cifar10(TensorOptions),
+    #[serde(rename = "fashion-mnist")]
+    FashionMnist(TensorOptions),
+    #[serde(rename = "imagenet")]
+    ImageNet(imagenet::FolderOptions),
+}
+
+impl DataConfig {
+    pub fn dataset(&self) -> DatasetName {
+        match self {
+            DataConfig::Cifar10(_) => DatasetName::Cifar10,
+            DataConfig::FashionMnist(_) => DatasetName::FashionMnist,
+            DataConfig::ImageNet(_) => DatasetName::ImageNet,
+        }
+    }
+
+    /// The same options on another tensor dataset (`--dataset fashion-mnist`).
+    pub fn with_dataset(self, name: DatasetName) -> Result<Self> {
+        Ok(match (self, name) {
+            (DataConfig::Cifar10(o) | DataConfig::FashionMnist(o), DatasetName::Cifar10) => {
+                DataConfig::Cifar10(o)
+            }
+            (DataConfig::Cifar10(o) | DataConfig::FashionMnist(o), DatasetName::FashionMnist) => {
+                DataConfig::FashionMnist(o)
+            }
+            (DataConfig::ImageNet(o), DatasetName::ImageNet) => DataConfig::ImageNet(o),
+            (d, n) => anyhow::bail!(
+                "--dataset {n}: the experiment is on {}, and only CIFAR-10 and Fashion-MNIST can stand in for each other",
+                d.dataset()
+            ),
+        })
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            DataConfig::Cifar10(o) | DataConfig::FashionMnist(o) => {
+                ensure!(o.pad >= 0, "data.pad must be >= 0, got {}", o.pad);
+                ensure!(o.eval_batch_size > 0, "data.eval_batch_size must be positive");
+                Ok(())
+            }
+            DataConfig::ImageNet(o) => o.validate(),
+        }
+    }
+
+    /// Whether training measures a validation error (the plateau rule needs one): a CIFAR-style
+    /// split, or an image folder's `val/`.
+    pub fn has_validation(&self) -> bool {
+        match self {
+            DataConfig::Cifar10(o) | DataConfig::FashionMnist(o) => o.val_split > 0,
+            DataConfig::ImageNet(_) => true,
         }
     }
 }
@@ -121,6 +234,7 @@ impl Dataset {
             DatasetName::FashionMnist => {
                 fashion_mnist::load(&opts.data_dir, &opts.fashion_mnist, opts.allow_download)?
             }
+            DatasetName::ImageNet => anyhow::bail!("ImageNet is an image folder, streamed by data::loader"),
         };
         Ok(Dataset { name, train, test, location })
     }
@@ -143,7 +257,9 @@ pub struct Prepared {
 
 fn to_float(images: &Tensor) -> Tensor {
     // NOTE: the paper says only "per-pixel mean subtracted"; pixels are first scaled to [0, 1]. The
-    // first conv is followed by BN, so the scale changes only that layer's effective learning rate.
+    // first conv has no bias and is followed by BN, which undoes any scale of its output: the
+    // forward pass and the first conv's gradients are the same for any input scale (up to BN's
+    // epsilon), so the scaling changes nothing, learning rates included.
     images.to_kind(Kind::Float) / 255.0
 }
 

@@ -16,7 +16,7 @@ pub type MultAdds = u64;
 pub type Hw = (i64, i64);
 
 /// The shortcut options of Sec. 3.3 / 4.1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub enum Shortcut {
     /// Identity; where dimensions increase, subsample spatially and zero-pad the new channels.
     /// No parameters.

@@ -19,8 +19,17 @@ pub use cifar::CifarNet;
 pub use imagenet::ImageNetNet;
 pub use net::{ResNet, count_parameters, save_weights};
 
-/// Any network of the project.
+/// The deliberate choices of the init the paper leaves open, said beside every result table.
+pub const INIT_NOTES: [&str; 2] = [
+    "convs are He-normal with n = k²·c_in (fan-in: Caffe's msra, as in the authors' release), where \
+     fb.resnet.torch and torchvision use n = k²·c_out (fan-out)",
+    "the fc layer's initialisation, which the paper does not give, is PyTorch's default",
+];
+
+/// Any network of the project; in a run's `config.toml` as `[net]` with `family = "cifar"` or
+/// `"imagenet"`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "family", rename_all = "lowercase")]
 pub enum NetSpec {
     Cifar(CifarNet),
     ImageNet(ImageNetNet),
@@ -48,10 +57,72 @@ impl NetSpec {
         }
     }
 
+    pub fn shortcut(&self) -> Shortcut {
+        match self {
+            NetSpec::Cifar(c) => c.shortcut,
+            NetSpec::ImageNet(c) => c.shortcut,
+        }
+    }
+
+    /// The shortcut option where the network's name shows it: every ImageNet ResNet
+    /// (`resnet34-A`), CIFAR ResNets with options B and C (`resnet20-B`).
+    pub fn named_option(&self) -> Option<Shortcut> {
+        match self {
+            NetSpec::ImageNet(n) if n.residual => Some(n.shortcut),
+            NetSpec::Cifar(n) if n.residual && n.shortcut != Shortcut::A => Some(n.shortcut),
+            _ => None,
+        }
+    }
+
+    /// `plain-20`, `ResNet-20`, `ResNet-34 B`, `ResNet-50 B v1.5`: as the paper's tables name them.
+    pub fn label(&self) -> String {
+        let kind = if self.residual() { "ResNet" } else { "plain" };
+        let mut label = format!("{kind}-{}", self.depth());
+        if let Some(option) = self.named_option() {
+            label.push_str(&format!(" {option}"));
+        }
+        if let NetSpec::ImageNet(n) = self
+            && n.is_bottleneck()
+            && n.bottleneck_stride == BottleneckStride::Conv3x3
+        {
+            label.push_str(" v1.5");
+        }
+        label
+    }
+
+    /// The paper's row order: plain before residual, by depth, then by shortcut option.
+    pub fn order_key(&self) -> (bool, usize, Shortcut, String) {
+        (self.residual(), self.depth(), self.shortcut(), self.name())
+    }
+
+    /// An error naming the value if the configuration is impossible (a depth not 6n+2, ...).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match self {
+            NetSpec::Cifar(c) => c.validate(),
+            NetSpec::ImageNet(c) => c.validate(),
+        }
+    }
+
     pub fn build(&self, p: &tch::nn::Path) -> anyhow::Result<ResNet> {
         match self {
             NetSpec::Cifar(c) => c.build(p),
             NetSpec::ImageNet(c) => c.build(p),
         }
     }
+}
+
+/// Builds `spec` on `device` in the memory layout `format` and loads `weights` (safetensors with
+/// torchvision's names: ours, or torchvision's own): the one place a saved network comes back.
+pub fn load_net(
+    spec: &NetSpec,
+    weights: &std::path::Path,
+    device: tch::Device,
+    format: crate::shim::MemoryFormat,
+) -> anyhow::Result<(tch::nn::VarStore, ResNet)> {
+    use anyhow::Context;
+    let mut vs = tch::nn::VarStore::new(device);
+    let net = spec.build(&vs.root())?;
+    crate::shim::set_memory_format(&vs, format)?;
+    vs.load(weights).with_context(|| format!("loading {} into {}", weights.display(), spec.name()))?;
+    Ok((vs, net))
 }

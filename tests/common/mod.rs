@@ -170,3 +170,72 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A run of the store in `out`: the resolved config of `net` on `dataset` (Table 6's recipe, or a
+/// quick one), `metrics.csv` with error curves falling to `final_err`, and `final.json` unless
+/// `finished` is false. Returns its folder.
+pub fn fixture_run(
+    out: &Path,
+    dataset: resnet_repro::data::DatasetName,
+    preset: resnet_repro::experiment::Preset,
+    net: resnet_repro::models::NetSpec,
+    seed: u64,
+    final_err: f64,
+    finished: bool,
+) -> resnet_repro::experiment::RunDir {
+    use resnet_repro::data::{DataConfig, DatasetName, TensorOptions};
+    use resnet_repro::experiment::{Experiment, FinalRecord, RunConfig, Store};
+    use resnet_repro::train::metrics::{MetricsRow, MetricsWriter};
+    let table6 = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/table6_cifar10.toml");
+    let train = Experiment::from_file(&table6).unwrap().train;
+    let data = match dataset {
+        DatasetName::FashionMnist => DataConfig::FashionMnist(TensorOptions::default()),
+        _ => DataConfig::Cifar10(TensorOptions::default()),
+    };
+    let cfg = RunConfig { experiment: "t".into(), preset, seed, net, train, data };
+    let dir = Store::new(out).run(&cfg);
+    dir.claim(&cfg).unwrap();
+    let mut w = MetricsWriter::create(&dir.files().metrics).unwrap();
+    for k in 1..=64u64 {
+        let it = k * 1000;
+        let decay = (-(k as f64) / 12.0).exp();
+        w.append(&MetricsRow {
+            iteration: it,
+            epoch: it as f64 * 128.0 / 50_000.0,
+            lr: 0.1,
+            train_loss: 2.0 * decay,
+            train_error: (final_err - 3.0).max(0.5) + 60.0 * decay,
+            val_error: None,
+            val_top5_error: None,
+            test_error: (k % 4 == 0).then_some(final_err + 60.0 * decay),
+            skipped_images: 0,
+            seconds: k as f64,
+        })
+        .unwrap();
+    }
+    if finished {
+        let record = FinalRecord {
+            net: cfg.net.name(),
+            depth: cfg.net.depth(),
+            residual: cfg.net.residual(),
+            dataset,
+            preset,
+            seed,
+            iterations: 64_000,
+            test_error: Some(final_err),
+            test_images: 10_000,
+            val_error: None,
+            val_top5_error: None,
+            skipped_images: 0,
+            train_error: final_err - 3.0,
+            seconds: 1234.0,
+            device: "cuda:0".into(),
+            torch: "2.11.0+cu130".into(),
+            commit: "abc1234".into(),
+            warmup_ended_at: None,
+            finished: "2026-11-27T00:00:00Z".into(),
+        };
+        dir.write_final(&record).unwrap();
+    }
+    dir
+}

@@ -1,7 +1,5 @@
-//! What training records: `metrics.csv` rows (flushed as they are written) and the `final.json` of a
-//! finished run.
+//! What training records as it goes: `metrics.csv` rows, flushed as they are written.
 
-use crate::fsutil::write_atomic;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -87,47 +85,5 @@ impl MetricsWriter {
         self.w.serialize(row)?;
         self.w.flush()?;
         Ok(())
-    }
-}
-
-/// `final.json`: a finished run, written last (its presence marks the run as done).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FinalRecord {
-    pub net: String,
-    pub depth: usize,
-    pub residual: bool,
-    pub dataset: String,
-    pub preset: String,
-    pub seed: u64,
-    pub iterations: u64,
-    /// Test error (%) of the final weights (no model selection); CIFAR.
-    pub test_error: Option<f64>,
-    /// Images the test (or, without a test set, validation) error is over.
-    pub test_images: usize,
-    pub val_error: Option<f64>,
-    #[serde(default)]
-    pub val_top5_error: Option<f64>,
-    #[serde(default)]
-    pub skipped_images: u64,
-    /// Training error (%) over the last logging window.
-    pub train_error: f64,
-    pub seconds: f64,
-    pub device: String,
-    pub torch: String,
-    pub commit: String,
-    /// Where the warm-up ended, if the run had one.
-    pub warmup_ended_at: Option<u64>,
-    pub finished: String,
-}
-
-impl FinalRecord {
-    pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-    }
-
-    /// Written to a temporary file and renamed, so that it is either complete or absent.
-    pub fn write(&self, path: &Path) -> Result<()> {
-        write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes())
     }
 }

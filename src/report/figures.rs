@@ -1,12 +1,12 @@
-//! Figures 1 and 6 as PNGs, rendered from the runs' `metrics.csv` files alone (no training state).
-//! The font is embedded (DejaVu Sans), so no system fonts are needed.
+//! Every figure as a PNG, rendered from the run store alone (configurations and `metrics.csv`,
+//! no training state): Figures 1 and 6 (CIFAR), 4 and Table 3's curves (ImageNet), 7 (layer
+//! responses). The font is embedded (DejaVu Sans), so no system fonts are needed.
 
-use crate::config::{Preset, RunConfig, parse_group};
-use crate::fsutil::subdirs;
-use crate::imagenet_experiment::ImageNetRunConfig;
-use crate::metrics::{MetricsRow, read_metrics};
-use crate::models::NetSpec;
-use crate::responses::{FIG7_NETS, ResponseRow, read_responses};
+use crate::data::DatasetName;
+use crate::eval::responses::{ResponseRow, fig7_position, read_responses};
+use crate::experiment::{Group, Store, StoredRun};
+use crate::models::{NetSpec, Shortcut};
+use crate::train::metrics::MetricsRow;
 use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -16,6 +16,7 @@ use std::sync::Once;
 /// One network's curves (its lowest seed).
 #[derive(Debug, Clone)]
 pub struct Curve {
+    pub net: NetSpec,
     pub name: String,
     pub depth: usize,
     pub residual: bool,
@@ -32,41 +33,23 @@ fn register_fonts() {
     });
 }
 
-/// The curves of every network of a run group (`runs/table6/<group>`), one seed each (the lowest
-/// with a metrics file), plain nets first, by depth.
-pub fn load_group(group_dir: &Path) -> Result<Vec<Curve>> {
-    let mut curves = Vec::new();
-    for net_dir in subdirs(group_dir)? {
-        let mut seeds: Vec<(u64, PathBuf)> = subdirs(&net_dir)?
-            .into_iter()
-            .filter(|d| d.join("metrics.csv").is_file() && d.join("config.toml").is_file())
-            .filter_map(|d| {
-                let s = d.file_name()?.to_str()?.strip_prefix("seed")?.parse().ok()?;
-                Some((s, d))
-            })
-            .collect();
-        seeds.sort();
-        let Some((seed, dir)) = seeds.into_iter().next() else { continue };
-        let net = run_net(&dir.join("config.toml"))?;
-        let rows = read_metrics(&dir.join("metrics.csv"))?;
+/// The curves of a group's networks (`runs` sorted as the store walks them), one seed each (the
+/// lowest with metrics rows), plain nets first, by depth.
+pub fn curves(runs: &[StoredRun]) -> Result<Vec<Curve>> {
+    let mut curves: Vec<Curve> = Vec::new();
+    for run in runs {
+        let net = &run.config.net;
+        if curves.iter().any(|c| &c.net == net) {
+            continue;
+        }
+        let rows = run.dir.metrics()?;
         if rows.is_empty() {
             continue;
         }
-        curves.push(Curve { name: net.name(), depth: net.depth(), residual: net.residual(), seed, rows });
+        let (name, depth, residual) = (net.name(), net.depth(), net.residual());
+        curves.push(Curve { net: net.clone(), name, depth, residual, seed: run.config.seed, rows });
     }
-    curves.sort_by(|a, b| (a.residual, a.depth, &a.name).cmp(&(b.residual, b.depth, &b.name)));
     Ok(curves)
-}
-
-/// The network of a run folder's `config.toml`, CIFAR's or ImageNet's.
-fn run_net(config: &Path) -> Result<NetSpec> {
-    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    if let Ok(c) = toml::from_str::<RunConfig>(&text) {
-        return Ok(NetSpec::Cifar(c.net));
-    }
-    let c: ImageNetRunConfig =
-        toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
-    Ok(NetSpec::ImageNet(c.net))
 }
 
 /// A colour per depth, the same in every panel (Okabe-Ito, readable with colour blindness).
@@ -89,16 +72,11 @@ pub fn color(depth: usize) -> RGBColor {
     }
 }
 
-/// The shortcut option of an ImageNet run's name (`resnet34-B`), if any.
-fn shortcut_of(c: &Curve) -> Option<&str> {
-    c.name.rsplit_once('-').map(|(_, o)| o).filter(|o| matches!(*o, "A" | "B" | "C"))
-}
-
 /// A curve's colour: by depth, and for ResNet-34 with options B and C (Table 3) their own.
 fn curve_color(c: &Curve) -> RGBColor {
-    match (c.depth, shortcut_of(c)) {
-        (34, Some("B")) => RGBColor(86, 180, 233),
-        (34, Some("C")) => RGBColor(0, 158, 115),
+    match (c.depth, c.net.named_option()) {
+        (34, Some(Shortcut::B)) => RGBColor(86, 180, 233),
+        (34, Some(Shortcut::C)) => RGBColor(0, 158, 115),
         (d, _) => color(d),
     }
 }
@@ -211,18 +189,11 @@ where
     };
     for c in curves {
         let col = curve_color(c);
-        // The shortcut option only where it tells two curves of one depth apart.
-        let option = shortcut_of(c).filter(|_| curves.iter().filter(|o| o.depth == c.depth).count() > 1);
         for l in lines {
             let pts = clip(points(c, l.series));
             if pts.is_empty() {
                 continue;
             }
-            let kind = if c.residual { "ResNet" } else { "plain" };
-            let label = match option {
-                Some(o) => format!("{kind}-{} {o}", c.depth),
-                None => format!("{kind}-{}", c.depth),
-            };
             if l.dashed {
                 chart
                     .draw_series(DashedLineSeries::new(pts, 6, 4, col.stroke_width(l.width)))
@@ -230,7 +201,7 @@ where
             } else {
                 let anno = chart.draw_series(LineSeries::new(pts, col.stroke_width(l.width))).map_err(err)?;
                 if l.legend {
-                    anno.label(label)
+                    anno.label(legend_label(c, curves))
                         .legend(move |(x, y)| PathElement::new([(x, y), (x + 22, y)], col.stroke_width(3)));
                 }
             }
@@ -248,19 +219,26 @@ where
     Ok(())
 }
 
-fn dataset_label(group: &str) -> String {
-    match parse_group(group) {
-        Ok((ds, Preset::Full)) => pretty(ds).to_string(),
-        Ok((ds, Preset::Quick)) => format!("{}, quick preset: not a reproduction", pretty(ds)),
-        Err(_) => group.to_string(),
+/// `plain-34`, `ResNet-34 B`: the shortcut option only where it tells two curves of one depth apart.
+fn legend_label(c: &Curve, curves: &[&Curve]) -> String {
+    let kind = if c.residual { "ResNet" } else { "plain" };
+    let option = c.net.named_option().filter(|_| curves.iter().filter(|o| o.depth == c.depth).count() > 1);
+    match option {
+        Some(o) => format!("{kind}-{} {o}", c.depth),
+        None => format!("{kind}-{}", c.depth),
     }
 }
 
-fn pretty(ds: crate::data::DatasetName) -> &'static str {
-    match ds {
-        crate::data::DatasetName::Cifar10 => "CIFAR-10",
-        crate::data::DatasetName::FashionMnist => "Fashion-MNIST",
-    }
+type Canvas<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// A white PNG canvas of `size` with `title` in bold across the top: (the whole, the area below).
+fn canvas<'a>(path: &'a Path, size: (u32, u32), title: &str) -> Result<(Canvas<'a>, Canvas<'a>)> {
+    register_fonts();
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let (top, body) = root.split_vertically(44);
+    top.titled(title, ("sans-serif", 24).into_font().style(FontStyle::Bold)).map_err(|e| anyhow!("{e:?}"))?;
+    Ok((root, body))
 }
 
 fn x_max(curves: &[&Curve]) -> f64 {
@@ -269,18 +247,11 @@ fn x_max(curves: &[&Curve]) -> f64 {
 }
 
 /// Figure 1: plain-20 vs plain-56, training error (left) and test error (right).
-pub fn figure1(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
-    register_fonts();
+pub fn figure1(curves: &[Curve], group: Group, path: &Path) -> Result<()> {
     let sel: Vec<&Curve> =
         curves.iter().filter(|c| !c.residual && (c.depth == 20 || c.depth == 56)).collect();
-    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
-    let (top, body) = root.split_vertically(44);
-    top.titled(
-        &format!("Figure 1 ({}): plain-20 vs plain-56", dataset_label(group)),
-        ("sans-serif", 24).into_font().style(FontStyle::Bold),
-    )
-    .map_err(|e| anyhow!("{e:?}"))?;
+    let (root, body) =
+        canvas(path, (1400, 560), &format!("Figure 1 ({}): plain-20 vs plain-56", group.describe()))?;
     let panels = body.split_evenly((1, 2));
     let (xm, ym) = (x_max(&sel), y_max(&sel));
     panel(&panels[0], "training error", &sel, &[line(Series::Train, false, 2, true)], xm, ym)?;
@@ -291,21 +262,17 @@ pub fn figure1(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
 
 /// Figure 6: plain nets (left), ResNets (middle), ResNet-110 vs 1202 (right); dashed training
 /// error, bold test error.
-pub fn figure6(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
-    register_fonts();
+pub fn figure6(curves: &[Curve], group: Group, path: &Path) -> Result<()> {
     // As in the paper, plain-110 (above 60% error) is left off the chart.
     let plain: Vec<&Curve> = curves.iter().filter(|c| !c.residual && c.depth <= 56).collect();
     let res: Vec<&Curve> = curves.iter().filter(|c| c.residual && c.depth <= 110).collect();
     let deep: Vec<&Curve> =
         curves.iter().filter(|c| c.residual && (c.depth == 110 || c.depth == 1202)).collect();
-    let root = BitMapBackend::new(path, (1800, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
-    let (top, body) = root.split_vertically(44);
-    top.titled(
-        &format!("Figure 6 ({}): dashed training error, bold test error", dataset_label(group)),
-        ("sans-serif", 24).into_font().style(FontStyle::Bold),
-    )
-    .map_err(|e| anyhow!("{e:?}"))?;
+    let (root, body) = canvas(
+        path,
+        (1800, 560),
+        &format!("Figure 6 ({}): dashed training error, bold test error", group.describe()),
+    )?;
     let panels = body.split_evenly((1, 3));
     let all: Vec<&Curve> = curves.iter().collect();
     let xm = x_max(&all);
@@ -317,32 +284,9 @@ pub fn figure6(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Renders Figures 1 and 6 for every run group under `runs_dir` (`runs/table6`) into `plots_dir`,
-/// as `fig1_<group>.png` and `fig6_<group>.png`. Returns the files written.
-pub fn render_table6_figures(runs_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    for group_dir in subdirs(runs_dir)? {
-        let group = group_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        if parse_group(&group).is_err() {
-            continue;
-        }
-        let curves = load_group(&group_dir)?;
-        if curves.is_empty() {
-            continue;
-        }
-        std::fs::create_dir_all(plots_dir).with_context(|| format!("creating {}", plots_dir.display()))?;
-        let f1 = plots_dir.join(format!("fig1_{group}.png"));
-        figure1(&curves, &group, &f1)?;
-        let f6 = plots_dir.join(format!("fig6_{group}.png"));
-        figure6(&curves, &group, &f6)?;
-        written.extend([f1, f6]);
-    }
-    Ok(written)
-}
-
 /// Figure 4: ImageNet training (thin) and centre-crop validation (bold) error, plain-18/34 (left)
 /// and ResNet-18/34 (right).
-pub fn figure4(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
+pub fn figure4(curves: &[Curve], group: Group, path: &Path) -> Result<()> {
     let pick = |residual: bool| -> Vec<&Curve> {
         curves.iter().filter(|c| c.residual == residual && (c.depth == 18 || c.depth == 34)).collect()
     };
@@ -351,7 +295,7 @@ pub fn figure4(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
 
 /// The training curves of Table 3's networks (the paper has no figure for them): ResNet-34 with
 /// options A, B and C (left), the bottleneck ResNets 50/101/152 (right).
-pub fn table3_curves(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
+pub fn table3_curves(curves: &[Curve], group: Group, path: &Path) -> Result<()> {
     let pick = |deep: bool| -> Vec<&Curve> {
         curves.iter().filter(|c| c.residual && (c.depth >= 50) == deep).collect()
     };
@@ -364,20 +308,15 @@ pub fn table3_curves(curves: &[Curve], group: &str, path: &Path) -> Result<()> {
 fn imagenet_panels(
     what: &str,
     all: &[Curve],
-    group: &str,
+    group: Group,
     panels: [(&str, Vec<&Curve>); 2],
     path: &Path,
 ) -> Result<()> {
-    register_fonts();
-    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
-    let (top, body) = root.split_vertically(44);
-    let data = if group == "imagenet" { "ImageNet" } else { "ImageNet, quick preset: not a reproduction" };
-    top.titled(
-        &format!("{what} ({data}): thin training error, bold validation error (centre crop)"),
-        ("sans-serif", 24).into_font().style(FontStyle::Bold),
-    )
-    .map_err(|e| anyhow!("{e:?}"))?;
+    let (root, body) = canvas(
+        path,
+        (1400, 560),
+        &format!("{what} ({}): thin training error, bold validation error (centre crop)", group.describe()),
+    )?;
     let areas = body.split_evenly((1, 2));
     let all: Vec<&Curve> = all.iter().collect();
     let (xm, ym) = (x_max(&all), data_max(&all));
@@ -391,36 +330,35 @@ fn imagenet_panels(
 
 /// Figure 4's networks: plain-18/34 and ResNet-18/34 with option A.
 fn in_figure4(c: &Curve) -> bool {
-    (c.depth == 18 || c.depth == 34) && (!c.residual || c.name.ends_with("-A"))
+    (c.depth == 18 || c.depth == 34) && (!c.residual || c.net.shortcut() == Shortcut::A)
 }
 
-/// Renders the ImageNet figures for every run group under `runs_dir` (`runs/table2` or
-/// `runs/table3`) into `plots_dir`: Figure 4 (`fig4_<group>.png`) for groups with plain and
-/// residual 18/34 nets, and `table3_curves_<group>.png` for groups with Table 3's networks.
-/// Returns the files written.
-pub fn render_imagenet_figures(runs_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
+/// Renders the figures of every group of a table's runs into `plots_dir`, as the group's data
+/// calls for: Figures 1 and 6 (`fig1_<group>.png`, `fig6_<group>.png`) for CIFAR-style data;
+/// Figure 4 (`fig4_<group>.png`, with plain and residual 18/34 nets) and Table 3's curves
+/// (`table3_curves_<group>.png`, with Table 3's networks) for ImageNet. Returns the files written.
+pub fn render_store(store: &Store, plots_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    for group_dir in subdirs(runs_dir)? {
-        let group = group_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        if !group.starts_with("imagenet") {
-            continue;
-        }
-        let curves = load_group(&group_dir)?;
-        let has_plain = curves.iter().any(|c| !c.residual);
-        let table3 = curves.iter().any(|c| !in_figure4(c));
-        if !has_plain && !table3 {
+    for (group, runs) in store.groups()? {
+        let curves = curves(&runs)?;
+        if curves.is_empty() {
             continue;
         }
         std::fs::create_dir_all(plots_dir).with_context(|| format!("creating {}", plots_dir.display()))?;
-        if has_plain {
-            let f = plots_dir.join(format!("fig4_{group}.png"));
-            figure4(&curves, &group, &f)?;
-            written.push(f);
+        let file = |fig: &str| plots_dir.join(format!("{fig}_{group}.png"));
+        if group.dataset != DatasetName::ImageNet {
+            figure1(&curves, group, &file("fig1"))?;
+            figure6(&curves, group, &file("fig6"))?;
+            written.extend([file("fig1"), file("fig6")]);
+            continue;
         }
-        if table3 {
-            let f = plots_dir.join(format!("table3_curves_{group}.png"));
-            table3_curves(&curves, &group, &f)?;
-            written.push(f);
+        if curves.iter().any(|c| !c.residual) {
+            figure4(&curves, group, &file("fig4"))?;
+            written.push(file("fig4"));
+        }
+        if curves.iter().any(|c| !in_figure4(c)) {
+            table3_curves(&curves, group, &file("table3_curves"))?;
+            written.push(file("table3_curves"));
         }
     }
     Ok(written)
@@ -428,24 +366,20 @@ pub fn render_imagenet_figures(runs_dir: &Path, plots_dir: &Path) -> Result<Vec<
 
 /// Figure 7: the standard deviation of each 3x3 layer's response, in the networks' order (top) and
 /// sorted in descending order (bottom); plain nets dashed, ResNets solid, a colour per depth.
-pub fn figure7(rows: &[ResponseRow], group: &str, path: &Path) -> Result<()> {
-    register_fonts();
+pub fn figure7(rows: &[ResponseRow], group: Group, path: &Path) -> Result<()> {
     let mut nets: Vec<(String, usize, bool, Vec<f64>)> = Vec::new();
-    for r in rows.iter().filter(|r| r.group == group) {
+    for r in rows.iter().filter(|r| r.group == group.to_string()) {
         match nets.iter_mut().find(|n| n.0 == r.net) {
             Some(n) => n.3.push(r.std),
             None => nets.push((r.net.clone(), r.depth, r.residual, vec![r.std])),
         }
     }
-    nets.sort_by_key(|n| FIG7_NETS.iter().position(|x| *x == n.0));
-    let root = BitMapBackend::new(path, (1100, 900)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
-    let (top, body) = root.split_vertically(44);
-    top.titled(
-        &format!("Figure 7 ({}): std of the 3x3 layers' responses", dataset_label(group)),
-        ("sans-serif", 24).into_font().style(FontStyle::Bold),
-    )
-    .map_err(|e| anyhow!("{e:?}"))?;
+    nets.sort_by_key(|n| fig7_position(n.2, n.1));
+    let (root, body) = canvas(
+        path,
+        (1100, 900),
+        &format!("Figure 7 ({}): std of the 3x3 layers' responses", group.describe()),
+    )?;
     let panels = body.split_evenly((2, 1));
     let x_max = nets.iter().map(|n| n.3.len()).max().unwrap_or(1) as f64 + 1.0;
     let y_max = nets.iter().flat_map(|n| n.3.iter().copied()).fold(0f64, f64::max).max(1e-6) * 1.1;
@@ -507,9 +441,9 @@ pub fn figure7(rows: &[ResponseRow], group: &str, path: &Path) -> Result<()> {
 
 /// Renders Figure 7 for every group of `<fig7_dir>/responses.csv` into `plots_dir`, as
 /// `fig7_<group>.png`. Returns the files written.
-pub fn render_fig7(fig7_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
-    let rows = read_responses(&fig7_dir.join("responses.csv"))?;
-    let mut groups: Vec<&str> = rows.iter().map(|r| r.group.as_str()).collect();
+pub fn render_fig7(responses_csv: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
+    let rows = read_responses(responses_csv)?;
+    let mut groups: Vec<Group> = rows.iter().filter_map(|r| r.group.parse().ok()).collect();
     groups.sort();
     groups.dedup();
     let mut written = Vec::new();

@@ -1,7 +1,9 @@
-//! The learning-rate schedule of Sec. 4.2: a base rate divided by 10 at fixed iterations, with the
-//! warm-up the paper uses for ResNet-110 and 1202 (a small rate until the training error falls below
-//! 80%, then back to the base rate and the normal schedule).
+//! The learning-rate policy: the step schedule of Sec. 4.2 (a base rate divided by 10 at fixed
+//! iterations), the warm-up the paper uses for ResNet-110 and 1202 (a small rate until the training
+//! error falls below 80%, then back to the base rate and the normal schedule), and the plateau rule
+//! of Sec. 3.4. [`LrPolicy`] ties them together for the trainer; its state is saved with checkpoints.
 
+use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 
 /// The warm-up of Sec. 4.2: "we use 0.01 to warm up the training until the training error is below
@@ -14,8 +16,23 @@ pub struct Warmup {
     pub until_train_error_below: f64,
     /// How often (iterations) the error of the mini-batches since the last check is looked at.
     pub check_every: u64,
-    /// The warm-up ends here at the latest, whatever the error (a cap the paper does not need).
+    /// NOTE: a deviation. The warm-up ends here at the latest, whatever the error: a cap the paper
+    /// does not have (its warm-up ends by the error alone, "about 400 iterations"), so that a net
+    /// that never gets below the threshold still trains.
     pub max_iterations: u64,
+}
+
+impl Warmup {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.lr > 0.0, "warmup.lr must be positive, got {}", self.lr);
+        ensure!(self.check_every > 0, "warmup.check_every must be positive");
+        ensure!(
+            (0.0..=100.0).contains(&self.until_train_error_below),
+            "warmup.until_train_error_below is a percentage, got {}",
+            self.until_train_error_below
+        );
+        Ok(())
+    }
 }
 
 impl Default for Warmup {
@@ -25,8 +42,9 @@ impl Default for Warmup {
 }
 
 /// "Divided by 10 when the error plateaus" (Sec. 3.4), made precise: after `patience` evaluations
-/// in a row without the (validation, else test) error improving by `min_improvement` points, the
-/// rate is multiplied by the schedule's decay, at most `max_decays` times.
+/// in a row without the validation error improving by `min_improvement` points, the rate is
+/// multiplied by the schedule's decay, at most `max_decays` times. Never the test error: an
+/// experiment with a plateau rule and no validation set is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Plateau {
@@ -128,5 +146,75 @@ impl WarmupState {
             *self = WarmupState::Done { at: iteration, capped: true };
         }
         !self.is_active()
+    }
+}
+
+/// Where the policy stands: saved with checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PolicyState {
+    pub warmup: WarmupState,
+    #[serde(default)]
+    pub plateau: PlateauState,
+}
+
+/// The rate of every update, from the schedule, the warm-up's and the plateau rule's state.
+#[derive(Debug, Clone)]
+pub struct LrPolicy {
+    schedule: Schedule,
+    plateau: Option<Plateau>,
+}
+
+impl LrPolicy {
+    pub fn new(schedule: Schedule, plateau: Option<Plateau>) -> Self {
+        LrPolicy { schedule, plateau }
+    }
+
+    pub fn start(&self) -> PolicyState {
+        PolicyState {
+            warmup: WarmupState::start(self.schedule.warmup.as_ref()),
+            plateau: PlateauState::default(),
+        }
+    }
+
+    /// The rate of the update that follows `iteration` completed updates.
+    pub fn lr(&self, iteration: u64, s: &PolicyState) -> f64 {
+        self.schedule.lr_at(iteration, s.warmup.is_active(), &s.plateau)
+    }
+
+    /// Whether the warm-up wants the training error of the updates since its last check now.
+    pub fn warmup_check_due(&self, iteration: u64, s: &PolicyState) -> bool {
+        matches!(&self.schedule.warmup, Some(w) if s.warmup.is_active() && iteration.is_multiple_of(w.check_every))
+    }
+
+    /// Feeds the warm-up that error; says how it ended if it ended now.
+    pub fn warmup_check(&self, iteration: u64, window_error: f64, s: &mut PolicyState) -> Option<String> {
+        let w = self.schedule.warmup.as_ref()?;
+        if !s.warmup.update(w, iteration, window_error) {
+            return None;
+        }
+        let how = if matches!(s.warmup, WarmupState::Done { capped: true, .. }) {
+            format!("capped at {} iterations, training error still {window_error:.1}%", w.max_iterations)
+        } else {
+            format!("training error {window_error:.1}% < {}%", w.until_train_error_below)
+        };
+        Some(format!("warm-up ended at iteration {iteration} ({how}); lr back to {}", self.schedule.lr))
+    }
+
+    /// Feeds the plateau rule a validation error; says so if the rate is divided now.
+    pub fn plateau_check(&self, iteration: u64, val_error: f64, s: &mut PolicyState) -> Option<String> {
+        let p = self.plateau.as_ref()?;
+        let before = self.lr(iteration, s);
+        s.plateau.update(p, val_error).then(|| {
+            let after = self.lr(iteration, s);
+            format!("validation error plateaued at {val_error:.2}%; lr {before} -> {after} at iteration {iteration}")
+        })
+    }
+
+    /// Where the warm-up ended, if the run had one and it is over.
+    pub fn warmup_ended_at(s: &PolicyState) -> Option<u64> {
+        match s.warmup {
+            WarmupState::Done { at, .. } => Some(at),
+            _ => None,
+        }
     }
 }

@@ -1,8 +1,12 @@
-//! ImageNet evaluation: the centre-crop, 10-crop and multi-scale protocols over an image folder,
-//! top-1/top-5 error, and the re-estimation of BN statistics over training batches that the
-//! paper's authors used for testing.
+//! The test protocols: the error over tensors (CIFAR), the centre-crop, 10-crop and multi-scale
+//! protocols over an image folder with top-1/top-5 error (ImageNet), and the re-estimation of BN
+//! statistics over training batches that the paper's authors used for testing.
 
-use crate::data::imagenet::{EvalGeometry, ImageFolder, Normalize, Protocol, View, decode_rgb, test_views};
+use crate::data::imagenet::{
+    EvalGeometry, FolderOptions, ImageFolder, Normalize, Protocol, TrainTransform, View, decode_rgb,
+    test_views,
+};
+use crate::data::loader::{LoaderOptions, TrainLoader};
 use crate::models::ResNet;
 use crate::shim::{MemoryFormat, contiguous};
 use anyhow::{Context, Result, ensure};
@@ -10,7 +14,24 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
+use std::sync::Arc;
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
+
+/// Error (%) of `net` in eval mode over `(x, y)`, in batches of `batch`.
+pub fn error_rate(net: &ResNet, x: &Tensor, y: &Tensor, batch: usize, format: MemoryFormat) -> Result<f64> {
+    let _guard = tch::no_grad_guard();
+    let n = y.size()[0];
+    let mut wrong = Tensor::zeros([], (Kind::Int64, y.device()));
+    let mut start = 0;
+    while start < n {
+        let len = (batch as i64).min(n - start);
+        let xb = contiguous(&x.narrow(0, start, len), format)?;
+        let pred = net.forward_t(&xb, false).argmax(1, false);
+        wrong += pred.ne_tensor(&y.narrow(0, start, len)).sum(Kind::Int64);
+        start += len;
+    }
+    Ok(100.0 * wrong.int64_value(&[]) as f64 / n as f64)
+}
 
 /// Misclassified counts for top-1 and top-5 of `probs` (N x classes) against `labels` (N).
 /// With fewer than 5 classes, top-5 counts every image as right.
@@ -52,6 +73,28 @@ pub struct EvalOptions {
     pub progress: bool,
 }
 
+impl EvalOptions {
+    /// A protocol over an experiment's image folder, with its geometry, normalisation and batch.
+    pub fn for_folder(
+        o: &FolderOptions,
+        protocol: Protocol,
+        threads: usize,
+        device: Device,
+        format: MemoryFormat,
+    ) -> Self {
+        EvalOptions {
+            protocol,
+            geometry: o.geometry.clone(),
+            normalize: o.transform.normalize,
+            batch: o.eval_batch_size,
+            threads,
+            device,
+            format,
+            progress: false,
+        }
+    }
+}
+
 fn views_to_tensor(views: &[View], device: Device) -> Tensor {
     let (w, h) = (i64::from(views[0].width), i64::from(views[0].height));
     let mut data = Vec::with_capacity(views.len() * views[0].data.len());
@@ -82,67 +125,15 @@ pub fn evaluate_folder(
     let pool =
         rayon::ThreadPoolBuilder::new().num_threads(o.threads.max(1)).build().context("starting threads")?;
     let _guard = tch::no_grad_guard();
-    let bar = if o.progress && std::io::stderr().is_terminal() {
-        let b = ProgressBar::new(indices.len() as u64);
-        b.set_style(
-            ProgressStyle::with_template("{msg} [{bar:25}] {pos}/{len} images, {per_sec}, ETA {eta}")
-                .unwrap(),
-        );
-        b.set_message(format!("evaluating ({})", o.protocol));
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(o, indices.len());
     let (mut wrong1, mut wrong5, mut views_per_image) = (0i64, 0i64, 0usize);
     // Per-image views are decoded on the pool, a chunk at a time; the forward passes batch them.
     let chunk = if o.protocol == Protocol::MultiScale { o.threads.max(1) * 2 } else { o.batch.max(1) };
     for part in indices.chunks(chunk) {
-        let decoded: Vec<Result<(Vec<View>, i64)>> = pool.install(|| {
-            part.par_iter()
-                .map_init(fast_image_resize::Resizer::new, |resizer, &i| {
-                    let (path, class) = &folder.samples[i];
-                    let img = decode_rgb(path)?;
-                    let views = test_views(&img, o.protocol, &o.geometry, &o.normalize, resizer)
-                        .with_context(|| path.display().to_string())?;
-                    Ok((views, i64::from(*class)))
-                })
-                .collect()
-        });
-        let decoded: Vec<(Vec<View>, i64)> = decoded.into_iter().collect::<Result<_>>()?;
+        let decoded = pool.install(|| decode_views(folder, part, o))?;
         views_per_image = decoded[0].0.len();
         let labels = Tensor::from_slice(&decoded.iter().map(|d| d.1).collect::<Vec<_>>()).to_device(o.device);
-        let probs = match o.protocol {
-            Protocol::Center | Protocol::TenCrop => {
-                let flat: Vec<View> = decoded.iter().flat_map(|d| d.0.iter().cloned()).collect();
-                let x = contiguous(&views_to_tensor(&flat, o.device), o.format)?;
-                let p = net.forward_t(&x, false).softmax(1, Kind::Float);
-                p.view([decoded.len() as i64, views_per_image as i64, -1]).mean_dim(1, false, Kind::Float)
-            }
-            Protocol::MultiScale => {
-                // Views of one scale have one size: the image and its mirror go through together.
-                let per_image: Vec<Tensor> = decoded
-                    .iter()
-                    .map(|(views, _)| {
-                        let mut sum: Option<Tensor> = None;
-                        for pair in views.chunks(2) {
-                            let x = contiguous(&views_to_tensor(pair, o.device), o.format)?;
-                            let p = net.forward_t(&x, false).softmax(1, Kind::Float).sum_dim_intlist(
-                                0,
-                                false,
-                                Kind::Float,
-                            );
-                            sum = Some(match sum {
-                                Some(s) => s + p,
-                                None => p,
-                            });
-                        }
-                        Ok(sum.expect("at least one scale") / views.len() as f64)
-                    })
-                    .collect::<Result<_>>()?;
-                Tensor::stack(&per_image, 0)
-            }
-        };
-        let (w1, w5) = topk_wrong(&probs, &labels);
+        let (w1, w5) = topk_wrong(&average_probs(net, &decoded, o)?, &labels);
         wrong1 += w1;
         wrong5 += w5;
         bar.inc(part.len() as u64);
@@ -157,6 +148,67 @@ pub fn evaluate_folder(
         views: views_per_image,
         bn_reestimated_over: None,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn progress_bar(o: &EvalOptions, images: usize) -> ProgressBar {
+    if !(o.progress && std::io::stderr().is_terminal()) {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(images as u64);
+    b.set_style(
+        ProgressStyle::with_template("{msg} [{bar:25}] {pos}/{len} images, {per_sec}, ETA {eta}").unwrap(),
+    );
+    b.set_message(format!("evaluating ({})", o.protocol));
+    b
+}
+
+/// The protocol's views of each image of `part` and its label, decoded in parallel.
+fn decode_views(folder: &ImageFolder, part: &[usize], o: &EvalOptions) -> Result<Vec<(Vec<View>, i64)>> {
+    part.par_iter()
+        .map_init(fast_image_resize::Resizer::new, |resizer, &i| {
+            let (path, class) = &folder.samples[i];
+            let img = decode_rgb(path)?;
+            let views = test_views(&img, o.protocol, &o.geometry, &o.normalize, resizer)
+                .with_context(|| path.display().to_string())?;
+            Ok((views, i64::from(*class)))
+        })
+        .collect()
+}
+
+/// Each image's softmax averaged over its views (N x classes).
+fn average_probs(net: &ResNet, decoded: &[(Vec<View>, i64)], o: &EvalOptions) -> Result<Tensor> {
+    let views_per_image = decoded[0].0.len() as i64;
+    Ok(match o.protocol {
+        Protocol::Center | Protocol::TenCrop => {
+            let flat: Vec<View> = decoded.iter().flat_map(|d| d.0.iter().cloned()).collect();
+            let x = contiguous(&views_to_tensor(&flat, o.device), o.format)?;
+            let p = net.forward_t(&x, false).softmax(1, Kind::Float);
+            p.view([decoded.len() as i64, views_per_image, -1]).mean_dim(1, false, Kind::Float)
+        }
+        Protocol::MultiScale => {
+            // Views of one scale have one size: the image and its mirror go through together.
+            let per_image: Vec<Tensor> = decoded
+                .iter()
+                .map(|(views, _)| {
+                    let mut sum: Option<Tensor> = None;
+                    for pair in views.chunks(2) {
+                        let x = contiguous(&views_to_tensor(pair, o.device), o.format)?;
+                        let p = net.forward_t(&x, false).softmax(1, Kind::Float).sum_dim_intlist(
+                            0,
+                            false,
+                            Kind::Float,
+                        );
+                        sum = Some(match sum {
+                            Some(s) => s + p,
+                            None => p,
+                        });
+                    }
+                    Ok(sum.expect("at least one scale") / views.len() as f64)
+                })
+                .collect::<Result<_>>()?;
+            Tensor::stack(&per_image, 0)
+        }
     })
 }
 
@@ -208,4 +260,21 @@ pub fn reestimate_bn(
         s.shallow_clone().copy_(&(sum / count as f64));
     }
     Ok(images)
+}
+
+/// [`reestimate_bn`] over `images` training images of a folder, augmented as in training (the
+/// batches that would follow update `after`, fresh draws of the run's seed). Returns the images seen.
+pub fn reestimate_bn_from_folder(
+    (net, vs, format): (&ResNet, &nn::VarStore, MemoryFormat),
+    folder: Arc<ImageFolder>,
+    transform: &TrainTransform,
+    opts: LoaderOptions,
+    after: u64,
+    images: usize,
+) -> Result<usize> {
+    let batches = images.div_ceil(opts.batch_size).max(1);
+    let device = vs.device();
+    let mut loader = TrainLoader::start(folder, transform.clone(), opts, after, &[])?;
+    let iter = (0..batches).map(|_| loader.next_batch().map(|b| b.to_tensors(device).0));
+    reestimate_bn(net, vs, iter, format)
 }

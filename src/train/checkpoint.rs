@@ -2,9 +2,9 @@
 //! training state, in `ckpt-<iteration>/` folders that appear only when complete (written as
 //! `.tmp` and renamed); older ones are removed once a newer one is in place.
 
+use super::optim::Sgd;
+use super::policy::PolicyState;
 use crate::fsutil::write_atomic;
-use crate::optim::Sgd;
-use crate::schedule::{PlateauState, WarmupState};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -15,14 +15,18 @@ use tch::nn;
 pub struct TrainState {
     /// Updates done.
     pub iteration: u64,
-    pub warmup: WarmupState,
-    #[serde(default)]
-    pub plateau: PlateauState,
+    /// The warm-up's and the plateau rule's state.
+    #[serde(flatten)]
+    pub policy: PolicyState,
     /// Training wall time so far.
     pub seconds: f64,
     /// The run's seed. Data order, crops and flips are drawn from (seed, epoch), so the seed and the
     /// iteration are the whole random state.
     pub seed: u64,
+    /// Indices of the undecodable training images skipped so far (image folders with
+    /// `--skip-corrupt`), so that a resumed run counts each file once.
+    #[serde(default)]
+    pub skipped: Vec<usize>,
 }
 
 const PREFIX: &str = "ckpt-";

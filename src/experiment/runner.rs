@@ -1,0 +1,255 @@
+//! One runner for every experiment: resolve the runs, keep those `--only` names, say what will
+//! happen (and that a quick preset is not a reproduction), then for each run: claim its folder,
+//! skip it if finished, train or resume it, record it, and make its final evaluations.
+
+use super::config::{Experiment, Preset, RunConfig};
+use super::store::{FinalRecord, RunDir, Store};
+use crate::data::imagenet::{FolderOptions, ImageFolder, locate_root};
+use crate::data::loader::LoaderSettings;
+use crate::data::{DataConfig, DataOptions, Dataset, Prepared, TensorOptions};
+use crate::eval::{EvalOptions, EvalResult, evaluate_folder, reestimate_bn_from_folder};
+use crate::train::{FolderFeed, TensorFeed, TrainData, TrainOptions, TrainStatus, train_run};
+use anyhow::{Context, Result, ensure};
+use std::sync::Arc;
+
+/// Where an experiment reads and writes, and how it runs.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    pub store: Store,
+    pub data: DataOptions,
+    pub loader: LoaderSettings,
+    pub train: TrainOptions,
+    /// Only these networks (`resnet20`, `resnet34-B`), if not empty.
+    pub only: Vec<String>,
+}
+
+/// What the runner did with a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStatus {
+    /// The run had finished before; it was not trained.
+    AlreadyDone(FinalRecord),
+    Finished(FinalRecord),
+    /// Stopped by `stop_after` at this iteration; resumable.
+    Paused(u64),
+}
+
+/// A run and what became of it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub run: RunConfig,
+    pub status: RunStatus,
+    /// Its final evaluations (image folders), in the experiment's order.
+    pub evals: Vec<EvalResult>,
+}
+
+/// Trains and evaluates every run of the experiment that is not done.
+pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome>> {
+    let mut source = Source::open(&exp.data, o)?;
+    let runs = select(exp.resolve(source.classes())?, &o.only, &exp.name)?;
+    let todo = runs.iter().filter(|r| !o.store.run(r).is_finished()).count();
+    eprintln!(
+        "{}: {} runs on {}{} ({} preset{}), {todo} to train, results in {}",
+        exp.name,
+        runs.len(),
+        exp.data.dataset(),
+        source.describe(),
+        exp.preset,
+        if exp.preset == Preset::Quick { ": NOT a reproduction, a quick check of the pipeline" } else { "" },
+        o.store.root.join(exp.group().to_string()).display()
+    );
+    let mut outcomes = Vec::new();
+    for run in runs {
+        let dir = o.store.run(&run);
+        let status =
+            train_one(&run, &dir, &mut source, o).with_context(|| format!("run {}", dir.path.display()))?;
+        log_status(&run, &status);
+        let evals = match status {
+            RunStatus::Paused(_) => Vec::new(),
+            _ => source.final_evaluations(&run, &dir, o)?,
+        };
+        outcomes.push(Outcome { run, status, evals });
+    }
+    Ok(outcomes)
+}
+
+/// The runs `--only` names (all if it names none); a name that is no network of the experiment
+/// is an error listing those that are.
+fn select(mut runs: Vec<RunConfig>, only: &[String], experiment: &str) -> Result<Vec<RunConfig>> {
+    if only.is_empty() {
+        return Ok(runs);
+    }
+    let mut known: Vec<String> = runs.iter().map(|r| r.net.name()).collect();
+    known.dedup();
+    for name in only {
+        ensure!(
+            known.contains(name),
+            "--only {name}: not a network of experiment {experiment} ({})",
+            known.join(", ")
+        );
+    }
+    runs.retain(|r| only.contains(&r.net.name()));
+    Ok(runs)
+}
+
+/// Claims the run's folder, then trains it unless it has finished.
+fn train_one(run: &RunConfig, dir: &RunDir, source: &mut Source, o: &RunnerOptions) -> Result<RunStatus> {
+    dir.claim(run)?;
+    if let Some(done) = dir.final_record()? {
+        return Ok(RunStatus::AlreadyDone(done));
+    }
+    source.prepare(dir, o)?;
+    let mut feed = source.feed(run, o)?;
+    Ok(match train_run(run.job(), feed.as_mut(), &dir.files(), &o.train)? {
+        TrainStatus::Paused(it) => RunStatus::Paused(it),
+        TrainStatus::Finished(summary) => {
+            let record = FinalRecord::new(run, &summary, o.train.device);
+            dir.write_final(&record)?;
+            RunStatus::Finished(record)
+        }
+    })
+}
+
+fn log_status(run: &RunConfig, status: &RunStatus) {
+    let err = |r: &FinalRecord| r.test_error.or(r.val_error).unwrap_or(f64::NAN);
+    let what = |r: &FinalRecord| if r.test_error.is_some() { "test" } else { "validation (centre crop)" };
+    match status {
+        RunStatus::AlreadyDone(r) => {
+            eprintln!("{}: finished before, {} error {:.2}%", run.label(), what(r), err(r))
+        }
+        RunStatus::Finished(r) => eprintln!(
+            "{}: {} error {:.2}% after {} iterations ({:.0} s)",
+            run.label(),
+            what(r),
+            err(r),
+            r.iterations,
+            r.seconds
+        ),
+        RunStatus::Paused(it) => eprintln!("{}: paused at iteration {it}", run.label()),
+    }
+}
+
+/// Where an experiment's data comes from: tensors loaded once, when the first run needs them, or
+/// an image folder scanned at the start (its classes size the network).
+enum Source {
+    Tensors { config: DataConfig, opts: TensorOptions, prepared: Option<Prepared> },
+    Folder { opts: FolderOptions, train: Arc<ImageFolder>, val: Arc<ImageFolder>, root: std::path::PathBuf },
+}
+
+impl Source {
+    fn open(data: &DataConfig, o: &RunnerOptions) -> Result<Self> {
+        Ok(match data {
+            DataConfig::ImageNet(opts) => {
+                let root = locate_root(&o.data.data_dir)?;
+                let train = Arc::new(ImageFolder::scan(&root.join("train"), opts.subset)?);
+                let val = Arc::new(ImageFolder::scan(&root.join("val"), opts.val_subset())?);
+                val.check_same_classes(&train)?;
+                Source::Folder { opts: opts.clone(), train, val, root }
+            }
+            DataConfig::Cifar10(opts) | DataConfig::FashionMnist(opts) => {
+                Source::Tensors { config: data.clone(), opts: opts.clone(), prepared: None }
+            }
+        })
+    }
+
+    fn classes(&self) -> usize {
+        match self {
+            Source::Tensors { .. } => 10,
+            Source::Folder { train, .. } => train.classes.len(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::Tensors { .. } => String::new(),
+            Source::Folder { train, val, root, .. } => format!(
+                " ({} classes, {} training and {} validation images from {})",
+                train.classes.len(),
+                train.len(),
+                val.len(),
+                root.display()
+            ),
+        }
+    }
+
+    /// Loads tensor data on first use; writes an image folder's class index into the run.
+    fn prepare(&mut self, dir: &RunDir, o: &RunnerOptions) -> Result<()> {
+        match self {
+            Source::Tensors { prepared: Some(_), .. } => Ok(()),
+            Source::Tensors { config, opts, prepared } => {
+                let ds = Dataset::load(config.dataset(), &o.data)?;
+                eprintln!(
+                    "{}: {} training and {} test images from {}",
+                    ds.name,
+                    ds.train.len(),
+                    ds.test.len(),
+                    ds.location.display()
+                );
+                *prepared = Some(Prepared::new(&ds, opts.val_split, o.train.device)?);
+                Ok(())
+            }
+            Source::Folder { train, .. } => train.write_class_index(&dir.class_index_csv()),
+        }
+    }
+
+    fn feed(&self, run: &RunConfig, o: &RunnerOptions) -> Result<Box<dyn TrainData + '_>> {
+        let (b, seed, device) = (run.train.batch_size, run.seed, o.train.device);
+        Ok(match self {
+            Source::Tensors { prepared, opts, .. } => {
+                Box::new(TensorFeed::new(prepared.as_ref().context("data not loaded")?, seed, b, opts))
+            }
+            Source::Folder { opts, train, val, .. } => {
+                Box::new(FolderFeed::new((train.clone(), val.clone()), opts, b, seed, &o.loader, device))
+            }
+        })
+    }
+
+    /// The image folder's final evaluations of a finished run, each made once.
+    fn final_evaluations(&self, run: &RunConfig, dir: &RunDir, o: &RunnerOptions) -> Result<Vec<EvalResult>> {
+        let Source::Folder { opts, train, val, .. } = self else { return Ok(Vec::new()) };
+        let todo: Vec<_> =
+            opts.final_protocols.iter().filter(|p| !matches!(dir.evaluation(**p), Ok(Some(_)))).collect();
+        if !todo.is_empty() {
+            let device = o.train.device;
+            let loaded = dir.load_net(run, device)?;
+            let reestimated = match opts.bn_reestimate_images {
+                Some(k) => {
+                    let lo = o.loader.options(run.train.batch_size, run.seed);
+                    let net = (&loaded.net, &loaded.vs, loaded.format);
+                    let n = reestimate_bn_from_folder(
+                        net,
+                        train.clone(),
+                        &opts.transform,
+                        lo,
+                        run.train.iterations,
+                        k,
+                    )?;
+                    eprintln!("{}: BN statistics re-estimated over {n} training images", run.net.name());
+                    Some(n)
+                }
+                None => None,
+            };
+            for p in todo {
+                let mut eo = EvalOptions::for_folder(opts, *p, o.loader.threads, device, loaded.format);
+                eo.progress = true;
+                let mut r = evaluate_folder(&loaded.net, val, None, &eo)?;
+                r.bn_reestimated_over = reestimated;
+                eprintln!(
+                    "{}: {p} top-1 {:.2}%, top-5 {:.2}% on {} images ({:.0} s)",
+                    run.label(),
+                    r.top1_error,
+                    r.top5_error,
+                    r.images,
+                    r.seconds
+                );
+                dir.write_evaluation(&r)?;
+            }
+        }
+        let found: Result<Vec<Option<EvalResult>>> =
+            opts.final_protocols.iter().map(|p| dir.evaluation(*p)).collect();
+        found?
+            .into_iter()
+            .zip(&opts.final_protocols)
+            .map(|(e, p)| e.with_context(|| format!("no {p} evaluation")))
+            .collect()
+    }
+}

@@ -1,0 +1,339 @@
+//! The run store: the only code that knows the `runs/` layout.
+//!
+//! ```text
+//! runs/<table>/<group>/<net>/seed<k>/   one run (group: <dataset> or <dataset>-quick)
+//!     config.toml                       its resolved configuration, written before training
+//!     metrics.csv                       a row every log_every iterations
+//!     ckpt-<iteration>/                 the newest checkpoint (weights, momentum, state)
+//!     model.safetensors, final.json     the final weights and record (final.json marks it done)
+//!     eval-<protocol>.json              final evaluations (image folders)
+//!     class_index.csv                   the class of each output (image folders)
+//! runs/<table>/summary.{csv,md}         the table beside the paper
+//! runs/fig7/responses.csv, runs/table1/table1.csv
+//! ```
+
+use super::config::{Group, Preset, RunConfig};
+use crate::data::DatasetName;
+use crate::data::imagenet::Protocol;
+use crate::eval::EvalResult;
+use crate::fsutil::{subdirs, write_atomic};
+use crate::models::{ResNet, load_net};
+use crate::shim::MemoryFormat;
+use crate::train::metrics::{MetricsRow, read_metrics};
+use crate::train::{RunFiles, TrainSummary, checkpoint};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{Device, nn};
+
+/// The tables and figures with a folder under `runs/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Table1,
+    /// Table 2 and Figure 4.
+    Table2,
+    /// Tables 3 and 4.
+    Table3,
+    /// Table 6 and Figures 1 and 6.
+    Table6,
+    Figure7,
+}
+
+impl Table {
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Table::Table1 => "table1",
+            Table::Table2 => "table2",
+            Table::Table3 => "table3",
+            Table::Table6 => "table6",
+            Table::Figure7 => "fig7",
+        }
+    }
+}
+
+/// `runs/`: every table's folder.
+#[derive(Debug, Clone)]
+pub struct Runs {
+    pub root: PathBuf,
+}
+
+impl Runs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Runs { root: root.into() }
+    }
+
+    /// The store of a table's training runs.
+    pub fn table(&self, t: Table) -> Store {
+        Store::new(self.root.join(t.dir_name()))
+    }
+
+    /// Figure 7's measurements.
+    pub fn responses_csv(&self) -> PathBuf {
+        self.root.join(Table::Figure7.dir_name()).join("responses.csv")
+    }
+
+    /// Table 1's counts.
+    pub fn table1_csv(&self) -> PathBuf {
+        self.root.join(Table::Table1.dir_name()).join("table1.csv")
+    }
+}
+
+/// One table's runs (`runs/table6`, or wherever `--out` points).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub root: PathBuf,
+}
+
+/// A run found in the store, with its configuration.
+#[derive(Debug, Clone)]
+pub struct StoredRun {
+    pub dir: RunDir,
+    pub config: RunConfig,
+}
+
+impl Store {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Store { root: root.into() }
+    }
+
+    /// The folder of a run: `<root>/<group>/<net>/seed<k>`.
+    pub fn run(&self, cfg: &RunConfig) -> RunDir {
+        let path =
+            self.root.join(cfg.group().to_string()).join(cfg.net.name()).join(format!("seed{}", cfg.seed));
+        RunDir { path }
+    }
+
+    pub fn summary_csv(&self) -> PathBuf {
+        self.root.join("summary.csv")
+    }
+
+    pub fn summary_md(&self) -> PathBuf {
+        self.root.join("summary.md")
+    }
+
+    /// Every run with a configuration, by group, then in the paper's row order (plain before
+    /// residual, by depth and shortcut option), then by seed. A folder whose `config.toml` this
+    /// version cannot read is named on stderr and left out.
+    pub fn runs(&self) -> Result<Vec<StoredRun>> {
+        let mut out = Vec::new();
+        for group_dir in subdirs(&self.root)? {
+            let name = group_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if name.parse::<Group>().is_err() {
+                continue;
+            }
+            for seed_dir in subdirs(&group_dir)?.iter().flat_map(|net| subdirs(net).unwrap_or_default()) {
+                let dir = RunDir { path: seed_dir };
+                if !dir.config_path().is_file() {
+                    continue;
+                }
+                match dir.config() {
+                    Ok(config) => out.push(StoredRun { dir, config }),
+                    Err(e) => eprintln!("left out {}: {e:#}", dir.path.display()),
+                }
+            }
+        }
+        out.sort_by_key(|r| (r.config.group(), r.config.net.order_key(), r.config.seed));
+        Ok(out)
+    }
+
+    /// [`Store::runs`], grouped.
+    pub fn groups(&self) -> Result<Vec<(Group, Vec<StoredRun>)>> {
+        let mut groups: Vec<(Group, Vec<StoredRun>)> = Vec::new();
+        for run in self.runs()? {
+            match groups.last_mut() {
+                Some((g, runs)) if *g == run.config.group() => runs.push(run),
+                _ => groups.push((run.config.group(), vec![run])),
+            }
+        }
+        Ok(groups)
+    }
+}
+
+/// One run's folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join("config.toml")
+    }
+
+    pub fn config(&self) -> Result<RunConfig> {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Writes `config.toml` for a new run, or checks that the folder holds this run.
+    pub fn claim(&self, cfg: &RunConfig) -> Result<()> {
+        let path = self.config_path();
+        let ours = cfg.to_toml()?;
+        if path.exists() {
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            if toml::from_str::<RunConfig>(&text).ok().as_ref() != Some(cfg) {
+                bail!(
+                    "{} holds a run with another configuration than this one ({}); delete that folder to start \
+                     afresh, or pass --out to write elsewhere",
+                    self.path.display(),
+                    describe_difference(&text, &ours)
+                );
+            }
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.path).with_context(|| format!("creating {}", self.path.display()))?;
+        write_atomic(&path, ours.as_bytes())
+    }
+
+    /// Where the trainer writes.
+    pub fn files(&self) -> RunFiles {
+        RunFiles {
+            metrics: self.path.join("metrics.csv"),
+            weights: self.path.join("model.safetensors"),
+            checkpoints: self.path.clone(),
+        }
+    }
+
+    /// The metrics rows so far (none before the first).
+    pub fn metrics(&self) -> Result<Vec<MetricsRow>> {
+        let path = self.files().metrics;
+        if path.is_file() { read_metrics(&path) } else { Ok(Vec::new()) }
+    }
+
+    fn final_path(&self) -> PathBuf {
+        self.path.join("final.json")
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.final_path().is_file()
+    }
+
+    /// `final.json`, if the run has finished.
+    pub fn final_record(&self) -> Result<Option<FinalRecord>> {
+        read_json(&self.final_path())
+    }
+
+    /// Written last, atomically: its presence marks the run as done.
+    pub fn write_final(&self, record: &FinalRecord) -> Result<()> {
+        write_atomic(&self.final_path(), serde_json::to_string_pretty(record)?.as_bytes())
+    }
+
+    fn eval_path(&self, p: Protocol) -> PathBuf {
+        self.path.join(format!("eval-{p}.json"))
+    }
+
+    /// A final evaluation, if it was made.
+    pub fn evaluation(&self, p: Protocol) -> Result<Option<EvalResult>> {
+        read_json(&self.eval_path(p))
+    }
+
+    pub fn write_evaluation(&self, r: &EvalResult) -> Result<()> {
+        write_atomic(&self.eval_path(r.protocol), serde_json::to_string_pretty(r)?.as_bytes())
+    }
+
+    pub fn class_index_csv(&self) -> PathBuf {
+        self.path.join("class_index.csv")
+    }
+
+    /// The final weights of a finished run, or its newest checkpoint's.
+    pub fn weights(&self) -> Result<Option<PathBuf>> {
+        let done = self.files().weights;
+        if done.is_file() {
+            return Ok(Some(done));
+        }
+        Ok(checkpoint::latest(&self.path)?.map(|c| c.join("model.safetensors")))
+    }
+
+    /// The run's network with its final (or newest) weights, on `device` in the run's own layout.
+    pub fn load_net(&self, cfg: &RunConfig, device: Device) -> Result<LoadedNet> {
+        let weights = self.weights()?.with_context(|| format!("{}: no weights yet", self.path.display()))?;
+        let format = cfg.train.layout.resolve(device);
+        let (vs, net) = load_net(&cfg.net, &weights, device, format)?;
+        Ok(LoadedNet { vs, net, format })
+    }
+}
+
+/// A network loaded from a run.
+pub struct LoadedNet {
+    pub vs: nn::VarStore,
+    pub net: ResNet,
+    pub format: MemoryFormat,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).map(Some).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn describe_difference(theirs: &str, ours: &str) -> String {
+    let diffs: Vec<String> = theirs
+        .lines()
+        .zip(ours.lines())
+        .filter(|(x, y)| x != y)
+        .map(|(x, y)| format!("`{x}` there, `{y}` here"))
+        .collect();
+    if diffs.is_empty() { "different fields".into() } else { diffs.join("; ") }
+}
+
+/// `final.json`: a finished run, what it measured last and what it ran on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalRecord {
+    pub net: String,
+    pub depth: usize,
+    pub residual: bool,
+    pub dataset: DatasetName,
+    pub preset: Preset,
+    pub seed: u64,
+    pub iterations: u64,
+    /// Test error (%) of the final weights (no model selection); CIFAR.
+    pub test_error: Option<f64>,
+    /// Images the test (or, without a test set, validation) error is over.
+    pub test_images: usize,
+    pub val_error: Option<f64>,
+    #[serde(default)]
+    pub val_top5_error: Option<f64>,
+    #[serde(default)]
+    pub skipped_images: u64,
+    /// Training error (%) over the last logging window.
+    pub train_error: f64,
+    pub seconds: f64,
+    pub device: String,
+    pub torch: String,
+    pub commit: String,
+    /// Where the warm-up ended, if the run had one.
+    pub warmup_ended_at: Option<u64>,
+    pub finished: String,
+}
+
+impl FinalRecord {
+    /// The record of `cfg`'s finished training, with what it ran on.
+    pub fn new(cfg: &RunConfig, s: &TrainSummary, device: Device) -> Self {
+        let env = crate::env::Provenance::current(device);
+        FinalRecord {
+            net: cfg.net.name(),
+            depth: cfg.net.depth(),
+            residual: cfg.net.residual(),
+            dataset: cfg.data.dataset(),
+            preset: cfg.preset,
+            seed: cfg.seed,
+            iterations: s.iterations,
+            test_error: s.last.test_error,
+            test_images: s.last.images,
+            val_error: s.last.val_error,
+            val_top5_error: s.last.val_top5_error,
+            skipped_images: s.skipped_images,
+            train_error: s.train_error,
+            seconds: s.seconds,
+            device: env.device,
+            torch: env.torch,
+            commit: env.commit,
+            warmup_ended_at: s.warmup_ended_at,
+            finished: env.now,
+        }
+    }
+}

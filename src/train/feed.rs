@@ -1,0 +1,177 @@
+//! Where a run's batches and evaluations come from: [`TrainData`], and its two families,
+//! CIFAR-style tensors resident on the device ([`TensorFeed`]) and an image folder streamed by the
+//! ImageNet loader ([`FolderFeed`]). The trainer sees only the trait.
+
+use crate::data::Prepared;
+use crate::data::TensorOptions;
+use crate::data::augment::EpochPlan;
+use crate::data::imagenet::{FolderOptions, ImageFolder, Protocol};
+use crate::data::loader::{LoaderOptions, LoaderSettings, TrainLoader};
+use crate::eval::{EvalOptions, error_rate, evaluate_folder, spread};
+use crate::models::ResNet;
+use crate::shim::MemoryFormat;
+use anyhow::{Context, Result, ensure};
+use std::sync::Arc;
+use tch::{Device, Tensor};
+
+/// Errors (%) measured during training; absent fields were not measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    pub val_error: Option<f64>,
+    pub val_top5_error: Option<f64>,
+    pub test_error: Option<f64>,
+    /// Images the test (or, without a test set, validation) error is over.
+    pub images: usize,
+}
+
+/// Where a run's batches and evaluations come from.
+pub trait TrainData {
+    /// Training images (an epoch).
+    fn train_len(&self) -> usize;
+    /// Whether [`TrainData::evaluate`] measures a validation error (the plateau rule needs one).
+    fn has_validation(&self) -> bool;
+    /// Called once before the first batch, with the iteration training starts (or resumes) at and
+    /// the training images skipped as undecodable before it (from the checkpoint).
+    fn start(&mut self, iteration: u64, skipped: &[usize]) -> Result<()>;
+    /// The batch of update `iteration` (0-based), on the training device.
+    fn batch(&mut self, iteration: u64) -> Result<(Tensor, Tensor)>;
+    /// Evaluates `net` (in eval mode) as the run measures progress.
+    fn evaluate(&mut self, net: &ResNet, format: MemoryFormat) -> Result<Evaluation>;
+    /// Indices of the undecodable training images skipped so far, resumes included, sorted.
+    fn skipped(&self) -> Vec<usize> {
+        Vec::new()
+    }
+}
+
+/// CIFAR-sized data resident on the device, batches drawn by [`EpochPlan`].
+pub struct TensorFeed<'a> {
+    pub data: &'a Prepared,
+    seed: u64,
+    batch_size: usize,
+    opts: TensorOptions,
+    test_images: i64,
+    plan: Option<EpochPlan>,
+}
+
+impl<'a> TensorFeed<'a> {
+    pub fn new(data: &'a Prepared, seed: u64, batch_size: usize, opts: &TensorOptions) -> Self {
+        let n_test = data.test_y.size()[0];
+        let test_images = opts.test_subset.map_or(n_test, |k| (k as i64).min(n_test));
+        TensorFeed { data, seed, batch_size, opts: opts.clone(), test_images, plan: None }
+    }
+}
+
+impl TrainData for TensorFeed<'_> {
+    fn train_len(&self) -> usize {
+        self.data.train_len()
+    }
+
+    fn has_validation(&self) -> bool {
+        self.data.val.is_some()
+    }
+
+    fn start(&mut self, _iteration: u64, _skipped: &[usize]) -> Result<()> {
+        let n = self.train_len();
+        ensure!(self.batch_size <= n, "batch_size {} is larger than the training set ({n})", self.batch_size);
+        Ok(())
+    }
+
+    fn batch(&mut self, iteration: u64) -> Result<(Tensor, Tensor)> {
+        let (n, pad) = (self.train_len(), self.opts.pad);
+        let per_epoch = (n / self.batch_size) as u64;
+        let epoch = iteration / per_epoch;
+        if self.plan.as_ref().is_none_or(|p| p.epoch != epoch) {
+            let dev = self.data.train_x.device();
+            let augment = self.opts.augment;
+            self.plan = Some(EpochPlan::new(self.seed, epoch, n, self.batch_size, pad, augment, dev));
+        }
+        let k = (iteration % per_epoch) as usize;
+        Ok(self.plan.as_ref().unwrap().batch(k, &self.data.train_x, &self.data.train_y, pad))
+    }
+
+    fn evaluate(&mut self, net: &ResNet, format: MemoryFormat) -> Result<Evaluation> {
+        let (d, k, batch) = (self.data, self.test_images, self.opts.eval_batch_size);
+        let test = error_rate(net, &d.test_x.narrow(0, 0, k), &d.test_y.narrow(0, 0, k), batch, format)?;
+        let val = match &d.val {
+            Some((vx, vy)) => Some(error_rate(net, vx, vy, batch, format)?),
+            None => None,
+        };
+        Ok(Evaluation { val_error: val, val_top5_error: None, test_error: Some(test), images: k as usize })
+    }
+}
+
+/// An image folder's batches from the streaming loader; centre-crop validation during training
+/// (Figure 4's bold curves).
+pub struct FolderFeed {
+    train: Arc<ImageFolder>,
+    val: Arc<ImageFolder>,
+    opts: FolderOptions,
+    loader_opts: LoaderOptions,
+    loader: Option<TrainLoader>,
+    device: Device,
+    val_indices: Vec<usize>,
+}
+
+impl FolderFeed {
+    pub fn new(
+        (train, val): (Arc<ImageFolder>, Arc<ImageFolder>),
+        opts: &FolderOptions,
+        batch_size: usize,
+        seed: u64,
+        settings: &LoaderSettings,
+        device: Device,
+    ) -> Self {
+        let val_indices = spread(val.len(), opts.val_images.unwrap_or(val.len()));
+        let loader_opts = settings.options(batch_size, seed);
+        FolderFeed { train, val, opts: opts.clone(), loader_opts, loader: None, device, val_indices }
+    }
+}
+
+impl TrainData for FolderFeed {
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn has_validation(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, iteration: u64, skipped: &[usize]) -> Result<()> {
+        let (folder, transform) = (self.train.clone(), self.opts.transform.clone());
+        let loader = TrainLoader::start(folder, transform, self.loader_opts.clone(), iteration, skipped)?;
+        self.loader = Some(loader);
+        Ok(())
+    }
+
+    fn batch(&mut self, iteration: u64) -> Result<(Tensor, Tensor)> {
+        let loader = self.loader.as_mut().context("loader not started")?;
+        let b = loader.next_batch()?;
+        ensure!(
+            b.iteration == iteration,
+            "the loader is at batch {}, the trainer at {iteration}",
+            b.iteration
+        );
+        Ok(b.to_tensors(self.device))
+    }
+
+    fn evaluate(&mut self, net: &ResNet, format: MemoryFormat) -> Result<Evaluation> {
+        let o = EvalOptions::for_folder(
+            &self.opts,
+            Protocol::Center,
+            self.loader_opts.threads,
+            self.device,
+            format,
+        );
+        let r = evaluate_folder(net, &self.val, Some(&self.val_indices), &o)?;
+        Ok(Evaluation {
+            val_error: Some(r.top1_error),
+            val_top5_error: Some(r.top5_error),
+            test_error: None,
+            images: r.images,
+        })
+    }
+
+    fn skipped(&self) -> Vec<usize> {
+        self.loader.as_ref().map_or_else(Vec::new, |l| l.skipped())
+    }
+}

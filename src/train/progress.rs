@@ -1,0 +1,163 @@
+//! The trainer's bookkeeping: when rows, evaluations and checkpoints fall ([`Cadence`]), the loss
+//! and error of the updates since the last row ([`Window`]), and what the user sees ([`Progress`]:
+//! a progress bar on a terminal, log lines elsewhere).
+
+use super::config::TrainConfig;
+use super::feed::Evaluation;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// When a run writes a metrics row, evaluates and checkpoints, in completed updates.
+#[derive(Debug, Clone, Copy)]
+pub struct Cadence {
+    log_every: u64,
+    eval_every: u64,
+    checkpoint_every: u64,
+    iterations: u64,
+}
+
+impl Cadence {
+    pub fn of(t: &TrainConfig) -> Self {
+        Cadence {
+            log_every: t.log_every,
+            eval_every: t.eval_every,
+            checkpoint_every: t.checkpoint_every,
+            iterations: t.iterations,
+        }
+    }
+
+    /// A metrics row after this update (every `log_every`, and the last).
+    pub fn is_row(&self, it: u64) -> bool {
+        it.is_multiple_of(self.log_every) || it == self.iterations
+    }
+
+    /// An evaluation with this row.
+    pub fn is_eval(&self, it: u64) -> bool {
+        it.is_multiple_of(self.eval_every) || it == self.iterations
+    }
+
+    /// A checkpoint with this row.
+    pub fn is_checkpoint(&self, it: u64) -> bool {
+        it.is_multiple_of(self.checkpoint_every) || it == self.iterations
+    }
+}
+
+/// Loss and misclassified images of the updates since the window began, summed on the device so
+/// that no update waits for it.
+pub struct Window {
+    loss: Tensor,
+    wrong: Tensor,
+    batches: u64,
+    pub images: u64,
+    device: Device,
+}
+
+impl Window {
+    pub fn new(device: Device) -> Self {
+        Window {
+            loss: Tensor::zeros([], (Kind::Double, device)),
+            wrong: Tensor::zeros([], (Kind::Int64, device)),
+            batches: 0,
+            images: 0,
+            device,
+        }
+    }
+
+    pub fn add(&mut self, loss: &Tensor, wrong: &Tensor, images: u64) {
+        tch::no_grad(|| {
+            self.loss += loss.to_kind(Kind::Double);
+            self.wrong += wrong;
+        });
+        self.batches += 1;
+        self.images += images;
+    }
+
+    /// This window, leaving a new empty one in its place.
+    pub fn take(&mut self) -> Window {
+        let fresh = Window::new(self.device);
+        std::mem::replace(self, fresh)
+    }
+
+    /// (mean loss, error %); reading them waits for the device.
+    pub fn read(&self) -> (f64, f64) {
+        let loss = self.loss.double_value(&[]) / self.batches.max(1) as f64;
+        let err = 100.0 * self.wrong.int64_value(&[]) as f64 / self.images.max(1) as f64;
+        (loss, err)
+    }
+}
+
+/// What a run shows while it trains.
+pub struct Progress {
+    bar: ProgressBar,
+    label: String,
+    use_bar: bool,
+    iterations: u64,
+    /// Since the last row: training throughput leaves evaluations and checkpoints out.
+    clock: Instant,
+}
+
+impl Progress {
+    pub fn new(label: String, iterations: u64, at: u64, use_bar: bool) -> Self {
+        let bar = if use_bar {
+            let bar = ProgressBar::new(iterations).with_position(at);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:25}] {pos}/{len} it, {per_sec}, ETA {eta} {msg}",
+                )
+                .unwrap()
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(label.clone());
+            bar.reset_eta();
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Progress { bar, label, use_bar, iterations, clock: Instant::now() }
+    }
+
+    pub fn set_position(&self, it: u64) {
+        self.bar.set_position(it);
+    }
+
+    /// A one-off event (the warm-up ended, the rate was divided), above the bar.
+    pub fn note(&self, msg: &str) {
+        self.bar.suspend(|| eprintln!("{}: {msg}", self.label));
+    }
+
+    /// Images per second over `images` since the last row.
+    pub fn rate(&self, images: u64) -> f64 {
+        images as f64 / self.clock.elapsed().as_secs_f64()
+    }
+
+    pub fn restart_clock(&mut self) {
+        self.clock = Instant::now();
+    }
+
+    /// A metrics row: on the bar's message, or as a log line.
+    #[allow(clippy::too_many_arguments)]
+    pub fn row(
+        &self,
+        it: u64,
+        epoch: f64,
+        lr: f64,
+        (loss, err): (f64, f64),
+        e: &Evaluation,
+        rate: f64,
+        seconds: f64,
+    ) {
+        let shown = e.test_error.map(|v| format!(", test err {v:.2}%")).unwrap_or_default()
+            + &e.val_error.map(|v| format!(", val err {v:.2}%")).unwrap_or_default();
+        let msg = format!("lr {lr:.4}, loss {loss:.3}, train err {err:.2}%{shown}, {rate:.0} img/s");
+        if self.use_bar {
+            self.bar.set_message(msg);
+        } else {
+            eprintln!("{}: it {it}/{} (epoch {epoch:.1}) {msg}, {seconds:.0} s", self.label, self.iterations);
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,376 @@
+//! The trainer: iteration-based SGD under an [`LrPolicy`], metrics rows, checkpoints and resume;
+//! the same loop for every data family, which differ only in their [`TrainData`]. On the CPU a
+//! resumed run ends bit-identical to an uninterrupted one.
+
+use super::checkpoint::{self, TrainState};
+use super::config::TrainConfig;
+use super::feed::{Evaluation, TrainData};
+use super::metrics::{MetricsRow, MetricsWriter, read_metrics};
+use super::optim::Sgd;
+use super::policy::LrPolicy;
+use super::progress::{Cadence, Progress, Window};
+use crate::models::{NetSpec, ResNet};
+use crate::shim::{MemoryFormat, contiguous, set_memory_format};
+use anyhow::{Context, Result, bail, ensure};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Device, Kind, Reduction, Tensor, nn, nn::ModuleT};
+
+/// Where and how a run trains.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub device: Device,
+    /// Stop after this many iterations in this call (the run stays resumable); for tests and for
+    /// splitting a long run. `None`: train to the end.
+    pub stop_after: Option<u64>,
+    /// Show a progress bar (on a terminal) rather than log lines.
+    pub progress_bar: bool,
+}
+
+impl TrainOptions {
+    pub fn new(device: Device) -> Self {
+        TrainOptions { device, stop_after: None, progress_bar: std::io::stderr().is_terminal() }
+    }
+}
+
+/// Where a run's training files go. The run store decides the names; the trainer only writes.
+#[derive(Debug, Clone)]
+pub struct RunFiles {
+    pub metrics: PathBuf,
+    /// The final weights.
+    pub weights: PathBuf,
+    /// The folder the `ckpt-<iteration>` checkpoints go in.
+    pub checkpoints: PathBuf,
+}
+
+/// One run as the trainer sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainJob<'a> {
+    pub net: &'a NetSpec,
+    pub train: &'a TrainConfig,
+    pub seed: u64,
+}
+
+impl TrainJob<'_> {
+    /// `resnet20 seed0`: how the log names the run.
+    pub fn label(&self) -> String {
+        format!("{} seed{}", self.net.name(), self.seed)
+    }
+}
+
+/// What a finished run measured last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSummary {
+    pub iterations: u64,
+    /// The final weights' evaluation.
+    pub last: Evaluation,
+    /// Training error (%) over the last logging window.
+    pub train_error: f64,
+    pub skipped_images: u64,
+    /// Training wall time, across resumes.
+    pub seconds: f64,
+    pub warmup_ended_at: Option<u64>,
+}
+
+/// What a call to [`train_run`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainStatus {
+    Finished(TrainSummary),
+    /// Stopped by `stop_after` at this iteration; resumable.
+    Paused(u64),
+}
+
+/// A network and its optimizer, one SGD step at a time: [`train_run`] adds the policy, metrics
+/// and checkpoints around it; the benchmarks time it alone.
+pub struct Trainer {
+    pub vs: nn::VarStore,
+    pub net: ResNet,
+    pub opt: Sgd,
+    pub format: MemoryFormat,
+}
+
+impl Trainer {
+    /// Builds `net` (initialised from `seed`) in the configured layout on `device`.
+    pub fn new(net: &NetSpec, train: &TrainConfig, seed: u64, device: Device) -> Result<Self> {
+        let format = train.layout.resolve(device);
+        Self::with_format(net, (train.momentum, train.weight_decay), seed, device, format)
+    }
+
+    /// Builds `net` with SGD (momentum, weight decay) in a given layout.
+    pub fn with_format(
+        net: &NetSpec,
+        (momentum, weight_decay): (f64, f64),
+        seed: u64,
+        device: Device,
+        format: MemoryFormat,
+    ) -> Result<Self> {
+        if device.is_cuda() {
+            // Fixed shapes: let cuDNN pick its fastest kernels (as akamaster's and torchvision's
+            // scripts do). CPU runs are unaffected and stay bit-reproducible.
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        tch::manual_seed(seed as i64);
+        let vs = nn::VarStore::new(device);
+        let net = net.build(&vs.root())?;
+        set_memory_format(&vs, format)?;
+        let opt = Sgd::new(&vs, momentum, weight_decay);
+        Ok(Trainer { vs, net, opt, format })
+    }
+
+    /// One update with rate `lr` on the batch `(x, y)`. Returns the batch's loss and its number of
+    /// misclassified images, left on the device.
+    pub fn step(&mut self, x: &Tensor, y: &Tensor, lr: f64) -> Result<(Tensor, Tensor)> {
+        let x = contiguous(x, self.format)?;
+        let logits = self.net.forward_t(&x, true);
+        let loss = logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0);
+        self.opt.zero_grad()?;
+        loss.backward();
+        self.opt.step(lr)?;
+        let wrong = tch::no_grad(|| logits.argmax(1, false).ne_tensor(y).sum(Kind::Int64));
+        Ok((loss.detach(), wrong))
+    }
+
+    /// Whether every weight and BN statistic is finite.
+    pub fn weights_finite(&self) -> bool {
+        tch::no_grad(|| self.vs.variables().values().all(|t| t.isfinite().all().int64_value(&[]) == 1))
+    }
+}
+
+/// Trains (or resumes) one run, as `job` says, on `data`, writing `files`.
+pub fn train_run(
+    job: TrainJob,
+    data: &mut dyn TrainData,
+    files: &RunFiles,
+    opts: &TrainOptions,
+) -> Result<TrainStatus> {
+    let t = job.train;
+    t.validate()?;
+    ensure!(
+        t.plateau.is_none() || data.has_validation(),
+        "{}: train.plateau needs a validation set (the test set must never select anything): \
+         set a validation split (val_split) or remove the plateau rule",
+        job.label()
+    );
+    let mut run = Run::start(job, files, opts)?;
+    let stop_at = run.stop_at(opts.stop_after)?;
+    data.start(run.state.iteration, &run.state.skipped)?;
+    let n_train = data.train_len();
+    while run.it < stop_at {
+        run.step(data)?;
+        if run.cadence.is_row(run.it) {
+            run.end_window(data, n_train, stop_at)?;
+        }
+    }
+    run.progress.finish();
+    if run.it < t.iterations {
+        return Ok(TrainStatus::Paused(run.it));
+    }
+    run.finish(data).map(TrainStatus::Finished)
+}
+
+/// A run in progress: the trainer, the policy and its state, the windows being measured.
+struct Run<'a> {
+    job: TrainJob<'a>,
+    files: &'a RunFiles,
+    trainer: Trainer,
+    policy: LrPolicy,
+    cadence: Cadence,
+    state: TrainState,
+    writer: MetricsWriter,
+    progress: Progress,
+    /// Updates done.
+    it: u64,
+    /// The rate of the last update.
+    lr: f64,
+    window: Window,
+    warm_window: Window,
+    last: Evaluation,
+    last_train_err: f64,
+    started: Instant,
+    seconds_before: f64,
+}
+
+impl<'a> Run<'a> {
+    /// Builds the network and resumes from the newest checkpoint, if any.
+    fn start(job: TrainJob<'a>, files: &'a RunFiles, opts: &TrainOptions) -> Result<Self> {
+        let (t, device, label) = (job.train, opts.device, job.label());
+        let mut trainer = Trainer::new(job.net, t, job.seed, device)?;
+        let policy = LrPolicy::new(t.schedule(), t.plateau.clone());
+        let (state, writer) = match checkpoint::latest(&files.checkpoints)? {
+            Some(ckpt) => {
+                let state = checkpoint::load(&ckpt, &mut trainer.vs, &mut trainer.opt)?;
+                ensure!(
+                    state.seed == job.seed,
+                    "{}: checkpoint of seed {}, not {}",
+                    ckpt.display(),
+                    state.seed,
+                    job.seed
+                );
+                eprintln!("{label}: resuming from {} (iteration {})", ckpt.display(), state.iteration);
+                let writer = MetricsWriter::resume(&files.metrics, state.iteration)?;
+                (state, writer)
+            }
+            None => {
+                let state = TrainState {
+                    iteration: 0,
+                    policy: policy.start(),
+                    seconds: 0.0,
+                    seed: job.seed,
+                    skipped: Vec::new(),
+                };
+                (state, MetricsWriter::create(&files.metrics)?)
+            }
+        };
+        let progress = Progress::new(label, t.iterations, state.iteration, opts.progress_bar);
+        Ok(Run {
+            job,
+            files,
+            trainer,
+            policy,
+            cadence: Cadence::of(t),
+            it: state.iteration,
+            lr: t.lr,
+            seconds_before: state.seconds,
+            state,
+            writer,
+            progress,
+            window: Window::new(device),
+            warm_window: Window::new(device),
+            last: Evaluation::default(),
+            last_train_err: f64::NAN,
+            started: Instant::now(),
+        })
+    }
+
+    /// Where this call stops: the end, or `stop_after` iterations on (on a metrics row).
+    fn stop_at(&self, stop_after: Option<u64>) -> Result<u64> {
+        let total = self.job.train.iterations;
+        let stop_at = stop_after.map_or(total, |s| (self.it + s).min(total));
+        ensure!(
+            stop_at == total || self.cadence.is_row(stop_at),
+            "a pause must fall on a metrics row: stop_after must make the run stop on a multiple of log_every ({})",
+            self.job.train.log_every
+        );
+        Ok(stop_at)
+    }
+
+    /// One update, and the warm-up's check when it is due.
+    fn step(&mut self, data: &mut dyn TrainData) -> Result<()> {
+        self.lr = self.policy.lr(self.it, &self.state.policy);
+        let (x, y) = data.batch(self.it)?;
+        let (loss, wrong) = self.trainer.step(&x, &y, self.lr)?;
+        let images = y.size()[0] as u64;
+        self.window.add(&loss, &wrong, images);
+        self.warm_window.add(&loss, &wrong, images);
+        self.it += 1;
+        self.progress.set_position(self.it);
+        if self.policy.warmup_check_due(self.it, &self.state.policy) {
+            let (_, err) = self.warm_window.take().read();
+            if let Some(msg) = self.policy.warmup_check(self.it, err, &mut self.state.policy) {
+                self.progress.note(&msg);
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a logging window: its row, an evaluation and a checkpoint when they are due.
+    fn end_window(&mut self, data: &mut dyn TrainData, n_train: usize, stop_at: u64) -> Result<()> {
+        let (it, t) = (self.it, self.job.train);
+        let images = self.window.images;
+        let (loss_mean, train_err) = self.window.take().read(); // waits for the device
+        let rate = self.progress.rate(images);
+        if !loss_mean.is_finite() {
+            bail!(
+                "{}: the training loss became {loss_mean} by iteration {it} (lr {}); {}",
+                self.job.label(),
+                self.lr,
+                self.kept()?
+            );
+        }
+        let eval = if self.cadence.is_eval(it) {
+            Some(data.evaluate(&self.trainer.net, self.trainer.format)?)
+        } else {
+            None
+        };
+        if let Some(v) = eval.as_ref().and_then(|e| e.val_error)
+            && let Some(msg) = self.policy.plateau_check(it, v, &mut self.state.policy)
+        {
+            self.progress.note(&msg);
+        }
+        let seconds = self.seconds_before + self.started.elapsed().as_secs_f64();
+        let e = eval.clone().unwrap_or_default();
+        let epoch = (it * t.batch_size as u64) as f64 / n_train as f64;
+        let skipped = data.skipped();
+        self.writer.append(&MetricsRow {
+            iteration: it,
+            epoch,
+            lr: self.lr,
+            train_loss: loss_mean,
+            train_error: train_err,
+            val_error: e.val_error,
+            val_top5_error: e.val_top5_error,
+            test_error: e.test_error,
+            skipped_images: skipped.len() as u64,
+            seconds,
+        })?;
+        self.last_train_err = train_err;
+        if let Some(e) = eval {
+            self.last = e;
+        }
+        self.progress.row(it, epoch, self.lr, (loss_mean, train_err), &e, rate, seconds);
+        if self.cadence.is_checkpoint(it) || it == stop_at {
+            self.state.iteration = it;
+            self.state.seconds = seconds;
+            self.state.skipped = skipped;
+            self.checkpoint()?;
+        }
+        self.progress.restart_clock();
+        Ok(())
+    }
+
+    /// Saves a checkpoint, unless the weights are no longer finite (then the last good one stays).
+    fn checkpoint(&self) -> Result<()> {
+        if !self.trainer.weights_finite() {
+            bail!(
+                "{}: the weights became non-finite by iteration {} (lr {}); {}",
+                self.job.label(),
+                self.it,
+                self.lr,
+                self.kept()?
+            );
+        }
+        checkpoint::save(&self.files.checkpoints, &self.trainer.vs, &self.trainer.opt, &self.state)?;
+        Ok(())
+    }
+
+    /// The end of a diverged run's message: what is kept, and what may help.
+    fn kept(&self) -> Result<String> {
+        let kept = checkpoint::latest(&self.files.checkpoints)?
+            .map_or("no checkpoint was written yet".into(), |p| {
+                format!("the last good checkpoint, {}, is kept", p.display())
+            });
+        Ok(format!("stopped, and {kept}. A lower learning rate or a warm-up ([runs.warmup]) may help"))
+    }
+
+    /// The final weights and what they measure.
+    fn finish(mut self, data: &mut dyn TrainData) -> Result<TrainSummary> {
+        if self.last == Evaluation::default() {
+            // Resumed from a checkpoint taken at the very end (the run died before it was recorded).
+            let rows = read_metrics(&self.files.metrics)?;
+            let row = rows.last().context("a finished run without metrics rows")?;
+            self.last_train_err = row.train_error;
+            self.last = data.evaluate(&self.trainer.net, self.trainer.format)?;
+        }
+        ensure!(self.trainer.weights_finite(), "{}: the final weights are not finite", self.job.label());
+        crate::models::save_weights(&self.trainer.vs, &self.files.weights)?;
+        Ok(TrainSummary {
+            iterations: self.it,
+            last: self.last,
+            train_error: self.last_train_err,
+            skipped_images: data.skipped().len() as u64,
+            seconds: self.state.seconds,
+            warmup_ended_at: LrPolicy::warmup_ended_at(&self.state.policy),
+        })
+    }
+}
