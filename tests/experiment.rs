@@ -75,7 +75,14 @@ fn summary_reports_best_mean_std_beside_the_paper() {
     let md = write_summary(&store, "Table 6").unwrap();
     assert!(md.contains("| ResNet-110 | test | 5 | 6.43 (6.61±0.15) | 6.43 (6.61±0.16) | +0.00 | 10000 | 64000 | 20m 34s | cuda:0 |"), "{md}");
     assert!(md.contains("| plain-20 | test | 1 | 9.90 | - |  |"), "{md}");
-    assert!(md.contains("## fashion-mnist-quick") && md.contains("not a reproduction"), "{md}");
+    assert!(
+        md.contains("## fashion-mnist-quick\n\nFashion-MNIST, quick preset: **not a reproduction**"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ResNet-20 | test | 1 | 30.00 | 8.75 |  |"),
+        "the paper's figure for reference, no diff:\n{md}"
+    );
     assert!(!md.contains("top-5"), "no top-5 columns for CIFAR:\n{md}");
     // The deviations come from the runs' configurations: Table 6's batch of 128 on one device.
     assert!(
@@ -266,4 +273,38 @@ fn the_store_walks_runs_in_the_paper_s_order_and_names_groups() {
     );
     let groups: Vec<String> = store.groups().unwrap().iter().map(|(g, _)| g.to_string()).collect();
     assert_eq!(groups, ["cifar10", "fashion-mnist-quick"]);
+}
+
+#[test]
+fn the_paper_s_numbers_are_keyed_by_network_and_protocol() {
+    use resnet_repro::models::{ImageNetNet, Shortcut};
+    use resnet_repro::paper::published;
+    let r110 = published(&NetSpec::Cifar(CifarNet::resnet(110)), Measure::Test).unwrap();
+    assert_eq!((r110.top1, r110.top5, r110.mean_std), (6.43, None, Some((6.61, 0.16))));
+    assert_eq!(published(&NetSpec::Cifar(CifarNet::resnet(20)), Measure::Test).unwrap().top1, 8.75);
+    assert!(published(&NetSpec::Cifar(CifarNet::plain(20)), Measure::Test).is_none(), "Figure 6 only");
+    let imagenet = |depth, s| NetSpec::ImageNet(ImageNetNet::resnet(depth, s));
+    let t3 = published(&imagenet(34, Shortcut::C), Measure::TenCrop).unwrap();
+    assert_eq!((t3.top1, t3.top5), (24.19, Some(7.40)));
+    let t4 = published(&imagenet(152, Shortcut::B), Measure::MultiScale).unwrap();
+    assert_eq!((t4.top1, t4.top5), (19.38, Some(4.49)));
+    assert_eq!(published(&NetSpec::ImageNet(ImageNetNet::plain(18)), Measure::TenCrop).unwrap().top1, 27.94);
+    assert!(published(&imagenet(34, Shortcut::A), Measure::MultiScale).is_none(), "not in Table 4");
+    assert!(published(&imagenet(50, Shortcut::B), Measure::Center).is_none(), "no centre-crop table");
+    assert!(published(&NetSpec::Cifar(CifarNet::resnet(20)), Measure::TenCrop).is_none());
+}
+
+#[test]
+fn groups_are_a_dataset_and_a_preset() {
+    use resnet_repro::experiment::Group;
+    for name in ["cifar10", "fashion-mnist-quick", "imagenet", "imagenet-quick"] {
+        let g: Group = name.parse().unwrap();
+        assert_eq!(g.to_string(), name);
+    }
+    let g: Group = "fashion-mnist-quick".parse().unwrap();
+    assert_eq!((g.dataset, g.preset), (DatasetName::FashionMnist, Preset::Quick));
+    assert!(!g.comparable());
+    assert!("cifar10".parse::<Group>().unwrap().comparable());
+    assert!("fashion-mnist".parse::<Group>().is_ok_and(|g| !g.comparable()));
+    assert!("mnist-quick".parse::<Group>().is_err());
 }
