@@ -94,9 +94,18 @@ impl ExperimentArgs {
         if let Some(seeds) = &self.seeds {
             exp.set_seeds(seeds);
         }
-        if let crate::data::DataConfig::ImageNet(o) = &mut exp.data {
-            o.subset.classes = self.classes.or(o.subset.classes);
-            o.subset.images_per_class = self.images_per_class.or(o.subset.images_per_class);
+        match &mut exp.data {
+            crate::data::DataConfig::ImageNet(o) => {
+                o.subset.classes = self.classes.or(o.subset.classes);
+                o.subset.images_per_class = self.images_per_class.or(o.subset.images_per_class);
+            }
+            tensors if self.classes.is_some() || self.images_per_class.is_some() => {
+                anyhow::bail!(
+                    "--classes and --images-per-class are for image folders; {} is not one",
+                    tensors.dataset()
+                )
+            }
+            _ => {}
         }
         exp.validate()?;
         Ok(exp)
