@@ -52,7 +52,7 @@ fn summary_reports_best_mean_std_beside_the_paper() {
     );
     let store = Store::new(out.path());
 
-    let rows = summarize(&store).unwrap();
+    let rows = summarize(&store.runs().unwrap()).unwrap();
     let names: Vec<(String, String)> = rows.iter().map(|r| (r.group.to_string(), r.net.clone())).collect();
     let expect = [
         ("cifar10", "plain20"),

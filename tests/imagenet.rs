@@ -367,7 +367,7 @@ fn a_few_iterations_end_to_end_write_metrics_and_evaluations() {
     assert!(evals.iter().all(|e| e.bn_reestimated_over == Some(12) && (0.0..=100.0).contains(&e.top1_error)));
     assert!(evals.iter().all(|e| e.top5_error == 0.0), "3 classes: every image is in the top 5");
     // The summary has them in the paper's order; a second run skips everything.
-    let rows = summarize(&opts.store).unwrap();
+    let rows = summarize(&opts.store.runs().unwrap()).unwrap();
     let order: Vec<_> = rows.iter().map(|r| (r.net.as_str(), r.measure)).collect();
     assert_eq!(
         order,

@@ -110,28 +110,27 @@ fn measured(run: &StoredRun, rec: &FinalRecord, m: Measure) -> Result<Option<Mea
     })
 }
 
-/// Every finished run of a store in summary rows: per group, per network in the paper's order,
-/// per measure.
-pub fn summarize(store: &Store) -> Result<Vec<SummaryRow>> {
-    let mut rows = Vec::new();
-    for (_, runs) in store.groups()? {
-        let mut finished = Vec::new();
-        for run in runs {
-            if let Some(rec) = run.dir.final_record()? {
-                finished.push((run, rec));
-            }
+/// The finished ones of a store's runs (as [`Store::runs`] walks them) in summary rows: per
+/// group, per network in the paper's order, per measure.
+pub fn summarize(runs: &[StoredRun]) -> Result<Vec<SummaryRow>> {
+    let mut finished = Vec::new();
+    for run in runs {
+        if let Some(rec) = run.dir.final_record()? {
+            finished.push((run, rec));
         }
-        for net in finished.chunk_by(|a, b| a.0.config.net == b.0.config.net) {
-            for m in [Measure::Test, Measure::Center, Measure::TenCrop, Measure::MultiScale] {
-                let mut found = Vec::new();
-                for (run, rec) in net {
-                    if let Some(x) = measured(run, rec, m)? {
-                        found.push((x, rec));
-                    }
+    }
+    let mut rows = Vec::new();
+    let same = |a: &RunConfig, b: &RunConfig| a.group() == b.group() && a.net == b.net;
+    for net in finished.chunk_by(|a, b| same(&a.0.config, &b.0.config)) {
+        for m in [Measure::Test, Measure::Center, Measure::TenCrop, Measure::MultiScale] {
+            let mut found = Vec::new();
+            for (run, rec) in net {
+                if let Some(x) = measured(run, rec, m)? {
+                    found.push((x, rec));
                 }
-                if !found.is_empty() {
-                    rows.push(row(&net[0].0.config, m, &found));
-                }
+            }
+            if !found.is_empty() {
+                rows.push(row(&net[0].0.config, m, &found));
             }
         }
     }
@@ -219,21 +218,15 @@ pub fn markdown(rows: &[SummaryRow], heading: &str) -> String {
 /// Writes `summary.csv` and `summary.md` (title, what the numbers are, the deviations of the runs'
 /// recipes, the tables); returns the Markdown.
 pub fn write_summary(store: &Store, title: &str) -> Result<String> {
-    let rows = summarize(store)?;
-    let configs: Vec<RunConfig> = store.runs()?.into_iter().map(|r| r.config).collect();
+    let runs = store.runs()?;
+    let rows = summarize(&runs)?;
     std::fs::create_dir_all(&store.root)?;
     write_csv(&store.summary_csv(), &rows)?;
     let mut md = format!("# {title}\n\n{MEASURES}\n");
     if rows.is_empty() {
         md.push_str("\nNo finished runs yet.\n");
     }
-    let deviations = deviations(&configs);
-    if !deviations.is_empty() {
-        md.push_str("\nDeviations from the paper's recipe:\n\n");
-        deviations.iter().for_each(|d| {
-            let _ = writeln!(md, "- {d}");
-        });
-    }
+    md.push_str(&deviations_markdown(&runs));
     md.push_str(&markdown(&rows, "##"));
     write_atomic(&store.summary_md(), md.as_bytes())?;
     Ok(md)
@@ -247,9 +240,22 @@ pub const MEASURES: &str = "Error (%) of the last iteration's weights, no model 
     set. Several seeds as best (mean±std, sample std), as the paper reports ResNet-110; the diff is our best \
     minus the paper's, for the paper's dataset and recipe only.";
 
+/// The deviations of the runs' recipes as a Markdown list (nothing for no runs).
+pub fn deviations_markdown(runs: &[StoredRun]) -> String {
+    let lines = deviations(runs.iter().map(|r| &r.config));
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("\nDeviations from the paper's recipe:\n\n");
+    lines.iter().for_each(|d| {
+        let _ = writeln!(md, "- {d}");
+    });
+    md
+}
+
 /// The deviations from the paper's recipe of a set of runs, each said once, read from their
 /// configurations (and the init, which is the code's).
-pub fn deviations(configs: &[RunConfig]) -> Vec<String> {
+pub fn deviations<'a>(configs: impl IntoIterator<Item = &'a RunConfig>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for c in configs {
         let lines = match &c.data {
@@ -262,7 +268,7 @@ pub fn deviations(configs: &[RunConfig]) -> Vec<String> {
             }
         }
     }
-    if !configs.is_empty() {
+    if !out.is_empty() {
         out.extend(crate::models::INIT_NOTES.iter().map(|s| s.to_string()));
     }
     out

@@ -6,7 +6,7 @@
 use crate::eval::responses::{FIG7_NETS, ResponseRow, read_responses};
 use crate::experiment::store::{Runs, Table};
 use crate::experiment::summary::{self, SummaryRow, format_duration};
-use crate::experiment::{Group, Preset, RunConfig};
+use crate::experiment::{Group, Preset};
 use crate::paper::Measure;
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -131,17 +131,13 @@ fn table1(r: &mut Report) -> Result<()> {
 /// A table's results for some measures: the deviations of its runs' recipes, then the summary
 /// tables; `None` if nothing is measured that way yet.
 fn results(r: &mut Report, table: Table, measures: &[Measure]) -> Result<Option<Vec<Group>>> {
-    let store = r.runs.table(table);
+    let runs = r.runs.table(table).runs()?;
     let rows: Vec<SummaryRow> =
-        summary::summarize(&store)?.into_iter().filter(|x| measures.contains(&x.measure)).collect();
+        summary::summarize(&runs)?.into_iter().filter(|x| measures.contains(&x.measure)).collect();
     if rows.is_empty() {
         return Ok(None);
     }
-    let configs: Vec<RunConfig> = store.runs()?.into_iter().map(|s| s.config).collect();
-    r.line("\nDeviations from the paper's recipe:\n");
-    for d in summary::deviations(&configs) {
-        r.line(format!("- {d}"));
-    }
+    r.md.push_str(&summary::deviations_markdown(&runs));
     r.md.push_str(&summary::markdown(&rows, "###"));
     let mut groups: Vec<Group> = rows.iter().map(|x| x.group).collect();
     groups.dedup();
