@@ -240,6 +240,15 @@ fn bad_experiment_files_are_errors_naming_the_file_and_the_key() {
     )
     .unwrap();
     Experiment::from_file(&dir.path().join("v.toml")).unwrap();
+    // The init's n is a choice of the file, carried into every network and into the deviations.
+    let fan_out = base.replace("name = \"x\"", "name = \"x\"\ninit = \"fan_out\"");
+    std::fs::write(dir.path().join("f.toml"), &fan_out).unwrap();
+    let runs = Experiment::from_file(&dir.path().join("f.toml")).unwrap().resolve(10).unwrap();
+    assert!(runs.iter().all(|r| r.net.init() == resnet_repro::models::HeInit::FanOut));
+    let said = resnet_repro::experiment::summary::deviations(&runs);
+    assert!(said.iter().any(|d| d.starts_with("convs are He-normal with n = k²·c_out")), "{said:?}");
+    let e = bad(&base.replace("name = \"x\"", "name = \"x\"\ninit = \"fan\""));
+    assert!(e.contains("fan_in") && e.contains("fan_out"), "{e}");
     let e = format!("{:#}", Experiment::from_file(&dir.path().join("missing.toml")).unwrap_err());
     assert!(e.contains("missing.toml"), "{e}");
 }

@@ -217,6 +217,47 @@ fn init_is_he_normal_and_bn_is_one_zero() {
 }
 
 #[test]
+fn fan_out_init_scales_the_same_draws_to_n_equal_k2_c_out() {
+    use resnet_repro::models::HeInit;
+    let fan_out = [
+        NetSpec::Cifar(CifarNet { init: HeInit::FanOut, ..CifarNet::resnet(56) }),
+        NetSpec::ImageNet(ImageNetNet { init: HeInit::FanOut, ..ImageNetNet::resnet(50, S::B) }),
+    ];
+    for spec in fan_out {
+        tch::manual_seed(0);
+        let (vs, net) = build(&spec);
+        assert_eq!(net.convs().len(), vs.variables().values().filter(|t| t.dim() == 4).count());
+        let fan_in_spec = match &spec {
+            NetSpec::Cifar(c) => NetSpec::Cifar(CifarNet { init: HeInit::FanIn, ..c.clone() }),
+            NetSpec::ImageNet(c) => NetSpec::ImageNet(ImageNetNet { init: HeInit::FanIn, ..c.clone() }),
+        };
+        tch::manual_seed(0);
+        let (vs_in, _) = build(&fan_in_spec);
+        let (out_vars, in_vars) = (vs.variables(), vs_in.variables());
+        let mut checked = 0;
+        for (name, t) in &out_vars {
+            let dims = t.size();
+            if dims.len() != 4 {
+                assert!(t.equal(&in_vars[name]), "{name}: only convs change");
+                continue;
+            }
+            let fan_out = (dims[0] * dims[2] * dims[3]) as f64;
+            let std = t.std(true).double_value(&[]);
+            let expected = (2.0 / fan_out).sqrt();
+            // Large layers only: a 1x1 projection of 16 weights says little about its std.
+            if t.numel() >= 2000 {
+                assert!((std / expected - 1.0).abs() < 0.10, "{name}: std {std}, expected {expected}");
+            }
+            let ratio = (dims[1] as f64 / dims[0] as f64).sqrt();
+            let diff = (t - &in_vars[name] * ratio).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "{name}: not the fan-in draws scaled by {ratio}: {diff}");
+            checked += 1;
+        }
+        assert!(checked > 20, "{}: {checked} convs", spec.name());
+    }
+}
+
+#[test]
 fn impossible_configurations_are_errors_naming_the_value() {
     let vs = nn::VarStore::new(Device::Cpu);
     let err = |r: anyhow::Result<ResNet>| format!("{:#}", r.unwrap_err());

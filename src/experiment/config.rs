@@ -5,7 +5,7 @@
 //! as `config.toml` in its folder before training starts.
 
 use crate::data::{DataConfig, DatasetName};
-use crate::models::{BottleneckStride, CifarNet, ImageNetNet, NetSpec, Shortcut};
+use crate::models::{BottleneckStride, CifarNet, HeInit, ImageNetNet, NetSpec, Shortcut};
 use crate::train::policy::Warmup;
 use crate::train::{TrainConfig, TrainJob};
 use anyhow::{Context, Result, bail, ensure};
@@ -112,6 +112,9 @@ pub struct Experiment {
     /// Seeds of every network unless its run says otherwise.
     #[serde(default = "default_seeds")]
     pub seeds: Vec<u64>,
+    /// The convs' He-normal n for every network: `fan_in` (the authors' release) or `fan_out`.
+    #[serde(default)]
+    pub init: HeInit,
     pub data: DataConfig,
     pub train: TrainConfig,
     pub runs: Vec<RunSpec>,
@@ -164,6 +167,7 @@ impl Experiment {
                 bottleneck_stride: r.bottleneck_stride.unwrap_or_default(),
                 num_classes: classes as i64,
                 image_size: i64::from(o.transform.crop),
+                init: self.init,
             }),
             tensors => {
                 ensure!(
@@ -179,6 +183,7 @@ impl Experiment {
                     in_channels,
                     image_size,
                     num_classes: 10,
+                    init: self.init,
                 })
             }
         })

@@ -262,14 +262,12 @@ pub fn deviations<'a>(configs: impl IntoIterator<Item = &'a RunConfig>) -> Vec<S
             DataConfig::ImageNet(o) => imagenet_deviations(c, o),
             DataConfig::Cifar10(o) | DataConfig::FashionMnist(o) => cifar_deviations(c, o),
         };
-        for l in lines {
+        let notes = crate::models::init_notes(c.net.init()).map(String::from);
+        for l in lines.into_iter().chain(notes) {
             if !out.contains(&l) {
                 out.push(l);
             }
         }
-    }
-    if !out.is_empty() {
-        out.extend(crate::models::INIT_NOTES.iter().map(|s| s.to_string()));
     }
     out
 }

@@ -55,6 +55,26 @@ pub fn out_size(size: i64, k: i64, stride: i64, padding: i64) -> i64 {
     (size + 2 * padding - k) / stride + 1
 }
 
+/// The n of the convs' He-normal init N(0, 2/n) ("Delving deep into rectifiers", Eq. 10 and 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeInit {
+    /// n = k²·c_in, the forward case: Caffe's `msra` filler, as in the authors' released models.
+    #[default]
+    FanIn,
+    /// n = k²·c_out, the backward case: fb.resnet.torch and torchvision.
+    FanOut,
+}
+
+impl fmt::Display for HeInit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HeInit::FanIn => "fan_in",
+            HeInit::FanOut => "fan_out",
+        })
+    }
+}
+
 /// A bias-free 2-d convolution (every conv here is followed by BN), He-normal initialised.
 #[derive(Debug)]
 pub struct Conv {
@@ -70,7 +90,8 @@ impl Conv {
     /// `k`x`k` conv with "same" padding (`k / 2`), variable `<p>.weight`.
     pub fn new(p: &nn::Path, in_channels: i64, out_channels: i64, kernel: i64, stride: i64) -> Self {
         // He et al. "Delving deep into rectifiers", Eq. 10: N(0, 2/n) with n = k*k*c_in (the forward
-        // case). NOTE: torchvision and fb.resnet.torch use n = k*k*c_out; the paper cites [13] only.
+        // case); `ResNet::apply_init` rescales to n = k*k*c_out (torchvision's, fb.resnet.torch's)
+        // where the net asks for it. The paper cites [13] only.
         let fan_in = (kernel * kernel * in_channels) as f64;
         let weight = p.var(
             "weight",
@@ -96,6 +117,17 @@ impl Conv {
             out_size(h, self.kernel, self.stride, self.padding),
             out_size(w, self.kernel, self.stride, self.padding),
         )
+    }
+
+    /// Turns the fan-in draw N(0, 2/(k²·c_in)) into `init`'s: times sqrt(c_in / c_out) for fan-out,
+    /// the same normal draws at the other scale.
+    pub fn apply_init(&self, init: HeInit) {
+        if init == HeInit::FanOut {
+            let scale = (self.in_channels as f64 / self.out_channels as f64).sqrt();
+            tch::no_grad(|| {
+                let _ = self.weight.shallow_clone().g_mul_scalar_(scale);
+            });
+        }
     }
 
     /// Multiply-adds for one image of size `hw`, and the output size.

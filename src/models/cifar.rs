@@ -1,7 +1,7 @@
 //! The CIFAR-10 networks of Sec. 4.2: depth 6n+2, three stages of 2n 3x3 layers on 32/16/8 maps with
 //! 16/32/64 filters, stride-2 convs for downsampling, global average pooling, a 10-way fc.
 
-use super::blocks::{Block, ConvBn, Shortcut};
+use super::blocks::{Block, ConvBn, HeInit, Shortcut};
 use super::net::{NetPlan, ResNet, Stem};
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,9 @@ pub struct CifarNet {
     pub image_size: i64,
     #[serde(default = "default_num_classes")]
     pub num_classes: i64,
+    /// The convs' He-normal n: fan-in (the authors' release, default) or fan-out (torchvision).
+    #[serde(default)]
+    pub init: HeInit,
 }
 
 fn default_in_channels() -> i64 {
@@ -52,6 +55,7 @@ impl CifarNet {
             in_channels: 3,
             image_size: 32,
             num_classes: 10,
+            init: HeInit::FanIn,
         }
     }
 
@@ -107,6 +111,8 @@ impl CifarNet {
             num_classes: self.num_classes,
             input: (self.in_channels, self.image_size, self.image_size),
         };
-        Ok(ResNet::assemble(p, plan, |bp, i, o, s| Block::basic(bp, i, o, s, shortcut)))
+        let net = ResNet::assemble(p, plan, |bp, i, o, s| Block::basic(bp, i, o, s, shortcut));
+        net.apply_init(self.init);
+        Ok(net)
     }
 }

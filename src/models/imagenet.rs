@@ -2,7 +2,7 @@
 //! global average pooling, a 1000-way fc. Plain and residual 18/34 (basic blocks) and 50/101/152
 //! (bottlenecks).
 
-use super::blocks::{Block, BottleneckStride, ConvBn, Shortcut};
+use super::blocks::{Block, BottleneckStride, ConvBn, HeInit, Shortcut};
 use super::net::{NetPlan, ResNet, Stem};
 use anyhow::{Result, bail, ensure};
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,9 @@ pub struct ImageNetNet {
     pub bottleneck_stride: BottleneckStride,
     #[serde(default = "default_num_classes")]
     pub num_classes: i64,
+    /// The convs' He-normal n: fan-in (the authors' release, default) or fan-out (torchvision).
+    #[serde(default)]
+    pub init: HeInit,
     /// Used for multiply-add counts (the net accepts any size).
     #[serde(default = "default_image_size")]
     pub image_size: i64,
@@ -55,6 +58,7 @@ impl ImageNetNet {
             shortcut,
             bottleneck_stride: BottleneckStride::FirstConv1x1,
             num_classes: 1000,
+            init: HeInit::FanIn,
             image_size: 224,
         }
     }
@@ -129,12 +133,14 @@ impl ImageNetNet {
             input: (3, self.image_size, self.image_size),
         };
         let placement = self.bottleneck_stride;
-        Ok(ResNet::assemble(p, plan, |bp, i, o, s| {
+        let net = ResNet::assemble(p, plan, |bp, i, o, s| {
             if bottleneck {
                 Block::bottleneck(bp, i, o, s, placement, shortcut)
             } else {
                 Block::basic(bp, i, o, s, shortcut)
             }
-        }))
+        });
+        net.apply_init(self.init);
+        Ok(net)
     }
 }

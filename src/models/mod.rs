@@ -14,17 +14,26 @@ pub mod cifar;
 pub mod imagenet;
 pub mod net;
 
-pub use blocks::{BottleneckStride, Shortcut};
+pub use blocks::{BottleneckStride, HeInit, Shortcut};
 pub use cifar::CifarNet;
 pub use imagenet::ImageNetNet;
 pub use net::{ResNet, count_parameters, save_weights};
 
-/// The deliberate choices of the init the paper leaves open, said beside every result table.
-pub const INIT_NOTES: [&str; 2] = [
-    "convs are He-normal with n = k²·c_in (fan-in: Caffe's msra, as in the authors' release), where \
-     fb.resnet.torch and torchvision use n = k²·c_out (fan-out)",
-    "the fc layer's initialisation, which the paper does not give, is PyTorch's default",
-];
+/// The init choices the paper leaves open, said beside every result table: the convs' He-normal n
+/// (the network's `init`), and the fc layer's.
+pub fn init_notes(init: HeInit) -> [&'static str; 2] {
+    let convs = match init {
+        HeInit::FanIn => {
+            "convs are He-normal with n = k²·c_in (fan-in: Caffe's msra, as in the authors' release), where \
+             fb.resnet.torch and torchvision use n = k²·c_out (fan-out)"
+        }
+        HeInit::FanOut => {
+            "convs are He-normal with n = k²·c_out (fan-out, as fb.resnet.torch and torchvision), where the \
+             authors' release (Caffe's msra) uses n = k²·c_in (fan-in)"
+        }
+    };
+    [convs, "the fc layer's initialisation, which the paper does not give, is PyTorch's default"]
+}
 
 /// Any network of the project; in a run's `config.toml` as `[net]` with `family = "cifar"` or
 /// `"imagenet"`.
@@ -88,6 +97,13 @@ impl NetSpec {
             label.push_str(" v1.5");
         }
         label
+    }
+
+    pub fn init(&self) -> HeInit {
+        match self {
+            NetSpec::Cifar(c) => c.init,
+            NetSpec::ImageNet(c) => c.init,
+        }
     }
 
     /// The paper's row order: plain before residual, by depth, then by shortcut option.

@@ -1,6 +1,6 @@
 //! The network both families share: a stem, stages of blocks, global average pooling and a fc layer.
 
-use super::blocks::{Block, ConvBn, Hw, MultAdds, out_size};
+use super::blocks::{Block, Conv, ConvBn, HeInit, Hw, MultAdds, ShortcutPath, out_size};
 use tch::{Tensor, nn};
 
 /// A fully-connected layer, `<p>.weight` [out, in] and `<p>.bias` [out].
@@ -123,6 +123,23 @@ impl ResNet {
         }
         let pooled = h.mean_dim([2i64, 3].as_slice(), false, h.kind());
         self.fc.forward(&pooled)
+    }
+
+    /// Every conv: the stem's, the blocks' and the projection shortcuts'.
+    pub fn convs(&self) -> Vec<&Conv> {
+        let mut out = vec![&self.stem.conv_bn().conv];
+        for block in self.stages.iter().flatten() {
+            out.extend(block.layers.iter().map(|l| &l.conv));
+            if let Some(ShortcutPath::Projection(cb)) = &block.shortcut {
+                out.push(&cb.conv);
+            }
+        }
+        out
+    }
+
+    /// Gives every conv `init`'s He-normal scale (they are built with fan-in's).
+    pub fn apply_init(&self, init: HeInit) {
+        self.convs().iter().for_each(|c| c.apply_init(init));
     }
 
     /// The stem's conv and BN.
