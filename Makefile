@@ -16,7 +16,7 @@ EXPERIMENT_ARGS := --dataset $(DATASET) --data-dir $(DATA_DIR) --device $(DEVICE
 # ImageNet: DATA_DIR is the ImageNet root (train/, val/) or a folder holding imagenet/.
 IMAGENET_ARGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 
-.PHONY: all build test bench doctor reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
+.PHONY: all build test bench doctor crosscheck reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
 
 all: build
 
@@ -31,6 +31,8 @@ help:
 	@echo "make reproduce-table3   Tables 3 and 4: ResNet-34 A/B/C, ResNet-50/101/152 on ImageNet (runs/table3/)"
 	@echo "make reproduce-table1   Table 1: parameters and multiply-adds beside the paper's (runs/table1/)"
 	@echo "make plots              re-render every figure and summary from runs/ (no training)"
+	@echo "make crosscheck         our training against plain PyTorch's, same recipe, seeds, both inits (runs/crosscheck/)"
+	@echo "                        PRESET=full|quick (quick: 2 seeds, 200 iterations) DATA_DIR=... DEVICE=..."
 	@echo "make test               the test suite (CPU only)"
 	@echo "make bench              train step, training loop and ImageNet loader vs plain PyTorch (runs/bench/)"
 	@echo "make doctor             torch version, CUDA/cuDNN, threads, where libtorch was found"
@@ -49,6 +51,9 @@ bench: build
 
 doctor: build
 	target/release/doctor
+
+crosscheck: build
+	$(WITH_TORCH) target/release/crosscheck --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 
 reproduce-table6: build
 	target/release/cifar_depth_sweep $(EXPERIMENT_ARGS) $(QUICK_FLAG)

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
+    def __init__(self, cin, cout, stride, residual=True):
         super().__init__()
+        self.residual = residual
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
@@ -29,6 +30,8 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        if not self.residual:
+            return self.relu(out)
         shortcut = x
         if self.stride != 1 or self.extra:
             # option A: subsample and append zero channels
@@ -38,22 +41,25 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth, num_classes=10):
+    """Plain (residual=False) or residual, He-normal with n = k*k*c_in (init="fan_in") or
+    k*k*c_out ("fan_out"), BN gamma 1 and beta 0, nn.Linear's default fc."""
+
+    def __init__(self, depth, num_classes=10, in_channels=3, residual=True, init="fan_in"):
         super().__init__()
         n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
         layers, cin = [], 16
         for s, width in enumerate([16, 32, 64]):
             for b in range(n):
-                layers.append(BasicBlock(cin, width, 2 if s > 0 and b == 0 else 1))
+                layers.append(BasicBlock(cin, width, 2 if s > 0 and b == 0 else 1, residual))
                 cin = width
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(64, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.kaiming_normal_(m.weight, mode=init, nonlinearity="relu")
 
     def forward(self, x):
         x = self.layers(self.relu(self.bn1(self.conv1(x))))

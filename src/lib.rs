@@ -11,7 +11,8 @@
 //! - [`models`]: the CIFAR (6n+2) and ImageNet (18..152) networks, plain and residual, options
 //!   A/B/C; [`complexity`]: Table 1's counts.
 //! - The floor: [`shim`] (libtorch calls tch lacks), [`env`] (the torch runtime, provenance,
-//!   `--device`), [`fsutil`] (atomic files), [`bench`] (timing and baselines for `bench_*`).
+//!   `--device`), [`fsutil`] (atomic files), [`stats`] (mean±std, Welch intervals), [`bench`]
+//!   (timing and baselines for `bench_*`).
 
 pub mod bench;
 pub mod cli;
@@ -25,4 +26,5 @@ pub mod models;
 pub mod paper;
 pub mod report;
 pub mod shim;
+pub mod stats;
 pub mod train;

@@ -1,8 +1,10 @@
 //! Experiments: one file format for every table ([`config`]), one runner ([`runner`]), the run
 //! store that alone knows the `runs/` layout ([`store`]), the summaries beside the paper
-//! ([`summary`]), and Figure 7's choice of runs and its measurement ([`figure7`]).
+//! ([`summary`]), Figure 7's choice of runs and its measurement ([`figure7`]), and the
+//! cross-check of whole training runs against plain PyTorch ([`crosscheck`]).
 
 pub mod config;
+pub mod crosscheck;
 pub mod figure7;
 pub mod runner;
 pub mod store;
@@ -10,4 +12,4 @@ pub mod summary;
 
 pub use config::{Experiment, Group, Preset, RunConfig, RunSpec};
 pub use runner::{Outcome, RunStatus, RunnerOptions, run_experiment};
-pub use store::{FinalRecord, RunDir, Runs, Store, StoredRun, Table};
+pub use store::{CrosscheckDirs, FinalRecord, RunDir, Runs, Store, StoredRun, Table};

@@ -10,6 +10,8 @@
 //!     class_index.csv                   the class of each output (image folders)
 //! runs/<table>/summary.{csv,md}         the table beside the paper
 //! runs/fig7/responses.csv, runs/table1/table1.csv
+//! runs/crosscheck/ours-<init>/          the cross-check's runs (a store), and PyTorch's beside them:
+//! runs/crosscheck/pytorch-<init>/<net>/seed<k>/metrics.csv, runs/crosscheck/{curves.csv,summary.md}
 //! ```
 
 use super::config::{Group, Preset, RunConfig};
@@ -17,7 +19,7 @@ use crate::data::DatasetName;
 use crate::data::imagenet::Protocol;
 use crate::eval::EvalResult;
 use crate::fsutil::{subdirs, write_atomic};
-use crate::models::{ResNet, load_net};
+use crate::models::{HeInit, ResNet, load_net};
 use crate::shim::MemoryFormat;
 use crate::train::metrics::{MetricsRow, read_metrics};
 use crate::train::{RunFiles, TrainSummary, checkpoint};
@@ -37,6 +39,8 @@ pub enum Table {
     /// Table 6 and Figures 1 and 6.
     Table6,
     Figure7,
+    /// The cross-check against plain PyTorch.
+    Crosscheck,
 }
 
 impl Table {
@@ -47,6 +51,7 @@ impl Table {
             Table::Table3 => "table3",
             Table::Table6 => "table6",
             Table::Figure7 => "fig7",
+            Table::Crosscheck => "crosscheck",
         }
     }
 }
@@ -75,6 +80,48 @@ impl Runs {
     /// Table 1's counts.
     pub fn table1_csv(&self) -> PathBuf {
         self.root.join(Table::Table1.dir_name()).join("table1.csv")
+    }
+}
+
+/// The cross-check's folders under its root (`runs/crosscheck`).
+#[derive(Debug, Clone)]
+pub struct CrosscheckDirs {
+    pub root: PathBuf,
+}
+
+impl CrosscheckDirs {
+    /// Our runs with one init, a store of their own.
+    pub fn ours(&self, init: HeInit) -> Store {
+        Store::new(self.root.join(format!("ours-{init}")))
+    }
+
+    /// Where bench/pytorch_crosscheck.py writes the same runs in plain PyTorch.
+    pub fn pytorch(&self, init: HeInit) -> PathBuf {
+        self.root.join(format!("pytorch-{init}"))
+    }
+
+    /// PyTorch's runs with one init: (net, seed, metrics.csv) for each finished one.
+    pub fn pytorch_runs(&self, init: HeInit) -> Result<Vec<(String, u64, PathBuf)>> {
+        let mut out = Vec::new();
+        for net in subdirs(&self.pytorch(init))? {
+            for seed_dir in subdirs(&net)? {
+                let name = |p: &Path| p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                let seed = name(&seed_dir).strip_prefix("seed").and_then(|s| s.parse().ok());
+                let metrics = seed_dir.join("metrics.csv");
+                if let (Some(seed), true) = (seed, metrics.is_file()) {
+                    out.push((name(&net), seed, metrics));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn curves_csv(&self) -> PathBuf {
+        self.root.join("curves.csv")
+    }
+
+    pub fn summary_md(&self) -> PathBuf {
+        self.root.join("summary.md")
     }
 }
 

@@ -54,13 +54,7 @@ fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S:
     s.collect_str(v)
 }
 
-/// Mean and sample standard deviation (n - 1).
-pub fn mean_std(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-    (mean, var.sqrt())
-}
+pub use crate::stats::mean_std;
 
 /// `6.43 (6.61±0.16)` for several values, `8.75` for one: the paper's style.
 pub fn format_best_mean_std(best: f64, mean_std: Option<(f64, f64)>) -> String {

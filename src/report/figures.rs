@@ -1,11 +1,12 @@
 //! Every figure as a PNG, rendered from the run store alone (configurations and `metrics.csv`,
 //! no training state): Figures 1 and 6 (CIFAR), 4 and Table 3's curves (ImageNet), 7 (layer
-//! responses). The font is embedded (DejaVu Sans), so no system fonts are needed.
+//! responses), and the cross-check's curves against PyTorch. The font is embedded (DejaVu Sans), so no system fonts are needed.
 
 use crate::data::DatasetName;
 use crate::eval::responses::{ResponseRow, fig7_position, read_responses};
+use crate::experiment::crosscheck::CurveRow;
 use crate::experiment::{Group, Store, StoredRun};
-use crate::models::{NetSpec, Shortcut};
+use crate::models::{HeInit, NetSpec, Shortcut};
 use crate::train::metrics::MetricsRow;
 use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
@@ -451,6 +452,98 @@ pub fn render_fig7(responses_csv: &Path, plots_dir: &Path) -> Result<Vec<PathBuf
         std::fs::create_dir_all(plots_dir).with_context(|| format!("creating {}", plots_dir.display()))?;
         let f = plots_dir.join(format!("fig7_{group}.png"));
         figure7(&rows, group, &f)?;
+        written.push(f);
+    }
+    Ok(written)
+}
+
+/// The cross-check's figure for one network: per init, each side's mean training error over seeds
+/// (line) with a band of ±1 std, and its mean test error at the checkpoints (dots); ours blue,
+/// PyTorch orange.
+pub fn crosscheck_figure(rows: &[CurveRow], net: &str, path: &Path) -> Result<()> {
+    let mut inits: Vec<HeInit> = rows.iter().filter(|r| r.net == net).map(|r| r.init).collect();
+    inits.sort();
+    inits.dedup();
+    let title = format!("Cross-check, {net}: ours (blue) and PyTorch (orange), mean ± 1 std over seeds");
+    let (root, body) = canvas(path, (700 * inits.len().max(1) as u32, 560), &title)?;
+    let x_max = rows.iter().map(|r| r.iteration).max().unwrap_or(1) as f64;
+    let y_max =
+        rows.iter().filter(|r| r.net == net).map(|r| r.train_error).fold(10f64, f64::max).min(100.0) * 1.05;
+    for (area, init) in body.split_evenly((1, inits.len().max(1))).iter().zip(&inits) {
+        let err = |e| anyhow!("drawing: {e:?}");
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("init = {init}"), ("sans-serif", 20))
+            .margin(12)
+            .margin_right(30)
+            .x_label_area_size(44)
+            .y_label_area_size(54)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("iteration")
+            .y_desc("error (%): training line, test dots")
+            .label_style(("sans-serif", 14))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(err)?;
+        for (fw, col) in [("ours", RGBColor(0, 114, 178)), ("pytorch", RGBColor(230, 159, 0))] {
+            let sel: Vec<&CurveRow> =
+                rows.iter().filter(|r| r.net == net && r.init == *init && r.framework == fw).collect();
+            let stats = |f: fn(&CurveRow) -> Option<f64>| -> Vec<(f64, f64, f64)> {
+                let mut its: Vec<u64> = sel.iter().filter(|r| f(r).is_some()).map(|r| r.iteration).collect();
+                its.sort();
+                its.dedup();
+                its.iter()
+                    .map(|&it| {
+                        let v: Vec<f64> =
+                            sel.iter().filter(|r| r.iteration == it).filter_map(|r| f(r)).collect();
+                        let (m, s) = crate::stats::mean_std(&v);
+                        (it as f64, m, s)
+                    })
+                    .collect()
+            };
+            let train = stats(|r| Some(r.train_error));
+            let band: Vec<(f64, f64)> = train
+                .iter()
+                .map(|&(x, m, s)| (x, m + s))
+                .chain(train.iter().rev().map(|&(x, m, s)| (x, m - s)))
+                .collect();
+            chart.draw_series(std::iter::once(Polygon::new(band, col.mix(0.2).filled()))).map_err(err)?;
+            let label = if fw == "ours" { "ours" } else { "PyTorch" };
+            chart
+                .draw_series(LineSeries::new(train.iter().map(|&(x, m, _)| (x, m)), col.stroke_width(2)))
+                .map_err(err)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 22, y)], col.stroke_width(3)));
+            let test = stats(|r| r.test_error);
+            chart
+                .draw_series(test.iter().map(|&(x, m, _)| Circle::new((x, m), 6, col.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 16))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `crosscheck_<net>.png` for every network of the cross-check's curves.
+pub fn render_crosscheck(rows: &[CurveRow], plots_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut nets: Vec<&str> = rows.iter().map(|r| r.net.as_str()).collect();
+    nets.sort();
+    nets.dedup();
+    std::fs::create_dir_all(plots_dir).with_context(|| format!("creating {}", plots_dir.display()))?;
+    let mut written = Vec::new();
+    for net in nets {
+        let f = plots_dir.join(format!("crosscheck_{net}.png"));
+        crosscheck_figure(rows, net, &f)?;
         written.push(f);
     }
     Ok(written)

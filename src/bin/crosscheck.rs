@@ -1,0 +1,64 @@
+//! Does it train like PyTorch? plain-20, ResNet-20, plain-56 and ResNet-56 on Fashion-MNIST with
+//! one recipe, here and in plain PyTorch (bench/pytorch_crosscheck.py), several seeds a side, with
+//! both He-normal modes; writes runs/crosscheck/curves.csv and summary.md (means ± std, the
+//! difference and its 95% Welch interval at each checkpoint) and plots/crosscheck_<net>.png.
+
+use anyhow::Result;
+use clap::Parser;
+use resnet_repro::cli::{ExperimentArgs, Recipe};
+use resnet_repro::experiment::crosscheck::{CrosscheckOptions, compare, markdown, run_crosscheck};
+use resnet_repro::experiment::{CrosscheckDirs, Table};
+use resnet_repro::models::HeInit;
+use resnet_repro::report::figures::render_crosscheck;
+
+/// Trains the cross-check's runs that are missing on both sides (ours resumable, PyTorch's per
+/// run), then compares them. --quick: 2 seeds and 200 iterations, to try the machinery.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    run: ExperimentArgs,
+    /// He-normal modes to cross-check.
+    #[arg(long, value_delimiter = ',', default_value = "fan-in,fan-out")]
+    init: Vec<Init>,
+    /// Python with torch 2.11 (default: RESNET_REPRO_PYTHON, set by scripts/with-torch, else python3).
+    #[arg(long)]
+    python: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Init {
+    FanIn,
+    FanOut,
+}
+
+const CROSSCHECK: Recipe = Recipe {
+    table: Table::Crosscheck,
+    config: "experiments/crosscheck.toml",
+    quick: "experiments/crosscheck_quick.toml",
+    title: "Cross-check against PyTorch",
+};
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let exp = args.run.experiment(&CROSSCHECK)?;
+    let runner = args.run.runner(&CROSSCHECK)?;
+    let dirs = CrosscheckDirs { root: runner.store.root.clone() };
+    let inits = args
+        .init
+        .iter()
+        .map(|i| if matches!(i, Init::FanIn) { HeInit::FanIn } else { HeInit::FanOut })
+        .collect();
+    let python = args.python.unwrap_or_else(resnet_repro::bench::default_python);
+    let script = resnet_repro::bench::repo_file("bench/pytorch_crosscheck.py");
+    let o = CrosscheckOptions { runner, dirs: dirs.clone(), inits, python, script };
+    let curves = run_crosscheck(&exp, &o)?;
+    let md = markdown(&compare(&curves), &exp);
+    resnet_repro::fsutil::write_atomic(&dirs.summary_md(), md.as_bytes())?;
+    println!("{md}");
+    for f in render_crosscheck(&curves, &args.run.plots)? {
+        println!("wrote {}", f.display());
+    }
+    println!("wrote {} and {}", dirs.curves_csv().display(), dirs.summary_md().display());
+    Ok(())
+}

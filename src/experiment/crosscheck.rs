@@ -1,0 +1,250 @@
+//! Does it train like PyTorch? The same CIFAR-style nets trained with the same recipe here and in
+//! plain PyTorch (bench/pytorch_crosscheck.py), several seeds a side, for each He-normal mode;
+//! then, per network and checkpoint, both sides' mean ± std of the training error (the last
+//! logging window) and the test error, their difference and its 95% interval (Welch).
+
+use super::config::Experiment;
+use super::runner::{RunnerOptions, run_experiment};
+use super::store::CrosscheckDirs;
+use crate::data::{DataConfig, Dataset};
+use crate::models::HeInit;
+use crate::stats::{mean_std, welch_95};
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Where the cross-check runs, and with what.
+#[derive(Debug, Clone)]
+pub struct CrosscheckOptions {
+    /// Our side's options; its store is replaced by one per init under `dirs`.
+    pub runner: RunnerOptions,
+    pub dirs: CrosscheckDirs,
+    pub inits: Vec<HeInit>,
+    /// Python with torch 2.11, and bench/pytorch_crosscheck.py.
+    pub python: String,
+    pub script: std::path::PathBuf,
+}
+
+/// One logged point of one run: a row of `curves.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurveRow {
+    /// `ours` or `pytorch`.
+    pub framework: String,
+    pub init: HeInit,
+    pub net: String,
+    pub seed: u64,
+    pub iteration: u64,
+    /// Training error (%) of the iterations since the previous row.
+    pub train_error: f64,
+    /// Test error (%), at the checkpoints.
+    pub test_error: Option<f64>,
+}
+
+/// Trains what is missing on both sides, for every init, and gathers their curves into
+/// `curves.csv`.
+pub fn run_crosscheck(exp: &Experiment, o: &CrosscheckOptions) -> Result<Vec<CurveRow>> {
+    ensure!(
+        matches!(exp.data, DataConfig::FashionMnist(_)),
+        "the cross-check's PyTorch side reads Fashion-MNIST's IDX files; {} is {}",
+        exp.name,
+        exp.data.dataset()
+    );
+    let location = Dataset::load(exp.data.dataset(), &o.runner.data)?.location;
+    let mut rows = Vec::new();
+    for &init in &o.inits {
+        let exp = Experiment { init, ..exp.clone() };
+        let runner = RunnerOptions { store: o.dirs.ours(init), ..o.runner.clone() };
+        run_experiment(&exp, &runner)?;
+        run_pytorch(&exp, o, &location)?;
+        rows.extend(gather(&exp, o, init)?);
+    }
+    std::fs::create_dir_all(&o.dirs.root)?;
+    crate::fsutil::write_csv(&o.dirs.curves_csv(), &rows)?;
+    Ok(rows)
+}
+
+/// bench/pytorch_crosscheck.py with the experiment's nets, seeds and recipe.
+fn run_pytorch(exp: &Experiment, o: &CrosscheckOptions, data: &Path) -> Result<()> {
+    let t = &exp.train;
+    ensure!(
+        t.milestones.is_empty() && t.warmup.is_none(),
+        "the cross-check's recipe is a constant learning rate"
+    );
+    let DataConfig::FashionMnist(d) = &exp.data else { bail!("the cross-check runs on Fashion-MNIST") };
+    ensure!(
+        d.augment && d.pad == 4 && d.val_split == 0,
+        "the PyTorch side implements pad-4 crops and flips on the whole training set only"
+    );
+    let runs = exp.resolve(10)?;
+    let mut nets: Vec<String> = runs.iter().map(|r| r.net.name()).collect();
+    nets.dedup();
+    let seeds: Vec<String> = exp.seeds.iter().map(u64::to_string).collect();
+    let eval_at: Vec<String> = checkpoints(exp).iter().map(u64::to_string).collect();
+    let args = [
+        format!("--data-dir={}", data.display()),
+        format!("--nets={}", nets.join(",")),
+        format!("--seeds={}", seeds.join(",")),
+        format!("--iterations={}", t.iterations),
+        format!("--batch={}", t.batch_size),
+        format!("--lr={}", t.lr),
+        format!("--log-every={}", t.log_every),
+        format!("--eval-at={}", eval_at.join(",")),
+        format!("--init={}", exp.init),
+        format!("--test-images={}", d.test_subset.unwrap_or(0)),
+        format!("--threads={}", tch::get_num_threads()),
+        format!("--out={}", o.dirs.pytorch(exp.init).display()),
+    ];
+    eprintln!("PyTorch side ({}): {} {}", exp.init, o.script.display(), args.join(" "));
+    let status =
+        std::process::Command::new(&o.python).arg(&o.script).args(&args).status().with_context(|| {
+            format!("running {} (Python with torch 2.11; `make crosscheck` provides it)", o.python)
+        })?;
+    if !status.success() {
+        bail!("{} {} failed ({status})", o.script.display(), args.join(" "));
+    }
+    Ok(())
+}
+
+/// The iterations with a test error: every `eval_every`, and the last.
+pub fn checkpoints(exp: &Experiment) -> Vec<u64> {
+    let t = &exp.train;
+    let mut at: Vec<u64> = (1..=t.iterations / t.eval_every).map(|k| k * t.eval_every).collect();
+    if at.last() != Some(&t.iterations) {
+        at.push(t.iterations);
+    }
+    at
+}
+
+/// Both sides' logged points for one init.
+fn gather(exp: &Experiment, o: &CrosscheckOptions, init: HeInit) -> Result<Vec<CurveRow>> {
+    let mut rows = Vec::new();
+    for run in o.dirs.ours(init).runs()? {
+        for m in run.dir.metrics()? {
+            rows.push(CurveRow {
+                framework: "ours".into(),
+                init,
+                net: run.config.net.name(),
+                seed: run.config.seed,
+                iteration: m.iteration,
+                train_error: m.train_error,
+                test_error: m.test_error,
+            });
+        }
+    }
+    let ours = rows.len();
+    for (net, seed, path) in o.dirs.pytorch_runs(init)? {
+        let mut r = csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
+        for row in r.deserialize::<(u64, f64, Option<f64>)>() {
+            let (iteration, train_error, test_error) =
+                row.with_context(|| format!("parsing {}", path.display()))?;
+            let framework = "pytorch".into();
+            rows.push(CurveRow {
+                framework,
+                init,
+                net: net.clone(),
+                seed,
+                iteration,
+                train_error,
+                test_error,
+            });
+        }
+    }
+    ensure!(ours > 0 && rows.len() > ours, "{}: no runs on one of the two sides", exp.name);
+    Ok(rows)
+}
+
+/// One network, init, checkpoint and measure, both sides: a row of the cross-check's summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub init: HeInit,
+    pub net: String,
+    pub iteration: u64,
+    /// `train` (the last logging window) or `test`.
+    pub measure: &'static str,
+    /// (mean, std, n) of each side.
+    pub ours: (f64, f64, usize),
+    pub pytorch: (f64, f64, usize),
+    /// ours - PyTorch and its 95% interval (Welch), where both sides have two seeds or more.
+    pub diff: Option<(f64, f64, f64)>,
+}
+
+/// The comparisons of `curves` at the checkpoints (iterations with a test error).
+pub fn compare(curves: &[CurveRow]) -> Vec<Comparison> {
+    let mut keys: Vec<(HeInit, String, u64)> = curves
+        .iter()
+        .filter(|r| r.test_error.is_some())
+        .map(|r| (r.init, r.net.clone(), r.iteration))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = Vec::new();
+    for (init, net, iteration) in keys {
+        let at = |fw: &str, f: fn(&CurveRow) -> Option<f64>| -> Vec<f64> {
+            let sel = curves.iter().filter(|r| r.framework == fw && r.init == init && r.net == net);
+            sel.filter(|r| r.iteration == iteration).filter_map(f).collect()
+        };
+        for (measure, f) in
+            [("train", (|r| Some(r.train_error)) as fn(&CurveRow) -> Option<f64>), ("test", |r| r.test_error)]
+        {
+            let (a, b) = (at("ours", f), at("pytorch", f));
+            let side = |x: &[f64]| {
+                let (m, s) = mean_std(x);
+                (m, s, x.len())
+            };
+            let (ours, pytorch) = (side(&a), side(&b));
+            out.push(Comparison {
+                init,
+                net: net.clone(),
+                iteration,
+                measure,
+                ours,
+                pytorch,
+                diff: welch_95(&a, &b),
+            });
+        }
+    }
+    out
+}
+
+/// The cross-check's `summary.md`.
+pub fn markdown(rows: &[Comparison], exp: &Experiment) -> String {
+    let t = &exp.train;
+    let mut md = format!(
+        "# Cross-check: our training against plain PyTorch\n\n{} on Fashion-MNIST: batch {}, SGD momentum {}, \
+         weight decay {}, lr {} constant, pad-4 crop + flip, per-pixel mean, {} iterations, seeds {:?} a side. \
+         `train` is the training error (%) of the {} iterations before the checkpoint, `test` the test error (%) \
+         there; mean ± std over seeds, the difference ours − PyTorch and its 95% interval (Welch). `yes`: the \
+         interval holds 0, the two sides agree within seed noise.\n",
+        exp.name, t.batch_size, t.momentum, t.weight_decay, t.lr, t.iterations, exp.seeds, t.log_every
+    );
+    for init in rows.chunk_by(|a, b| a.init == b.init) {
+        let _ = write!(
+            md,
+            "\n## init = \"{}\"\n\n| net | iteration | error | ours | PyTorch | ours − PyTorch | 95% interval | within noise |\n\
+             |---|---:|---|---:|---:|---:|---:|---|\n",
+            init[0].init
+        );
+        for r in init {
+            let side = |(m, s, n): (f64, f64, usize)| format!("{m:.2} ± {s:.2} (n={n})");
+            let (diff, interval, within) = match r.diff {
+                Some((d, lo, hi)) => (
+                    format!("{d:+.2}"),
+                    format!("[{lo:+.2}, {hi:+.2}]"),
+                    if lo <= 0.0 && 0.0 <= hi { "yes" } else { "**no**" },
+                ),
+                None => ("-".into(), "-".into(), "-"),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {diff} | {interval} | {within} |",
+                r.net,
+                r.iteration,
+                r.measure,
+                side(r.ours),
+                side(r.pytorch)
+            );
+        }
+    }
+    md
+}
