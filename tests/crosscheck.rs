@@ -4,15 +4,11 @@
 
 mod common;
 
-use resnet_repro::data::loader::LoaderSettings;
-use resnet_repro::data::{DataOptions, fashion_mnist};
 use resnet_repro::experiment::crosscheck::{CrosscheckOptions, compare, markdown, run_crosscheck};
-use resnet_repro::experiment::{CrosscheckDirs, Experiment, RunnerOptions, Store};
+use resnet_repro::experiment::{CrosscheckDirs, Experiment};
 use resnet_repro::models::HeInit;
 use resnet_repro::stats::{t_quantile, welch_95};
-use resnet_repro::train::TrainOptions;
 use std::path::Path;
-use tch::Device;
 
 #[test]
 fn welch_intervals_match_the_textbook() {
@@ -34,7 +30,6 @@ fn welch_intervals_match_the_textbook() {
 #[test]
 fn a_tiny_cross_check_writes_curves_comparisons_a_summary_and_a_figure() {
     let dir = tempfile::tempdir().unwrap();
-    common::write_fashion_mnist(&dir.path().join("data/fashion-mnist"), 64, 24, true);
     let exp: Experiment = toml::from_str(
         r#"
         name = "tiny"
@@ -59,19 +54,9 @@ fn a_tiny_cross_check_writes_curves_comparisons_a_summary_and_a_figure() {
         "#,
     )
     .unwrap();
-    let mut data = DataOptions::new(dir.path().join("data"));
-    data.allow_download = false;
-    data.fashion_mnist =
-        fashion_mnist::Source { system_dirs: vec![], counts: (64, 24), ..Default::default() };
     let root = dir.path().join("crosscheck");
     let o = CrosscheckOptions {
-        runner: RunnerOptions {
-            store: Store::new(&root),
-            data,
-            loader: LoaderSettings { threads: 1, prefetch: 1, skip_corrupt: false },
-            train: TrainOptions { device: Device::Cpu, stop_after: None, progress_bar: false },
-            only: vec![],
-        },
+        runner: common::fixture_runner(dir.path(), &root),
         dirs: CrosscheckDirs { root: root.clone() },
         inits: vec![HeInit::FanIn, HeInit::FanOut],
         python: std::env::var("RESNET_REPRO_PYTHON").unwrap_or_else(|_| "python3".into()),

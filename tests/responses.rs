@@ -115,13 +115,9 @@ fn responses_csv_keeps_other_groups_and_the_figure_is_drawn() {
 
 #[test]
 fn missing_table6_runs_are_trained_then_measured_on_the_test_set() {
-    use resnet_repro::data::loader::LoaderSettings;
-    use resnet_repro::data::{DataOptions, fashion_mnist};
     use resnet_repro::experiment::figure7::{fig7_experiment, measure_responses};
-    use resnet_repro::experiment::{Experiment, RunnerOptions, Store, run_experiment};
-    use resnet_repro::train::TrainOptions;
+    use resnet_repro::experiment::{Experiment, run_experiment};
     let dir = tempfile::tempdir().unwrap();
-    common::write_fashion_mnist(&dir.path().join("data/fashion-mnist"), 64, 24, false);
     let exp: Experiment = toml::from_str(
         r#"
         name = "fig7-test"
@@ -149,17 +145,7 @@ fn missing_table6_runs_are_trained_then_measured_on_the_test_set() {
         "#,
     )
     .unwrap();
-    let mut data = DataOptions::new(dir.path().join("data"));
-    data.allow_download = false;
-    data.fashion_mnist =
-        fashion_mnist::Source { system_dirs: vec![], counts: (64, 24), ..Default::default() };
-    let opts = RunnerOptions {
-        store: Store::new(dir.path().join("table6")),
-        data,
-        loader: LoaderSettings { threads: 1, prefetch: 1, skip_corrupt: false },
-        train: TrainOptions { device: Device::Cpu, stop_after: None, progress_bar: false },
-        only: vec![],
-    };
+    let opts = common::fixture_runner(dir.path(), &dir.path().join("table6"));
     let fig7 = fig7_experiment(&exp).unwrap();
     let measure = || {
         run_experiment(&fig7, &opts).unwrap();

@@ -239,3 +239,25 @@ pub fn fixture_run(
     }
     dir
 }
+
+/// Runner options for a test: a Fashion-MNIST fixture of 64 training and 24 test images written
+/// under `dir/data` (nothing else looked at, nothing downloaded), runs in `store`, quiet, CPU.
+pub fn fixture_runner(dir: &Path, store: &Path) -> resnet_repro::experiment::RunnerOptions {
+    use resnet_repro::data::{DataOptions, fashion_mnist, loader::LoaderSettings};
+    write_fashion_mnist(&dir.join("data/fashion-mnist"), 64, 24, true);
+    let mut data = DataOptions::new(dir.join("data"));
+    data.allow_download = false;
+    data.fashion_mnist =
+        fashion_mnist::Source { system_dirs: vec![], counts: (64, 24), ..Default::default() };
+    resnet_repro::experiment::RunnerOptions {
+        store: resnet_repro::experiment::Store::new(store),
+        data,
+        loader: LoaderSettings { threads: 1, prefetch: 1, skip_corrupt: false },
+        train: resnet_repro::train::TrainOptions {
+            device: tch::Device::Cpu,
+            stop_after: None,
+            progress_bar: false,
+        },
+        only: vec![],
+    }
+}
