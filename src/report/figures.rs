@@ -465,7 +465,8 @@ pub fn crosscheck_figure(rows: &[CurveRow], net: &str, path: &Path) -> Result<()
     inits.sort();
     inits.dedup();
     let title = format!("Cross-check, {net}: ours (blue) and PyTorch (orange), mean ± 1 std over seeds");
-    let (root, body) = canvas(path, (700 * inits.len().max(1) as u32, 560), &title)?;
+    // Wide enough for the title with one panel.
+    let (root, body) = canvas(path, ((700 * inits.len() as u32).max(1100), 560), &title)?;
     let x_max = rows.iter().map(|r| r.iteration).max().unwrap_or(1) as f64;
     let y_max =
         rows.iter().filter(|r| r.net == net).map(|r| r.train_error).fold(10f64, f64::max).min(100.0) * 1.05;
