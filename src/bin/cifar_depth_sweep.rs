@@ -5,8 +5,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::cli::{ExperimentArgs, Recipe, run_table};
-use resnet_repro::experiment::Table;
+use resnet_repro::cli::{ExperimentArgs, TABLE6, run_table};
 
 /// Trains the networks of an experiment file (default experiments/table6_cifar10.toml; --quick:
 /// experiments/quick.toml, a few hundred iterations of depths 20 and 56, not a reproduction) and
@@ -18,13 +17,6 @@ struct Args {
     #[command(flatten)]
     run: ExperimentArgs,
 }
-
-const TABLE6: Recipe = Recipe {
-    table: Table::Table6,
-    config: "experiments/table6_cifar10.toml",
-    quick: "experiments/quick.toml",
-    title: "Table 6: test error (%) of the CIFAR networks",
-};
 
 fn main() -> Result<()> {
     run_table(&Args::parse().run, &TABLE6)

@@ -5,10 +5,10 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::cli::{ExperimentArgs, Recipe};
+use resnet_repro::cli::{ExperimentArgs, TABLE6};
 use resnet_repro::eval::responses::merge_responses;
 use resnet_repro::experiment::figure7::{fig7_experiment, measure_responses};
-use resnet_repro::experiment::{Runs, Table, run_experiment};
+use resnet_repro::experiment::{Runs, run_experiment};
 use resnet_repro::report::render_fig7;
 
 /// Figure 7 from the trained Table 6 networks (plain-20/56, ResNet-20/56/110, first seed of each):
@@ -24,13 +24,6 @@ struct Args {
     #[arg(long, default_value_t = 500)]
     batch: usize,
 }
-
-const TABLE6: Recipe = Recipe {
-    table: Table::Table6,
-    config: "experiments/table6_cifar10.toml",
-    quick: "experiments/quick.toml",
-    title: "Table 6: test error (%) of the CIFAR networks",
-};
 
 fn main() -> Result<()> {
     let args = Args::parse();

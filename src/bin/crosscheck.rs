@@ -5,9 +5,9 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::cli::{ExperimentArgs, Recipe};
+use resnet_repro::cli::{CROSSCHECK, ExperimentArgs};
+use resnet_repro::experiment::CrosscheckDirs;
 use resnet_repro::experiment::crosscheck::{CrosscheckOptions, compare, markdown, run_crosscheck};
-use resnet_repro::experiment::{CrosscheckDirs, Table};
 use resnet_repro::models::HeInit;
 use resnet_repro::report::figures::render_crosscheck;
 
@@ -31,13 +31,6 @@ enum Init {
     FanIn,
     FanOut,
 }
-
-const CROSSCHECK: Recipe = Recipe {
-    table: Table::Crosscheck,
-    config: "experiments/crosscheck.toml",
-    quick: "experiments/crosscheck_quick.toml",
-    title: "Cross-check against PyTorch",
-};
 
 fn main() -> Result<()> {
     let args = Args::parse();

@@ -2,8 +2,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::cli::{ExperimentArgs, Recipe, run_table};
-use resnet_repro::experiment::Table;
+use resnet_repro::cli::{ExperimentArgs, TABLE2, run_table};
 
 /// Trains plain-18, plain-34, ResNet-18 and ResNet-34 (option A) on ImageNet with the paper's recipe
 /// (experiments/table2_imagenet.toml), evaluates them with 10 crops, and writes
@@ -15,13 +14,6 @@ struct Args {
     #[command(flatten)]
     run: ExperimentArgs,
 }
-
-const TABLE2: Recipe = Recipe {
-    table: Table::Table2,
-    config: "experiments/table2_imagenet.toml",
-    quick: "experiments/table2_imagenet_quick.toml",
-    title: "Table 2 and Figure 4: plain vs ResNet on ImageNet",
-};
 
 fn main() -> Result<()> {
     run_table(&Args::parse().run, &TABLE2)

@@ -2,8 +2,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::cli::{ExperimentArgs, Recipe, run_table};
-use resnet_repro::experiment::Table;
+use resnet_repro::cli::{ExperimentArgs, TABLE3, run_table};
 
 /// Trains ResNet-34 A/B/C and ResNet-50/101/152 (option B; bottleneck stride placement from the
 /// config, the paper's by default) on ImageNet (experiments/table3_imagenet.toml), evaluates them
@@ -15,13 +14,6 @@ struct Args {
     #[command(flatten)]
     run: ExperimentArgs,
 }
-
-const TABLE3: Recipe = Recipe {
-    table: Table::Table3,
-    config: "experiments/table3_imagenet.toml",
-    quick: "experiments/table3_imagenet_quick.toml",
-    title: "Tables 3 and 4: shortcut options and deeper ResNets on ImageNet",
-};
 
 fn main() -> Result<()> {
     run_table(&Args::parse().run, &TABLE3)

@@ -2,8 +2,9 @@
 
 use anyhow::Result;
 use clap::Parser;
+use resnet_repro::cli::TABLES;
+use resnet_repro::experiment::Runs;
 use resnet_repro::experiment::summary::write_summary;
-use resnet_repro::experiment::{Runs, Table};
 use resnet_repro::report::{render_fig7, render_store};
 use std::path::PathBuf;
 
@@ -21,21 +22,15 @@ struct Args {
     plots: PathBuf,
 }
 
-const TABLES: [(Table, &str); 3] = [
-    (Table::Table6, "Table 6: test error (%) of the CIFAR networks"),
-    (Table::Table2, "Table 2 and Figure 4: plain vs ResNet on ImageNet"),
-    (Table::Table3, "Tables 3 and 4: shortcut options and deeper ResNets on ImageNet"),
-];
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let runs = Runs::new(&args.runs);
     let mut written = Vec::new();
-    for (table, title) in TABLES {
-        let store = runs.table(table);
+    for recipe in TABLES {
+        let store = runs.table(recipe.table);
         written.extend(render_store(&store, &args.plots)?);
         if store.root.is_dir() {
-            write_summary(&store, title)?;
+            write_summary(&store, recipe.title)?;
             println!("wrote {}", store.summary_md().display());
         }
     }
