@@ -1,8 +1,9 @@
 """The plain-PyTorch side of `make crosscheck`: CIFAR-style nets trained on Fashion-MNIST with the
 cross-check's recipe, written as a PyTorch user would write it (the model of
-pytorch_train_step.py; per-pixel mean, RandomCrop(28, padding=4) with zero fill and a random
-horizontal flip on the raw image; a shuffling loader that keeps the last partial batch;
-torch.optim.SGD). Per (net, seed) it writes <out>/<net>/seed<k>/metrics.csv with the columns
+pytorch_train_step.py; the per-pixel mean subtracted, then RandomCrop(28, padding=4) with zero fill
+and a random horizontal flip, so that a crop keeps each pixel's own mean and the padding is the
+mean, as our side (and Caffe's mean file, fb.resnet.torch's normalise-then-crop) has it; a shuffling
+loader that drops the last partial batch, as ours does; torch.optim.SGD). Per (net, seed) it writes <out>/<net>/seed<k>/metrics.csv with the columns
 `iteration,train_error,test_error`: the training error (%) of the mini-batches since the previous
 row (train mode, augmented, before each update) every --log-every iterations, and the test error
 (%) at the --eval-at iterations. Finished runs (their metrics.csv) are skipped.
@@ -42,16 +43,24 @@ def load(data_dir, stem):
     sys.exit(f"{data_dir}: no {stem}(.gz)")
 
 
-def augment(raw, gen):
-    """RandomCrop(28, padding=4) with zeros and a random horizontal flip, on raw [0, 1] images."""
-    n, _, h, w = raw.shape
-    padded = F.pad(raw, (4, 4, 4, 4))
+def augment(centred, gen):
+    """RandomCrop(28, padding=4) with zeros and a random horizontal flip, on mean-subtracted images."""
+    n, _, h, w = centred.shape
+    padded = F.pad(centred, (4, 4, 4, 4))
     oy = torch.randint(0, 9, (n,), generator=gen)
     ox = torch.randint(0, 9, (n,), generator=gen)
     flip = torch.rand(n, generator=gen) < 0.5
     out = torch.stack([padded[i, :, oy[i] : oy[i] + h, ox[i] : ox[i] + w] for i in range(n)])
     out[flip] = out[flip].flip(3)
     return out
+
+
+def batch_images(centred, gen, mean_after_crop):
+    """The augmented batch: crops of the centred images, or (--mean-after-crop) of the raw ones with
+    the mean subtracted after."""
+    if mean_after_crop is None:
+        return augment(centred, gen)
+    return augment(centred + mean_after_crop, gen) - mean_after_crop
 
 
 def error(model, x, y, batch=1000):
@@ -65,7 +74,7 @@ def error(model, x, y, batch=1000):
 
 
 def train(net, seed, a, data):
-    x_train, y_train, x_test, y_test, mean = data
+    x_train, y_train, x_test, y_test = data
     torch.manual_seed(seed)
     model = CifarResNet(int(net[5:] if net.startswith("plain") else net[6:]), 10, 1, net.startswith("resnet"), a.init)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, weight_decay=1e-4)
@@ -75,9 +84,10 @@ def train(net, seed, a, data):
     for it in range(1, a.iterations + 1):
         if pos >= len(order):
             order, pos = torch.randperm(len(y_train), generator=gen), 0
+            order = order[: len(order) // a.batch * a.batch]  # drop_last=True
         idx = order[pos : pos + a.batch]
         pos += a.batch
-        x = augment(x_train[idx], gen) - mean
+        x = batch_images(x_train[idx], gen, a.mean_after_crop)
         y = y_train[idx]
         logits = model(x)
         loss = F.cross_entropy(logits, y)
@@ -106,6 +116,9 @@ def main():
     p.add_argument("--init", choices=["fan_in", "fan_out"], default="fan_in")
     p.add_argument("--test-images", type=int, default=0, help="the first N test images (0: all)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--mean-after-crop", action="store_true",
+                   help="crop the raw image (zero padding = black) and subtract the mean after, as torchvision's "
+                   "RandomCrop then Normalize would: a shifted crop gets another position's mean (to measure it)")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     a.eval_at = {int(s) for s in a.eval_at.split(",")}
@@ -113,13 +126,15 @@ def main():
         torch.set_num_threads(a.threads)
     to_x = lambda images: torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     x_train = to_x(load(a.data_dir, "train-images-idx3-ubyte"))
-    y_train = torch.from_numpy(load(a.data_dir, "train-labels-idx1-ubyte").astype(np.int64))
     mean = x_train.mean(0, keepdim=True)
+    x_train = x_train - mean
+    a.mean_after_crop = mean if a.mean_after_crop else None
+    y_train = torch.from_numpy(load(a.data_dir, "train-labels-idx1-ubyte").astype(np.int64))
     x_test = to_x(load(a.data_dir, "t10k-images-idx3-ubyte")) - mean
     y_test = torch.from_numpy(load(a.data_dir, "t10k-labels-idx1-ubyte").astype(np.int64))
     if a.test_images:
         x_test, y_test = x_test[: a.test_images], y_test[: a.test_images]
-    data = (x_train, y_train, x_test, y_test, mean)
+    data = (x_train, y_train, x_test, y_test)
     for net in a.nets.split(","):
         for seed in (int(s) for s in a.seeds.split(",")):
             path = os.path.join(a.out, net, f"seed{seed}", "metrics.csv")
