@@ -42,7 +42,8 @@ pub struct CurveRow {
 }
 
 /// Trains what is missing on both sides, for every init, and gathers their curves into
-/// `curves.csv`.
+/// `curves.csv`. The two sides train at once, each on half the CPU threads (two half-size processes
+/// get more out of a CPU than one after the other; runs are independent).
 pub fn run_crosscheck(exp: &Experiment, o: &CrosscheckOptions) -> Result<Vec<CurveRow>> {
     ensure!(
         matches!(exp.data, DataConfig::FashionMnist(_)),
@@ -51,21 +52,36 @@ pub fn run_crosscheck(exp: &Experiment, o: &CrosscheckOptions) -> Result<Vec<Cur
         exp.data.dataset()
     );
     let location = Dataset::load(exp.data.dataset(), &o.runner.data)?.location;
+    let threads = tch::get_num_threads().max(2);
+    tch::set_num_threads(threads / 2);
     let mut rows = Vec::new();
     for &init in &o.inits {
         let exp = Experiment { init, ..exp.clone() };
         let runner = RunnerOptions { store: o.dirs.ours(init), ..o.runner.clone() };
-        run_experiment(&exp, &runner)?;
-        run_pytorch(&exp, o, &location)?;
+        let (mut pytorch, args) = start_pytorch(&exp, o, &location, threads - threads / 2)?;
+        let ours = run_experiment(&exp, &runner);
+        if ours.is_err() {
+            let _ = pytorch.kill(); // its finished runs are kept; a rerun skips them
+        }
+        let status = pytorch.wait()?;
+        ours?;
+        ensure!(status.success(), "{} {} failed ({status})", o.script.display(), args.join(" "));
         rows.extend(gather(&exp, o, init)?);
     }
+    tch::set_num_threads(threads);
     std::fs::create_dir_all(&o.dirs.root)?;
     crate::fsutil::write_csv(&o.dirs.curves_csv(), &rows)?;
     Ok(rows)
 }
 
-/// bench/pytorch_crosscheck.py with the experiment's nets, seeds and recipe.
-fn run_pytorch(exp: &Experiment, o: &CrosscheckOptions, data: &Path) -> Result<()> {
+/// Starts bench/pytorch_crosscheck.py with the experiment's nets (those `--only` names), seeds and
+/// recipe on `threads` CPU threads; returns the process and its arguments.
+fn start_pytorch(
+    exp: &Experiment,
+    o: &CrosscheckOptions,
+    data: &Path,
+    threads: i32,
+) -> Result<(std::process::Child, Vec<String>)> {
     let t = &exp.train;
     ensure!(
         t.milestones.is_empty() && t.warmup.is_none(),
@@ -79,9 +95,10 @@ fn run_pytorch(exp: &Experiment, o: &CrosscheckOptions, data: &Path) -> Result<(
     let runs = exp.resolve(10)?;
     let mut nets: Vec<String> = runs.iter().map(|r| r.net.name()).collect();
     nets.dedup();
+    nets.retain(|n| o.runner.only.is_empty() || o.runner.only.contains(n));
     let seeds: Vec<String> = exp.seeds.iter().map(u64::to_string).collect();
     let eval_at: Vec<String> = checkpoints(exp).iter().map(u64::to_string).collect();
-    let args = [
+    let args = vec![
         format!("--data-dir={}", data.display()),
         format!("--nets={}", nets.join(",")),
         format!("--seeds={}", seeds.join(",")),
@@ -92,18 +109,15 @@ fn run_pytorch(exp: &Experiment, o: &CrosscheckOptions, data: &Path) -> Result<(
         format!("--eval-at={}", eval_at.join(",")),
         format!("--init={}", exp.init),
         format!("--test-images={}", d.test_subset.unwrap_or(0)),
-        format!("--threads={}", tch::get_num_threads()),
+        format!("--threads={threads}"),
         format!("--out={}", o.dirs.pytorch(exp.init).display()),
     ];
     eprintln!("PyTorch side ({}): {} {}", exp.init, o.script.display(), args.join(" "));
-    let status =
-        std::process::Command::new(&o.python).arg(&o.script).args(&args).status().with_context(|| {
+    let child =
+        std::process::Command::new(&o.python).arg(&o.script).args(&args).spawn().with_context(|| {
             format!("running {} (Python with torch 2.11; `make crosscheck` provides it)", o.python)
         })?;
-    if !status.success() {
-        bail!("{} {} failed ({status})", o.script.display(), args.join(" "));
-    }
-    Ok(())
+    Ok((child, args))
 }
 
 /// The iterations with a test error: every `eval_every`, and the last.
