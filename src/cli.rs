@@ -152,8 +152,11 @@ impl ExperimentArgs {
         Store::new(self.out.clone().unwrap_or(default))
     }
 
-    /// Sets the thread count, resolves the device, and gathers where the runner reads and writes.
+    /// Installs the signal handlers (a signal stops training at a checkpoint: see
+    /// [`crate::interrupt`]), sets the thread count, resolves the device, and gathers where the
+    /// runner reads and writes.
     pub fn runner(&self, recipe: &Recipe) -> Result<RunnerOptions> {
+        crate::interrupt::install()?;
         if self.threads > 0 {
             tch::set_num_threads(self.threads);
         }

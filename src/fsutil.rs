@@ -1,4 +1,5 @@
-//! Small file-system helpers: sorted sub-folders, and writes that are complete or absent.
+//! Small file-system helpers: sorted sub-folders, and writes that are complete or absent and,
+//! once done, durable (fsynced: the file, then its folder).
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -28,10 +29,46 @@ pub fn write_csv<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Writes `bytes` to `path` durably and atomically (see [`write_with`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with(path, |tmp| std::fs::write(tmp, bytes).map_err(anyhow::Error::from))
+}
+
+/// Writes `path` through `write` into a temporary file beside it, then [`commit`]s it: the file is
+/// complete or absent, and once this returns it survives a power cut. A failed write (a full
+/// disk, a file-size limit, a read-only folder) is an error naming the file and the cause, and
+/// leaves any previous `path` as it was.
+pub fn write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let mut tmp = path.as_os_str().to_os_string();
     tmp.push(".tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    let tmp = PathBuf::from(tmp);
+    let written = write(&tmp).and_then(|()| commit(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Makes a complete temporary file or folder `tmp` the durable `dest`, as databases do: its data is
+/// synced (for a folder, each file in it and the folder), then it is renamed over `dest`, then the
+/// parent folder's entry is synced.
+pub fn commit(tmp: &Path, dest: &Path) -> Result<()> {
+    if tmp.is_dir() {
+        for e in std::fs::read_dir(tmp).with_context(|| format!("listing {}", tmp.display()))? {
+            let p = e?.path();
+            if p.is_file() {
+                sync(&p)?;
+            }
+        }
+    }
+    sync(tmp)?;
+    std::fs::rename(tmp, dest)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+    sync(dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
+/// fsync of a file or a folder.
+pub fn sync(path: &Path) -> Result<()> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {} to sync it", path.display()))?;
+    f.sync_all().with_context(|| format!("syncing {}", path.display()))
 }

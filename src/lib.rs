@@ -11,8 +11,9 @@
 //! - [`models`]: the CIFAR (6n+2) and ImageNet (18..152) networks, plain and residual, options
 //!   A/B/C; [`complexity`]: Table 1's counts.
 //! - The floor: [`shim`] (libtorch calls tch lacks), [`env`] (the torch runtime, provenance,
-//!   `--device`), [`fsutil`] (atomic files), [`stats`] (mean±std, Welch intervals), [`bench`]
-//!   (timing and baselines for `bench_*`).
+//!   `--device`), [`fsutil`] (atomic, durable files), [`interrupt`] (signals: stop at a
+//!   checkpoint, resume), [`stats`] (mean±std, Welch intervals), [`bench`] (timing and baselines
+//!   for `bench_*`).
 
 pub mod bench;
 pub mod cli;
@@ -22,6 +23,7 @@ pub mod env;
 pub mod eval;
 pub mod experiment;
 pub mod fsutil;
+pub mod interrupt;
 pub mod models;
 pub mod paper;
 pub mod report;

@@ -3,7 +3,6 @@
 //! partial ones resumed. Writes runs/table6/<dataset>/<net>/seed<k>/, runs/table6/summary.{csv,md}
 //! and plots/fig{1,6}_<dataset>.png.
 
-use anyhow::Result;
 use clap::Parser;
 use resnet_repro::cli::{ExperimentArgs, TABLE6, run_table};
 
@@ -18,6 +17,6 @@ struct Args {
     run: ExperimentArgs,
 }
 
-fn main() -> Result<()> {
-    run_table(&Args::parse().run, &TABLE6)
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run_table(&Args::parse().run, &TABLE6))
 }

@@ -25,7 +25,11 @@ struct Args {
     batch: usize,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run())
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let fig7 = fig7_experiment(&args.run.experiment(&TABLE6)?)?;
     let opts = args.run.runner(&TABLE6)?;

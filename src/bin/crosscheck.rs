@@ -32,7 +32,11 @@ enum Init {
     FanOut,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run())
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let exp = args.run.experiment(&CROSSCHECK)?;
     let runner = args.run.runner(&CROSSCHECK)?;

@@ -1,6 +1,5 @@
 //! Table 2 and Figure 4: plain-18/34 vs ResNet-18/34 (option A) on ImageNet.
 
-use anyhow::Result;
 use clap::Parser;
 use resnet_repro::cli::{ExperimentArgs, TABLE2, run_table};
 
@@ -15,6 +14,6 @@ struct Args {
     run: ExperimentArgs,
 }
 
-fn main() -> Result<()> {
-    run_table(&Args::parse().run, &TABLE2)
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run_table(&Args::parse().run, &TABLE2))
 }

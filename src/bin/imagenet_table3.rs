@@ -1,6 +1,5 @@
 //! Tables 3 and 4: ResNet-34 with shortcut options A/B/C and ResNet-50/101/152 on ImageNet.
 
-use anyhow::Result;
 use clap::Parser;
 use resnet_repro::cli::{ExperimentArgs, TABLE3, run_table};
 
@@ -15,6 +14,6 @@ struct Args {
     run: ExperimentArgs,
 }
 
-fn main() -> Result<()> {
-    run_table(&Args::parse().run, &TABLE3)
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run_table(&Args::parse().run, &TABLE3))
 }

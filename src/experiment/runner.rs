@@ -59,6 +59,10 @@ pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome
     );
     let mut outcomes = Vec::new();
     for run in runs {
+        if let Some(signal) = crate::interrupt::requested() {
+            let at = format!("before {}", run.label());
+            return Err(crate::interrupt::Interrupted { at, signal }.into());
+        }
         let dir = o.store.run(&run);
         let status =
             train_one(&run, &dir, &mut source, o).with_context(|| format!("run {}", dir.path.display()))?;

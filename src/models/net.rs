@@ -212,5 +212,5 @@ pub fn save_weights(vs: &nn::VarStore, path: &std::path::Path) -> anyhow::Result
         vs.variables().into_iter().map(|(n, t)| (n, t.contiguous())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let named: Vec<(&str, &Tensor)> = vars.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    Tensor::write_safetensors(&named, path).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    crate::fsutil::write_with(path, |tmp| Tensor::write_safetensors(&named, tmp).map_err(anyhow::Error::from))
 }

@@ -1,14 +1,17 @@
 //! Checkpoints: the weights (BN statistics included), the optimizer's momentum buffers and the
 //! training state, in `ckpt-<iteration>/` folders that appear only when complete (written as
-//! `.tmp` and renamed); older ones are removed once a newer one is in place.
+//! `.tmp`, synced and renamed). The newest two are kept: if the newest cannot be read, a run resumes
+//! from the one before.
 
 use super::optim::Sgd;
 use super::policy::PolicyState;
+use super::progress::WindowSums;
 use crate::fsutil::write_atomic;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tch::nn;
+use tch::{Tensor, nn};
 
 /// Everything besides weights and momentum that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +30,11 @@ pub struct TrainState {
     /// `--skip-corrupt`), so that a resumed run counts each file once.
     #[serde(default)]
     pub skipped: Vec<usize>,
+    /// The logging window and the warm-up's window at this iteration (empty on a metrics row;
+    /// partial when a signal stopped the run between rows), so that a resumed run's next row
+    /// covers its iterations exactly as an uninterrupted run's does.
+    #[serde(default)]
+    pub windows: [WindowSums; 2],
 }
 
 const PREFIX: &str = "ckpt-";
@@ -59,7 +67,8 @@ pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(list(run_dir)?.pop().map(|(_, p)| p))
 }
 
-/// Writes a checkpoint and removes the older ones. Returns its folder.
+/// Writes a checkpoint durably (see [`crate::fsutil::commit`]) and keeps the one before it, a
+/// fallback should this one ever be unreadable; older ones are removed. Returns its folder.
 pub fn save(run_dir: &Path, vs: &nn::VarStore, opt: &Sgd, state: &TrainState) -> Result<PathBuf> {
     let dest = ckpt_dir(run_dir, state.iteration);
     let tmp = dest.with_extension("tmp");
@@ -68,23 +77,100 @@ pub fn save(run_dir: &Path, vs: &nn::VarStore, opt: &Sgd, state: &TrainState) ->
     crate::models::save_weights(vs, &tmp.join("model.safetensors"))?;
     opt.save(&tmp.join("optim.safetensors"))?;
     write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
-    let _ = std::fs::remove_dir_all(&dest);
-    std::fs::rename(&tmp, &dest)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
-    for (it, old) in list(run_dir)? {
-        if it < state.iteration {
-            let _ = std::fs::remove_dir_all(old);
-        }
+    if dest.exists() {
+        // The same iteration again (a signal on a checkpoint's iteration): the older copy goes.
+        std::fs::remove_dir_all(&dest).with_context(|| format!("replacing {}", dest.display()))?;
+    }
+    crate::fsutil::commit(&tmp, &dest)?;
+    let older: Vec<PathBuf> =
+        list(run_dir)?.into_iter().filter(|(it, _)| *it < state.iteration).map(|(_, p)| p).collect();
+    for old in older.iter().rev().skip(1) {
+        let _ = std::fs::remove_dir_all(old);
     }
     Ok(dest)
 }
 
-/// Loads a checkpoint into a var store and an optimizer built for the same network.
+/// Resumes from the newest checkpoint that loads into `vs` and `opt`: its folder and state, or
+/// `None` when the run has none. One that cannot be read (a truncated or garbled file, a tensor of
+/// the wrong shape) is reported through `warn`, naming the file and why, and set aside as
+/// `<name>.corrupt` (kept as evidence, never loaded again), and the one before it is tried. When
+/// none can be read, an error names them all and says how to start over; nothing is moved.
+pub fn resume(
+    run_dir: &Path,
+    vs: &mut nn::VarStore,
+    opt: &mut Sgd,
+    warn: impl Fn(&str),
+) -> Result<Option<(PathBuf, TrainState)>> {
+    let mut bad: Vec<(PathBuf, String)> = Vec::new();
+    for (_, ckpt) in list(run_dir)?.into_iter().rev() {
+        match load(&ckpt, vs, opt) {
+            Ok(state) => {
+                for (b, why) in &bad {
+                    let aside = b.with_extension("corrupt");
+                    std::fs::rename(b, &aside)
+                        .with_context(|| format!("setting {} aside as {}", b.display(), aside.display()))?;
+                    warn(&format!(
+                        "{why}; set aside as {}, resuming from {} instead",
+                        aside.display(),
+                        ckpt.display()
+                    ));
+                }
+                return Ok(Some((ckpt, state)));
+            }
+            Err(e) => bad.push((ckpt, format!("{e:#}"))),
+        }
+    }
+    if bad.is_empty() {
+        return Ok(None);
+    }
+    let why: Vec<String> = bad.iter().map(|(_, w)| format!("  {w}")).collect();
+    anyhow::bail!(
+        "no checkpoint in {} can be read:\n{}\nThey are left as they are. To start this run over, move its \
+         ckpt-* folders and metrics.csv aside (or the whole run folder).",
+        run_dir.display(),
+        why.join("\n")
+    )
+}
+
+/// Loads a checkpoint into a var store and an optimizer built for the same network: every
+/// variable must be in the file with its shape and type, and nothing else.
 pub fn load(ckpt: &Path, vs: &mut nn::VarStore, opt: &mut Sgd) -> Result<TrainState> {
-    vs.load(ckpt.join("model.safetensors"))
-        .with_context(|| format!("loading weights from {}", ckpt.display()))?;
-    opt.load(&ckpt.join("optim.safetensors"))?;
     let path = ckpt.join("state.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    let state = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    load_weights(&ckpt.join("model.safetensors"), vs)?;
+    opt.load(&ckpt.join("optim.safetensors"))?;
+    Ok(state)
+}
+
+/// Copies a safetensors file's tensors into `vs`, checking names, shapes and types first (tch's
+/// `VarStore::load` would broadcast a tensor of the wrong shape into a variable).
+fn load_weights(path: &Path, vs: &mut nn::VarStore) -> Result<()> {
+    let saved =
+        Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let mut by_name: HashMap<String, Tensor> = saved.into_iter().collect();
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut pairs = Vec::with_capacity(vars.len());
+    for (name, var) in vars {
+        let t = by_name.remove(&name).with_context(|| format!("{}: no tensor {name}", path.display()))?;
+        ensure!(
+            t.size() == var.size() && t.kind() == var.kind(),
+            "{}: {name} is {:?} {:?}, the network's is {:?} {:?}",
+            path.display(),
+            t.kind(),
+            t.size(),
+            var.kind(),
+            var.size()
+        );
+        pairs.push((var, t));
+    }
+    let extra: Vec<&String> = by_name.keys().collect();
+    ensure!(extra.is_empty(), "{}: tensors the network does not have: {extra:?}", path.display());
+    tch::no_grad(|| {
+        for (mut var, t) in pairs {
+            var.copy_(&t);
+        }
+    });
+    Ok(())
 }

@@ -55,35 +55,68 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
 /// Appends rows to a metrics file, flushing each one so that a killed run loses nothing written.
 pub struct MetricsWriter {
     w: csv::Writer<std::fs::File>,
+    path: std::path::PathBuf,
 }
 
 impl MetricsWriter {
     /// A new file with only the header.
     pub fn create(path: &Path) -> Result<Self> {
-        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(file);
-        w.write_record(METRICS_COLUMNS)?;
-        w.flush()?;
-        Ok(MetricsWriter { w })
+        Self::with_rows(path, &[])
     }
 
-    /// Keeps the rows up to `iteration` (those a resumed run will not write again) and appends after them.
-    pub fn resume(path: &Path, iteration: u64) -> Result<Self> {
-        let kept: Vec<MetricsRow> = if path.exists() {
-            read_metrics(path)?.into_iter().filter(|r| r.iteration <= iteration).collect()
-        } else {
-            Vec::new()
-        };
-        let mut writer = Self::create(path)?;
-        for row in &kept {
-            writer.append(row)?;
+    /// Replaces `path` (atomically: a kill leaves the old file or the new one) with the header and
+    /// `rows`, and appends after them.
+    fn with_rows(path: &Path, rows: &[MetricsRow]) -> Result<Self> {
+        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+        w.write_record(METRICS_COLUMNS)?;
+        for row in rows {
+            w.serialize(row)?;
         }
-        Ok(writer)
+        let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        crate::fsutil::write_atomic(path, &bytes)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let w = csv::WriterBuilder::new().has_headers(false).from_writer(file);
+        Ok(MetricsWriter { w, path: path.to_path_buf() })
+    }
+
+    /// Keeps the rows up to `iteration` (those a resumed run will not write again) and appends after
+    /// them. Rows up to a checkpoint were synced before it was written, so a row that does not parse
+    /// (a process killed mid-write) can only be a later one: it and what follows are dropped, with
+    /// a warning through `warn`.
+    pub fn resume(path: &Path, iteration: u64, warn: impl Fn(&str)) -> Result<Self> {
+        let mut kept: Vec<MetricsRow> = Vec::new();
+        if path.exists() {
+            let mut r =
+                csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+            for (line, row) in r.deserialize::<MetricsRow>().enumerate() {
+                match row {
+                    Ok(row) if row.iteration <= iteration => kept.push(row),
+                    Ok(_) => break,
+                    Err(e) => {
+                        warn(&format!(
+                            "{} line {}: {e}; dropped (written after the checkpoint)",
+                            path.display(),
+                            line + 2
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        Self::with_rows(path, &kept)
+    }
+
+    /// Makes the rows written so far durable (before a checkpoint that counts on them).
+    pub fn sync(&mut self) -> Result<()> {
+        self.w.flush().with_context(|| format!("writing {}", self.path.display()))?;
+        self.w.get_ref().sync_data().with_context(|| format!("syncing {}", self.path.display()))
     }
 
     pub fn append(&mut self, row: &MetricsRow) -> Result<()> {
-        self.w.serialize(row)?;
-        self.w.flush()?;
-        Ok(())
+        self.w.serialize(row).with_context(|| format!("writing {}", self.path.display()))?;
+        self.w.flush().with_context(|| format!("writing {}", self.path.display()))
     }
 }

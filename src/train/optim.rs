@@ -63,8 +63,9 @@ impl Sgd {
             .filter_map(|(n, b)| b.as_ref().map(|b| (n.as_str(), b.contiguous())))
             .collect();
         let named: Vec<(&str, &Tensor)> = owned.iter().map(|(n, t)| (*n, t)).collect();
-        Tensor::write_safetensors(&named, path)
-            .map_err(|e| anyhow::anyhow!("writing optimizer state {}: {e}", path.display()))
+        crate::fsutil::write_with(path, |tmp| {
+            Tensor::write_safetensors(&named, tmp).map_err(anyhow::Error::from)
+        })
     }
 
     /// Loads momentum buffers saved by [`Sgd::save`] (parameters absent from the file get none), each
@@ -78,10 +79,12 @@ impl Sgd {
                 Some(t) => {
                     let p = &self.params[i];
                     anyhow::ensure!(
-                        t.size() == p.size(),
-                        "{}: momentum buffer {name} has shape {:?}, the parameter {:?}",
+                        t.size() == p.size() && t.kind() == p.kind(),
+                        "{}: momentum buffer {name} is {:?} {:?}, the parameter {:?} {:?}",
                         path.display(),
+                        t.kind(),
                         t.size(),
+                        p.kind(),
                         p.size()
                     );
                     let mut buf = p.detach().empty_like();

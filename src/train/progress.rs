@@ -43,6 +43,16 @@ impl Cadence {
     }
 }
 
+/// A [`Window`]'s sums as a checkpoint keeps them (the f64 loss sum exactly: JSON with serde_json's
+/// float_roundtrip gives back the same bits).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct WindowSums {
+    pub loss: f64,
+    pub wrong: i64,
+    pub batches: u64,
+    pub images: u64,
+}
+
 /// Loss and misclassified images of the updates since the window began, summed on the device so
 /// that no update waits for it.
 pub struct Window {
@@ -77,6 +87,27 @@ impl Window {
     pub fn take(&mut self) -> Window {
         let fresh = Window::new(self.device);
         std::mem::replace(self, fresh)
+    }
+
+    /// The sums so far, for a checkpoint taken inside the window (reading them waits for the device).
+    pub fn sums(&self) -> WindowSums {
+        WindowSums {
+            loss: self.loss.double_value(&[]),
+            wrong: self.wrong.int64_value(&[]),
+            batches: self.batches,
+            images: self.images,
+        }
+    }
+
+    /// A window that carries on from `sums`: what follows adds up exactly as if never paused.
+    pub fn from_sums(device: Device, sums: &WindowSums) -> Self {
+        Window {
+            loss: Tensor::from(sums.loss).to_device(device),
+            wrong: Tensor::from(sums.wrong).to_device(device),
+            batches: sums.batches,
+            images: sums.images,
+            device,
+        }
     }
 
     /// (mean loss, error %); reading them waits for the device.

@@ -9,6 +9,7 @@ use super::metrics::{MetricsRow, MetricsWriter, read_metrics};
 use super::optim::Sgd;
 use super::policy::LrPolicy;
 use super::progress::{Cadence, Progress, Window};
+use crate::interrupt::{self, Interrupted};
 use crate::models::{NetSpec, ResNet};
 use crate::shim::{MemoryFormat, contiguous, set_memory_format};
 use anyhow::{Context, Result, bail, ensure};
@@ -161,6 +162,13 @@ pub fn train_run(
         if run.cadence.is_row(run.it) {
             run.end_window(data, n_train, stop_at)?;
         }
+        if let Some(signal) = interrupt::requested()
+            && run.it < t.iterations
+        {
+            run.pause(data)?;
+            let at = format!("{} at iteration {}", job.label(), run.it);
+            return Err(Interrupted { at, signal }.into());
+        }
     }
     run.progress.finish();
     if run.it < t.iterations {
@@ -197,32 +205,35 @@ impl<'a> Run<'a> {
         let (t, device, label) = (job.train, opts.device, job.label());
         let mut trainer = Trainer::new(job.net, t, job.seed, device)?;
         let policy = LrPolicy::new(t.schedule(), t.plateau.clone());
-        let (state, writer) = match checkpoint::latest(&files.checkpoints)? {
-            Some(ckpt) => {
-                let state = checkpoint::load(&ckpt, &mut trainer.vs, &mut trainer.opt)?;
-                ensure!(
-                    state.seed == job.seed,
-                    "{}: checkpoint of seed {}, not {}",
-                    ckpt.display(),
-                    state.seed,
-                    job.seed
-                );
-                eprintln!("{label}: resuming from {} (iteration {})", ckpt.display(), state.iteration);
-                let writer = MetricsWriter::resume(&files.metrics, state.iteration)?;
-                (state, writer)
-            }
-            None => {
-                let state = TrainState {
-                    iteration: 0,
-                    policy: policy.start(),
-                    seconds: 0.0,
-                    seed: job.seed,
-                    skipped: Vec::new(),
-                };
-                (state, MetricsWriter::create(&files.metrics)?)
-            }
-        };
+        let warn = |msg: &str| eprintln!("{label}: warning: {msg}");
+        let (state, writer) =
+            match checkpoint::resume(&files.checkpoints, &mut trainer.vs, &mut trainer.opt, warn)? {
+                Some((ckpt, state)) => {
+                    ensure!(
+                        state.seed == job.seed,
+                        "{}: checkpoint of seed {}, not {}",
+                        ckpt.display(),
+                        state.seed,
+                        job.seed
+                    );
+                    eprintln!("{label}: resuming from {} (iteration {})", ckpt.display(), state.iteration);
+                    let writer = MetricsWriter::resume(&files.metrics, state.iteration, warn)?;
+                    (state, writer)
+                }
+                None => {
+                    let state = TrainState {
+                        iteration: 0,
+                        policy: policy.start(),
+                        seconds: 0.0,
+                        seed: job.seed,
+                        skipped: Vec::new(),
+                        windows: Default::default(),
+                    };
+                    (state, MetricsWriter::create(&files.metrics)?)
+                }
+            };
         let progress = Progress::new(label, t.iterations, state.iteration, opts.progress_bar);
+        let windows = state.windows;
         Ok(Run {
             job,
             files,
@@ -235,8 +246,8 @@ impl<'a> Run<'a> {
             state,
             writer,
             progress,
-            window: Window::new(device),
-            warm_window: Window::new(device),
+            window: Window::from_sums(device, &windows[0]),
+            warm_window: Window::from_sums(device, &windows[1]),
             last: Evaluation::default(),
             last_train_err: f64::NAN,
             started: Instant::now(),
@@ -320,7 +331,6 @@ impl<'a> Run<'a> {
         }
         self.progress.row(it, epoch, self.lr, (loss_mean, train_err), &e, rate, seconds);
         if self.cadence.is_checkpoint(it) || it == stop_at {
-            self.state.iteration = it;
             self.state.seconds = seconds;
             self.state.skipped = skipped;
             self.checkpoint()?;
@@ -329,8 +339,19 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Saves a checkpoint, unless the weights are no longer finite (then the last good one stays).
-    fn checkpoint(&self) -> Result<()> {
+    /// Stops between metrics rows (a signal): the partial windows go into a checkpoint at this
+    /// iteration, so that the resumed run writes the same rows as an uninterrupted one.
+    fn pause(&mut self, data: &mut dyn TrainData) -> Result<()> {
+        self.state.seconds = self.seconds_before + self.started.elapsed().as_secs_f64();
+        self.state.skipped = data.skipped();
+        self.checkpoint()?;
+        self.progress.finish();
+        Ok(())
+    }
+
+    /// Saves a checkpoint at this iteration, with the windows in progress, once the metrics rows
+    /// before it are durable; unless the weights are no longer finite (then the last good one stays).
+    fn checkpoint(&mut self) -> Result<()> {
         if !self.trainer.weights_finite() {
             bail!(
                 "{}: the weights became non-finite by iteration {} (lr {}); {}",
@@ -340,6 +361,9 @@ impl<'a> Run<'a> {
                 self.kept()?
             );
         }
+        self.state.iteration = self.it;
+        self.state.windows = [self.window.sums(), self.warm_window.sums()];
+        self.writer.sync()?;
         checkpoint::save(&self.files.checkpoints, &self.trainer.vs, &self.trainer.opt, &self.state)?;
         Ok(())
     }
