@@ -8,6 +8,8 @@ DATASET ?= cifar10
 PRESET ?= full
 DATA_DIR ?= data
 DEVICE ?= auto
+# Workers sharing a sweep (scripts/workers): each run trained once, GPU k mod #GPUs for worker k.
+JOBS ?= 1
 ifeq ($(filter $(PRESET),full quick),)
 $(error PRESET=$(PRESET): expected full or quick)
 endif
@@ -23,11 +25,12 @@ all: build
 help:
 	@echo "make reproduce-table6   Table 6, Figures 1 and 6: the CIFAR depth sweep (runs/table6/, plots/)"
 	@echo "                        DATASET=cifar10|fashion-mnist PRESET=full|quick DATA_DIR=data DEVICE=auto|cpu|cuda"
+	@echo "                        JOBS=N: N workers share the sweep (each run once; worker k on GPU k mod #GPUs)"
 	@echo "make reproduce-fig7     Figure 7: layer-response stds of the Table 6 nets (trains missing ones; runs/fig7/)"
 	@echo "                        DATASET=... PRESET=... DATA_DIR=... DEVICE=... as for reproduce-table6"
 	@echo "make report             REPORT.md: every result under runs/ beside the paper, with the figures"
 	@echo "make reproduce-table2   Table 2, Figure 4: plain-18/34 vs ResNet-18/34 on ImageNet (runs/table2/, plots/)"
-	@echo "                        DATA_DIR=<ImageNet root or folder holding imagenet/> PRESET=full|quick DEVICE=..."
+	@echo "                        DATA_DIR=<ImageNet root or folder holding imagenet/> PRESET=full|quick DEVICE=... JOBS=N"
 	@echo "make reproduce-table3   Tables 3 and 4: ResNet-34 A/B/C, ResNet-50/101/152 on ImageNet (runs/table3/)"
 	@echo "make reproduce-table1   Table 1: parameters and multiply-adds beside the paper's (runs/table1/)"
 	@echo "make plots              re-render every figure and summary from runs/ (no training)"
@@ -56,7 +59,7 @@ crosscheck: build
 	$(WITH_TORCH) target/release/crosscheck --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 
 reproduce-table6: build
-	target/release/cifar_depth_sweep $(EXPERIMENT_ARGS) $(QUICK_FLAG)
+	scripts/workers $(JOBS) target/release/cifar_depth_sweep $(EXPERIMENT_ARGS) $(QUICK_FLAG)
 
 reproduce-fig7: build
 	target/release/cifar_layer_responses $(EXPERIMENT_ARGS) $(QUICK_FLAG)
@@ -66,10 +69,10 @@ report: build
 	target/release/report --runs runs --plots plots --out REPORT.md
 
 reproduce-table2: build
-	target/release/imagenet_plain_vs_resnet $(IMAGENET_ARGS)
+	scripts/workers $(JOBS) target/release/imagenet_plain_vs_resnet $(IMAGENET_ARGS)
 
 reproduce-table3: build
-	target/release/imagenet_table3 $(IMAGENET_ARGS)
+	scripts/workers $(JOBS) target/release/imagenet_table3 $(IMAGENET_ARGS)
 
 plots: build
 	target/release/plot --runs runs --plots plots

@@ -3,12 +3,13 @@
 
 use crate::data::loader::LoaderSettings;
 use crate::data::{DataOptions, DatasetName};
-use crate::env::parse_device;
+use crate::env::{device_name, parse_device};
 use crate::experiment::{Experiment, RunnerOptions, Store, Table};
 use crate::train::TrainOptions;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
+use tch::Device;
 
 /// What makes a binary one table.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +112,44 @@ pub struct ExperimentArgs {
     /// taken by the next image of the epoch) instead of stopping with an error that names the file.
     #[arg(long)]
     pub skip_corrupt: bool,
+    /// This process is worker K of N sharing the sweep (`make ... JOBS=N` starts them): each run is
+    /// trained by one worker (a lock in its folder), worker K trains on GPU K mod #GPUs, and
+    /// on a CPU the workers split the cores; the last to finish writes the summary.
+    #[arg(long, value_name = "K/N")]
+    pub worker: Option<Worker>,
+}
+
+/// `--worker K/N`: worker K (0-based) of N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worker {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Worker {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let parsed = s.split_once('/').and_then(|(k, n)| Some((k.parse().ok()?, n.parse().ok()?)));
+        match parsed {
+            Some((index, count)) if index < count => Ok(Worker { index, count }),
+            _ => anyhow::bail!("--worker {s:?}: expected K/N with 0 <= K < N, e.g. 0/2"),
+        }
+    }
+}
+
+impl Worker {
+    /// This worker's device: GPU K mod #GPUs where the device is a GPU.
+    pub fn device(&self, device: Device, gpus: i64) -> Device {
+        match device {
+            Device::Cuda(_) if gpus > 0 => Device::Cuda(self.index % gpus as usize),
+            d => d,
+        }
+    }
+
+    /// This worker's share of `cores` (at least one).
+    pub fn threads(&self, cores: usize) -> usize {
+        (cores / self.count).max(1)
+    }
 }
 
 impl ExperimentArgs {
@@ -157,12 +196,26 @@ impl ExperimentArgs {
     /// runner reads and writes.
     pub fn runner(&self, recipe: &Recipe) -> Result<RunnerOptions> {
         crate::interrupt::install()?;
-        if self.threads > 0 {
-            tch::set_num_threads(self.threads);
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let share = self.worker.map_or(cores, |w| w.threads(cores));
+        match (self.threads, self.worker) {
+            (0, None) => {}
+            (0, Some(_)) => tch::set_num_threads(share as i32),
+            (n, _) => tch::set_num_threads(n),
         }
-        let device = parse_device(&self.device)?;
+        let mut device = parse_device(&self.device)?;
+        if let Some(w) = self.worker {
+            device = w.device(device, tch::Cuda::device_count());
+            eprintln!(
+                "worker {}/{}: {}, {} threads",
+                w.index,
+                w.count,
+                device_name(device),
+                tch::get_num_threads()
+            );
+        }
         let threads = match self.loader_threads {
-            0 => std::thread::available_parallelism().map_or(4, |n| n.get()),
+            0 => share,
             n => n,
         };
         Ok(RunnerOptions {
@@ -180,7 +233,13 @@ impl ExperimentArgs {
 pub fn run_table(args: &ExperimentArgs, recipe: &Recipe) -> Result<()> {
     let exp = args.experiment(recipe)?;
     let opts = args.runner(recipe)?;
-    crate::experiment::run_experiment(&exp, &opts)?;
+    let outcomes = crate::experiment::run_experiment(&exp, &opts)?;
+    if !crate::experiment::runner::all_done(&outcomes, &opts.store)? {
+        eprintln!("some runs are still being trained by other workers: the last of them writes the summary");
+        return Ok(());
+    }
+    // Workers finishing together take turns; each writes the same files, atomically.
+    let _lock = crate::fsutil::FileLock::take(&opts.store.root.join("summary.lock"), |_| {})?;
     let md = crate::experiment::summary::write_summary(&opts.store, recipe.title)?;
     println!("{md}");
     for f in crate::report::render_store(&opts.store, &args.plots)? {

@@ -72,3 +72,66 @@ pub fn sync(path: &Path) -> Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {} to sync it", path.display()))?;
     f.sync_all().with_context(|| format!("syncing {}", path.display()))
 }
+
+/// An exclusive OS lock (`flock`) on a file: held until dropped, and released by the kernel when
+/// the process dies, so a lock is never stale. The holder's pid is written in the file, for
+/// messages.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    fn open(path: &Path) -> Result<std::fs::File> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("opening the lock file {}", path.display()))
+    }
+
+    fn held(mut file: std::fs::File, path: &Path) -> Result<FileLock> {
+        use std::io::{Seek, Write};
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .with_context(|| format!("writing {}", path.display()))?;
+        write!(file, "{}", std::process::id()).with_context(|| format!("writing {}", path.display()))?;
+        Ok(FileLock { _file: file })
+    }
+
+    /// The lock, or `None` while another live process holds it.
+    pub fn try_take(path: &Path) -> Result<Option<FileLock>> {
+        let file = Self::open(path)?;
+        match file.try_lock() {
+            Ok(()) => Self::held(file, path).map(Some),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+
+    /// The lock, waiting while another process holds it (`waiting` is called once if so).
+    pub fn take(path: &Path, waiting: impl FnOnce(&str)) -> Result<FileLock> {
+        if let Some(lock) = Self::try_take(path)? {
+            return Ok(lock);
+        }
+        waiting(&Self::holder(path));
+        let file = Self::open(path)?;
+        file.lock().with_context(|| format!("locking {}", path.display()))?;
+        Self::held(file, path)
+    }
+
+    /// Who holds the lock at `path`: `pid 1234`, as it wrote there.
+    pub fn holder(path: &Path) -> String {
+        match std::fs::read_to_string(path) {
+            Ok(pid) if !pid.trim().is_empty() => format!("pid {}", pid.trim()),
+            _ => "another process".into(),
+        }
+    }
+}

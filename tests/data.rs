@@ -70,12 +70,12 @@ fn cifar_downloads_checks_and_unpacks_from_a_local_server() {
     let dir = tempfile::tempdir().unwrap();
     let e = err_text(cifar::load(dir.path(), &source("/good.tar.gz", &"0".repeat(32)), true));
     assert!(e.contains("md5") && e.contains(&md5) && e.contains("HINT"), "{e}");
-    assert!(files_in(dir.path()).is_empty(), "left behind: {:?}", files_in(dir.path()));
+    assert!(no_data(dir.path()), "left behind: {:?}", files_in(dir.path()));
 
     // A connection cut midway leaves nothing behind either.
     let e = err_text(cifar::load(dir.path(), &source("/cut.tar.gz", &md5), true));
     assert!(e.contains("cut.tar.gz"), "{e}");
-    assert!(files_in(dir.path()).is_empty(), "left behind: {:?}", files_in(dir.path()));
+    assert!(no_data(dir.path()), "left behind: {:?}", files_in(dir.path()));
 
     // A missing file (404) is an error naming the address.
     let e = err_text(cifar::load(dir.path(), &source("/missing.tar.gz", &md5), true));
@@ -105,6 +105,30 @@ fn cifar_downloads_checks_and_unpacks_from_a_local_server() {
     std::fs::write(dir2.path().join(cifar::ARCHIVE), &archive[..half]).unwrap();
     let e = err_text(cifar::load(dir2.path(), &source("/good.tar.gz", &md5), true));
     assert!(e.contains(cifar::ARCHIVE) && e.contains(&format!("expected {md5}")), "{e}");
+}
+
+/// Nothing in `dir` but lock files (which stay: removing a lock file races with its next user).
+fn no_data(dir: &std::path::Path) -> bool {
+    files_in(dir).iter().all(|n| n.ends_with(".lock"))
+}
+
+#[test]
+fn concurrent_downloads_of_one_dataset_wait_for_each_other() {
+    let archive = cifar_archive(3);
+    let md5 = md5_hex(&archive);
+    let base = serve(HashMap::from([("/good.tar.gz".to_string(), Reply::Full(archive))]));
+    let source = cifar::Source { url: format!("{base}/good.tar.gz"), md5: md5.clone(), records_per_file: 3 };
+    let dir = tempfile::tempdir().unwrap();
+    std::thread::scope(|s| {
+        let loads: Vec<_> = (0..4).map(|_| s.spawn(|| cifar::load(dir.path(), &source, true))).collect();
+        for l in loads {
+            let (train, test, _) = l.join().unwrap().expect("every concurrent load succeeds");
+            assert_eq!((train.len(), test.len()), (15, 3));
+        }
+    });
+    assert_eq!(resnet_repro::data::download::md5_file(&dir.path().join(cifar::ARCHIVE)).unwrap(), md5);
+    let names = files_in(dir.path());
+    assert!(!names.iter().any(|n| n.ends_with(".part") || n.contains(".unpack")), "{names:?}");
 }
 
 fn fm_source(dirs: Vec<std::path::PathBuf>, base: &str, md5s: Option<Vec<String>>) -> fashion_mnist::Source {

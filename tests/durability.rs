@@ -317,3 +317,40 @@ fn a_failed_checkpoint_write_is_a_clear_error_and_the_previous_checkpoint_still_
     assert_same_as_baseline(&ws, "resumed after a failed write");
     std::fs::remove_dir_all(&ws).unwrap();
 }
+
+#[test]
+fn two_workers_share_a_sweep_each_run_trained_once_and_one_summary() {
+    let ws = workspace("workers");
+    let four = EXPERIMENT
+        .replace("seeds = [0]", "seeds = [0, 1, 2, 3]")
+        .replace("iterations = 200", "iterations = 60");
+    std::fs::write(ws.join("tiny.toml"), four).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/workers");
+    let mut cmd = Command::new(script);
+    cmd.arg("2").arg(env!("CARGO_BIN_EXE_cifar_depth_sweep"));
+    cmd.arg("--config").arg(ws.join("tiny.toml")).arg("--data-dir").arg(ws.join("data"));
+    cmd.args(["--no-download", "--device", "cpu"]);
+    cmd.arg("--out").arg(ws.join("out")).arg("--plots").arg(ws.join("plots"));
+    let out = cmd.output().unwrap();
+    let (stdout, log) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("worker 0/2: cpu, 1 threads") && log.contains("worker 1/2: cpu, 1 threads"),
+        "{log}"
+    );
+    for seed in 0..4 {
+        let trained =
+            log.lines().filter(|l| l.contains(&format!("] resnet8 seed{seed}: test error"))).count();
+        assert_eq!(trained, 1, "seed {seed} trained {trained} times:\n{log}");
+        let rows = read_metrics(&ws.join(format!("out/fashion-mnist-quick/resnet8/seed{seed}/metrics.csv")))
+            .unwrap();
+        let its: Vec<u64> = rows.iter().map(|r| r.iteration).collect();
+        assert_eq!(its, [20, 40, 60], "seed {seed}: metrics rows");
+    }
+    let skipped = log.lines().filter(|l| l.contains("is training it; skipped")).count();
+    println!("two workers, 4 runs: each trained once, {skipped} skips of a run the other held");
+    let summary = std::fs::read_to_string(ws.join("out/summary.md")).unwrap();
+    assert!(summary.contains("| ResNet-8 | test | 4 |"), "{summary}");
+    assert!(stdout.contains("summary.md"), "the last worker writes the summary:\n{stdout}");
+    std::fs::remove_dir_all(&ws).unwrap();
+}

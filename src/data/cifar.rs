@@ -57,6 +57,13 @@ pub fn ensure_available(data_dir: &Path, source: &Source, allow_download: bool) 
     if is_unpacked(data_dir) {
         return Ok(unpacked(data_dir));
     }
+    // One process downloads and unpacks; another waits, then finds it unpacked.
+    let _lock = crate::fsutil::FileLock::take(&data_dir.join(".cifar-10.lock"), |who| {
+        eprintln!("waiting for {who}, which is fetching CIFAR-10 into {}", data_dir.display())
+    })?;
+    if is_unpacked(data_dir) {
+        return Ok(unpacked(data_dir));
+    }
     let archive = data_dir.join(ARCHIVE);
     if archive.exists() {
         let got = md5_file(&archive)?;

@@ -37,7 +37,18 @@ fn part_path(dest: &Path) -> PathBuf {
 
 /// Downloads `url` to `dest` and checks its md5 (`expected_md5`, hex). Shows a progress bar on a
 /// terminal. On any failure nothing is left at `dest` or at its `.part` file.
+///
+/// Two processes downloading the same file do not both write it: the second waits for the first
+/// (an OS lock on `<dest>.lock`) and then finds the file there.
 pub fn download(url: &str, expected_md5: &str, dest: &Path) -> Result<()> {
+    let mut lock = dest.as_os_str().to_os_string();
+    lock.push(".lock");
+    let _lock = crate::fsutil::FileLock::take(Path::new(&lock), |who| {
+        eprintln!("waiting for {who}, which is downloading {}", dest.display())
+    })?;
+    if dest.exists() {
+        return Ok(());
+    }
     let part = part_path(dest);
     let result = fetch_to(url, expected_md5, &part);
     match result {

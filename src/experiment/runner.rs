@@ -31,6 +31,8 @@ pub enum RunStatus {
     Finished(FinalRecord),
     /// Stopped by `stop_after` at this iteration; resumable.
     Paused(u64),
+    /// Another live process (this one) holds it: skipped.
+    Busy(String),
 }
 
 /// A run and what became of it.
@@ -64,16 +66,36 @@ pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome
             return Err(crate::interrupt::Interrupted { at, signal }.into());
         }
         let dir = o.store.run(&run);
+        dir.claim(&run).with_context(|| format!("run {}", dir.path.display()))?;
+        // Held while the run trains and is evaluated: another worker skips it meanwhile.
+        let Some(_lock) = dir.lock()? else {
+            let status = RunStatus::Busy(dir.lock_holder());
+            log_status(&run, &status);
+            outcomes.push(Outcome { run, status, evals: Vec::new() });
+            continue;
+        };
         let status =
             train_one(&run, &dir, &mut source, o).with_context(|| format!("run {}", dir.path.display()))?;
         log_status(&run, &status);
         let evals = match status {
-            RunStatus::Paused(_) => Vec::new(),
+            RunStatus::Paused(_) | RunStatus::Busy(_) => Vec::new(),
             _ => source.final_evaluations(&run, &dir, o)?,
         };
         outcomes.push(Outcome { run, status, evals });
     }
     Ok(outcomes)
+}
+
+/// Whether every run of `outcomes` has finished and no worker is still busy with one: then the
+/// experiment's summary can be written, by whichever worker gets here last.
+pub fn all_done(outcomes: &[Outcome], store: &Store) -> Result<bool> {
+    for o in outcomes {
+        let dir = store.run(&o.run);
+        if !dir.is_finished() || dir.is_busy()? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The runs `--only` names (all if it names none); a name that is no network of the experiment
@@ -95,9 +117,8 @@ fn select(mut runs: Vec<RunConfig>, only: &[String], experiment: &str) -> Result
     Ok(runs)
 }
 
-/// Claims the run's folder, then trains it unless it has finished.
+/// Trains the run (its folder claimed and locked) unless it has finished.
 fn train_one(run: &RunConfig, dir: &RunDir, source: &mut Source, o: &RunnerOptions) -> Result<RunStatus> {
-    dir.claim(run)?;
     if let Some(done) = dir.final_record()? {
         return Ok(RunStatus::AlreadyDone(done));
     }
@@ -129,6 +150,7 @@ fn log_status(run: &RunConfig, status: &RunStatus) {
             r.seconds
         ),
         RunStatus::Paused(it) => eprintln!("{}: paused at iteration {it}", run.label()),
+        RunStatus::Busy(who) => eprintln!("{}: {who} is training it; skipped", run.label()),
     }
 }
 

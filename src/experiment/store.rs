@@ -18,7 +18,7 @@ use super::config::{Group, Preset, RunConfig};
 use crate::data::DatasetName;
 use crate::data::imagenet::Protocol;
 use crate::eval::EvalResult;
-use crate::fsutil::{subdirs, write_atomic};
+use crate::fsutil::{FileLock, subdirs, write_atomic};
 use crate::models::{HeInit, ResNet, load_net};
 use crate::shim::MemoryFormat;
 use crate::train::metrics::{MetricsRow, read_metrics};
@@ -251,6 +251,26 @@ impl RunDir {
 
     fn final_path(&self) -> PathBuf {
         self.path.join("final.json")
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.path.join("lock")
+    }
+
+    /// The run's lock: held by the one process training or evaluating it (several workers share a
+    /// sweep), `None` while another live process holds it. A dead process's lock is free.
+    pub fn lock(&self) -> Result<Option<FileLock>> {
+        FileLock::try_take(&self.lock_path())
+    }
+
+    /// Who holds the run's lock (for messages).
+    pub fn lock_holder(&self) -> String {
+        FileLock::holder(&self.lock_path())
+    }
+
+    /// Whether another live process holds the run's lock now.
+    pub fn is_busy(&self) -> Result<bool> {
+        Ok(self.lock_path().exists() && self.lock()?.is_none())
     }
 
     pub fn is_finished(&self) -> bool {
