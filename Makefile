@@ -18,7 +18,7 @@ EXPERIMENT_ARGS := --dataset $(DATASET) --data-dir $(DATA_DIR) --device $(DEVICE
 # ImageNet: DATA_DIR is the ImageNet root (train/, val/) or a folder holding imagenet/.
 IMAGENET_ARGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 
-.PHONY: all build test bench doctor crosscheck reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
+.PHONY: all build test fuzz bench doctor crosscheck reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
 
 all: build
 
@@ -37,6 +37,7 @@ help:
 	@echo "make crosscheck         our training against plain PyTorch's, same recipe, seeds, both inits (runs/crosscheck/)"
 	@echo "                        PRESET=full|quick (quick: 2 seeds, 200 iterations) DATA_DIR=... DEVICE=..."
 	@echo "make test               the test suite (CPU only)"
+	@echo "make fuzz               the parsers of outside data against 5000 corrupted inputs each (FUZZ_CASES=..., FUZZ_SEED=...)"
 	@echo "make bench              train step, training loop and ImageNet loader vs plain PyTorch (runs/bench/)"
 	@echo "make doctor             torch version, CUDA/cuDNN, threads, where libtorch was found"
 	@echo "make build              build every binary (target/release/)"
@@ -46,6 +47,10 @@ build:
 
 test:
 	$(CARGO) test --release
+
+# The parsers of outside data against many more corrupted inputs than `make test` tries.
+fuzz:
+	FUZZ_CASES=$${FUZZ_CASES:-5000} $(CARGO) test --release --test fuzz -- --nocapture
 
 bench: build
 	$(WITH_TORCH) target/release/bench_train_step

@@ -58,18 +58,22 @@ fn locate(data_dir: &Path, source: &Source) -> Option<PathBuf> {
     dirs.into_iter().find(|d| FILES.iter().all(|(stem, _)| find_in(d, stem).is_some()))
 }
 
-/// Reads a whole file, gunzipping it if its name ends in `.gz`.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+/// Reads a whole file, gunzipping it if its name ends in `.gz`; more than `max` bytes (inflated) is
+/// an error, so a corrupt or hostile file cannot make it allocate gigabytes.
+fn read_maybe_gz(path: &Path, max: usize) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let limit = max as u64 + 1;
+    let mut out = Vec::new();
     if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
+        flate2::read::GzDecoder::new(file)
+            .take(limit)
             .read_to_end(&mut out)
             .with_context(|| format!("{}: not a complete gzip file (truncated download?)", path.display()))?;
-        Ok(out)
     } else {
-        Ok(raw)
+        file.take(limit).read_to_end(&mut out).with_context(|| format!("reading {}", path.display()))?;
     }
+    ensure!(out.len() <= max, "{}: more than the {max} bytes expected", path.display());
+    Ok(out)
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
@@ -163,15 +167,15 @@ pub fn load(data_dir: &Path, source: &Source, allow_download: bool) -> Result<(I
             data_dir.join(FOLDER).display()
         ),
     };
-    let read = |stem: &str| -> Result<(PathBuf, Vec<u8>)> {
+    let read = |stem: &str, max: usize| -> Result<(PathBuf, Vec<u8>)> {
         let path = find_in(&dir, stem).with_context(|| format!("{}: no {stem}", dir.display()))?;
-        let bytes = read_maybe_gz(&path)?;
+        let bytes = read_maybe_gz(&path, max)?;
         Ok((path, bytes))
     };
     let mut sets = Vec::new();
     for (split, count) in [("train", source.counts.0), ("t10k", source.counts.1)] {
-        let (ip, ib) = read(&format!("{split}-images-idx3-ubyte"))?;
-        let (lp, lb) = read(&format!("{split}-labels-idx1-ubyte"))?;
+        let (ip, ib) = read(&format!("{split}-images-idx3-ubyte"), 16 + count * 28 * 28)?;
+        let (lp, lb) = read(&format!("{split}-labels-idx1-ubyte"), 8 + count)?;
         sets.push(ImageSet {
             images: parse_images(&ip, &ib, count)?,
             labels: parse_labels(&lp, &lb, count)?,
