@@ -6,12 +6,13 @@
 //! only what is random: the initial draws and the data stream, whose distributions are tested in
 //! tests/models.rs and tests/data.rs. The Python side is tests/python/lockstep_reference.py.
 
+mod common;
+
 use resnet_repro::models::{CifarNet, HeInit, NetSpec};
 use resnet_repro::shim::{MemoryFormat, contiguous};
 use resnet_repro::train::trainer::Trainer;
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use tch::{Device, Kind, Tensor, nn::ModuleT};
 
 const STEPS: i64 = 12;
@@ -58,21 +59,6 @@ fn ours(
     (losses, finals, logits.contiguous())
 }
 
-fn reference(dir: &Path, cases: &[&str]) {
-    let py = std::env::var("RESNET_REPRO_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/lockstep_reference.py");
-    let threads = tch::get_num_threads().to_string();
-    let out = Command::new(&py).arg(&script).arg(dir).arg(&threads).args(cases).output().unwrap_or_else(|e| {
-        panic!("this test needs Python 3 with torch 2.11 ({py}: {e}); `make test` provides it, or set RESNET_REPRO_PYTHON")
-    });
-    assert!(
-        out.status.success(),
-        "{py} {} failed (needs torch 2.11; `make test` provides it):\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
@@ -91,7 +77,10 @@ fn a_dozen_training_steps_match_pytorch_losses_weights_statistics_and_logits() {
     ];
     tch::manual_seed(0);
     let ours: Vec<_> = cases.iter().map(|&(c, r, f, _)| ours(&dir, c, r, f)).collect();
-    reference(&dir, &cases.map(|c| c.0));
+    let threads = tch::get_num_threads().to_string();
+    let mut args = vec![dir.as_os_str(), std::ffi::OsStr::new(&threads)];
+    args.extend(cases.iter().map(|c| std::ffi::OsStr::new(c.0)));
+    common::run_python_reference("lockstep_reference.py", &args);
     for ((case, _, _, tol), (losses, finals, logits)) in cases.iter().zip(ours) {
         let theirs = read(&dir.join(format!("{case}.torch.safetensors")));
         let their_losses = Vec::<f64>::try_from(&theirs["loss"]).unwrap();

@@ -2,33 +2,19 @@
 //! parameters and gradients give bit-identical parameters and momentum buffers.
 //! The Python side is tests/python/sgd_reference.py.
 
+mod common;
+
 use resnet_repro::models::CifarNet;
 use resnet_repro::shim::{MemoryFormat, contiguous, is_contiguous, set_memory_format};
 use resnet_repro::train::optim::Sgd;
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Command;
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
-
-fn run_reference(dir: &Path) {
-    let py = std::env::var("RESNET_REPRO_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sgd_reference.py");
-    let out = Command::new(&py).arg(&script).arg(dir).output().unwrap_or_else(|e| {
-        panic!("this test needs Python 3 with torch 2.11 ({py}: {e}); `make test` provides it, or set RESNET_REPRO_PYTHON")
-    });
-    assert!(
-        out.status.success(),
-        "{py} {} failed (needs torch 2.11; `make test` provides it):\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn sgd_is_bit_identical_to_torch_optim_sgd() {
     let dir = std::env::temp_dir().join(format!("resnet-repro-sgd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    run_reference(&dir);
+    common::run_python_reference("sgd_reference.py", &[dir.as_os_str()]);
     for (case, momentum, wd, dampening, nesterov) in [
         ("paper", 0.9, 1e-4, 0.0, false),
         ("dampened", 0.9, 5e-4, 0.1, false),

@@ -261,3 +261,19 @@ pub fn fixture_runner(dir: &Path, store: &Path) -> resnet_repro::experiment::Run
         only: vec![],
     }
 }
+
+/// Runs a reference script under tests/python/ with the Python `make test` provides
+/// (RESNET_REPRO_PYTHON, else python3); panics with its stderr if it fails.
+pub fn run_python_reference(script: &str, args: &[&std::ffi::OsStr]) {
+    let py = std::env::var("RESNET_REPRO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let out = std::process::Command::new(&py).arg(&script).args(args).output().unwrap_or_else(|e| {
+        panic!("this test needs Python 3 with torch 2.11 ({py}: {e}); `make test` provides it, or set RESNET_REPRO_PYTHON")
+    });
+    assert!(
+        out.status.success(),
+        "{py} {} failed (needs torch 2.11; `make test` provides it):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
