@@ -31,7 +31,7 @@ pub enum RunStatus {
     Finished(FinalRecord),
     /// Stopped by `stop_after` at this iteration; resumable.
     Paused(u64),
-    /// Another live process (this one) holds it: skipped.
+    /// Another live process (this one) holds it: skipped, never trained or evaluated here.
     Busy(String),
 }
 
@@ -78,7 +78,7 @@ pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome
             train_one(&run, &dir, &mut source, o).with_context(|| format!("run {}", dir.path.display()))?;
         log_status(&run, &status);
         let evals = match status {
-            RunStatus::Paused(_) | RunStatus::Busy(_) => Vec::new(),
+            RunStatus::Paused(_) => Vec::new(),
             _ => source.final_evaluations(&run, &dir, o)?,
         };
         outcomes.push(Outcome { run, status, evals });
