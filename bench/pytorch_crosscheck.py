@@ -15,11 +15,13 @@ row (train mode, augmented, before each update) every --log-every iterations, an
 import argparse
 import gzip
 import os
+import re
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(__file__))
 from pytorch_train_step import CifarResNet  # noqa: E402
@@ -43,24 +45,45 @@ def load(data_dir, stem):
     sys.exit(f"{data_dir}: no {stem}(.gz)")
 
 
-def augment(centred, gen):
+def torch_name(ours, blocks_per_stage):
+    """`layer2.0.conv1.weight` (torchvision's names, ours) -> `layers.1.conv1.weight` (the flat
+    Sequential of CifarResNet)."""
+    m = re.fullmatch(r"layer(\d+)\.(\d+)\.(.*)", ours)
+    if not m:
+        return ours
+    stage, block, rest = int(m[1]), int(m[2]), m[3]
+    return f"layers.{(stage - 1) * blocks_per_stage + block}.{rest}"
+
+
+def load_ours(model, ours, blocks_per_stage):
+    """Our variables (our names) into `model`; only BN's num_batches_tracked may be missing."""
+    state = {torch_name(k, blocks_per_stage): v for k, v in ours.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+
+
+def draw_augmentation(n, gen):
+    """RandomCrop's offsets (0..8 each way) and RandomHorizontalFlip's coin for `n` images."""
+    oy = torch.randint(0, 9, (n,), generator=gen)
+    ox = torch.randint(0, 9, (n,), generator=gen)
+    return oy, ox, torch.rand(n, generator=gen) < 0.5
+
+
+def augment(centred, oy, ox, flip):
     """RandomCrop(28, padding=4) with zeros and a random horizontal flip, on mean-subtracted images."""
     n, _, h, w = centred.shape
     padded = F.pad(centred, (4, 4, 4, 4))
-    oy = torch.randint(0, 9, (n,), generator=gen)
-    ox = torch.randint(0, 9, (n,), generator=gen)
-    flip = torch.rand(n, generator=gen) < 0.5
     out = torch.stack([padded[i, :, oy[i] : oy[i] + h, ox[i] : ox[i] + w] for i in range(n)])
     out[flip] = out[flip].flip(3)
     return out
 
 
-def batch_images(centred, gen, mean_after_crop):
+def batch_images(centred, draw, mean_after_crop):
     """The augmented batch: crops of the centred images, or (--mean-after-crop) of the raw ones with
     the mean subtracted after."""
     if mean_after_crop is None:
-        return augment(centred, gen)
-    return augment(centred + mean_after_crop, gen) - mean_after_crop
+        return augment(centred, *draw)
+    return augment(centred + mean_after_crop, *draw) - mean_after_crop
 
 
 def error(model, x, y, batch=1000):
@@ -73,21 +96,48 @@ def error(model, x, y, batch=1000):
     return 100.0 * wrong / len(y)
 
 
+class EpochDraws:
+    """Each epoch's order (the last partial batch dropped, as DataLoader's drop_last) and every
+    position's crop and flip: drawn here from the seed's generator, or (--swap data) read from our
+    side's plan."""
+
+    def __init__(self, seed, n, batch, plan):
+        self.gen, self.n, self.batch, self.plan = torch.Generator().manual_seed(seed), n, batch, plan
+
+    def epoch(self, e):
+        if self.plan is not None:
+            p = self.plan
+            return p[f"order.{e}"], (p[f"oy.{e}"], p[f"ox.{e}"], p[f"flip.{e}"].bool())
+        order = torch.randperm(self.n, generator=self.gen)
+        order = order[: self.n // self.batch * self.batch]
+        return order, None
+
+
+def build(net, seed, a):
+    """The model and its optimizer, initialised from `seed`, or (--swap init) with our initial weights."""
+    depth = int(net[5:] if net.startswith("plain") else net[6:])
+    torch.manual_seed(seed)
+    model = CifarResNet(depth, 10, 1, net.startswith("resnet"), a.init)
+    if "init" in a.swap:
+        load_ours(model, load_file(os.path.join(a.draws, net, f"seed{seed}", "init.safetensors")), (depth - 2) // 6)
+    return model, torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, weight_decay=1e-4)
+
+
 def train(net, seed, a, data):
     x_train, y_train, x_test, y_test = data
-    torch.manual_seed(seed)
-    model = CifarResNet(int(net[5:] if net.startswith("plain") else net[6:]), 10, 1, net.startswith("resnet"), a.init)
-    opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, weight_decay=1e-4)
-    gen = torch.Generator().manual_seed(seed)
-    rows, order, pos = [], torch.empty(0, dtype=torch.long), 0
+    model, opt = build(net, seed, a)
+    plan = load_file(os.path.join(a.draws, net, f"seed{seed}", "plan.safetensors")) if "data" in a.swap else None
+    draws = EpochDraws(seed, len(y_train), a.batch, plan)
+    rows, order, pos, epoch = [], torch.empty(0, dtype=torch.long), 0, -1
     wrong = seen = 0
     for it in range(1, a.iterations + 1):
         if pos >= len(order):
-            order, pos = torch.randperm(len(y_train), generator=gen), 0
-            order = order[: len(order) // a.batch * a.batch]  # drop_last=True
+            epoch += 1
+            (order, crops), pos = draws.epoch(epoch), 0
         idx = order[pos : pos + a.batch]
+        draw = draw_augmentation(len(idx), draws.gen) if crops is None else [c[pos : pos + a.batch] for c in crops]
         pos += a.batch
-        x = batch_images(x_train[idx], gen, a.mean_after_crop)
+        x = batch_images(x_train[idx], draw, a.mean_after_crop)
         y = y_train[idx]
         logits = model(x)
         loss = F.cross_entropy(logits, y)
@@ -119,8 +169,13 @@ def main():
     p.add_argument("--mean-after-crop", action="store_true",
                    help="crop the raw image (zero padding = black) and subtract the mean after, as torchvision's "
                    "RandomCrop then Normalize would: a shifted crop gets another position's mean (to measure it)")
+    p.add_argument("--draws", help="our side's draws (examples/export_draws.rs): DIR/<net>/seed<k>/{init,plan}.safetensors")
+    p.add_argument("--swap", default="", help="which of our draws to use instead of PyTorch's: init, data or init,data")
     p.add_argument("--out", required=True)
     a = p.parse_args()
+    a.swap = set(filter(None, a.swap.split(",")))
+    if a.swap - {"init", "data"} or (a.swap and not a.draws):
+        p.error("--swap takes init and/or data, and needs --draws")
     a.eval_at = {int(s) for s in a.eval_at.split(",")}
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -5,7 +5,7 @@
 mod common;
 
 use resnet_repro::experiment::crosscheck::{CrosscheckOptions, compare, markdown, run_crosscheck};
-use resnet_repro::experiment::{CrosscheckDirs, Experiment};
+use resnet_repro::experiment::{CrosscheckDirs, Experiment, Swap};
 use resnet_repro::models::HeInit;
 use resnet_repro::stats::{t_quantile, welch_95};
 use std::path::Path;
@@ -30,38 +30,9 @@ fn welch_intervals_match_the_textbook() {
 #[test]
 fn a_tiny_cross_check_writes_curves_comparisons_a_summary_and_a_figure() {
     let dir = tempfile::tempdir().unwrap();
-    let exp: Experiment = toml::from_str(
-        r#"
-        name = "tiny"
-        preset = "quick"
-        seeds = [0, 1]
-        [data]
-        dataset = "fashion-mnist"
-        [train]
-        batch_size = 16
-        lr = 0.1
-        milestones = []
-        iterations = 4
-        log_every = 2
-        eval_every = 2
-        checkpoint_every = 2
-        [[runs]]
-        depth = 8
-        residual = false
-        [[runs]]
-        depth = 8
-        residual = true
-        "#,
-    )
-    .unwrap();
+    let exp = tiny("");
     let root = dir.path().join("crosscheck");
-    let o = CrosscheckOptions {
-        runner: common::fixture_runner(dir.path(), &root),
-        dirs: CrosscheckDirs { root: root.clone() },
-        inits: vec![HeInit::FanIn, HeInit::FanOut],
-        python: std::env::var("RESNET_REPRO_PYTHON").unwrap_or_else(|_| "python3".into()),
-        script: Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_crosscheck.py"),
-    };
+    let o = options(dir.path(), &root, vec![HeInit::FanIn, HeInit::FanOut], Swap::default());
     let curves = run_crosscheck(&exp, &o).unwrap_or_else(|e| {
         panic!("{e:#}\n(this test needs Python with torch 2.11: `make test` provides it, or set RESNET_REPRO_PYTHON)")
     });
@@ -78,13 +49,87 @@ fn a_tiny_cross_check_writes_curves_comparisons_a_summary_and_a_figure() {
     let rows = compare(&curves);
     assert_eq!(rows.len(), 2 * 2 * 2 * 2);
     assert!(rows.iter().all(|r| r.ours.2 == 2 && r.pytorch.2 == 2 && r.diff.is_some()));
-    let md = markdown(&rows, &exp);
+    let md = markdown(&rows, &exp, Swap::default());
     assert!(md.contains("## init = \"fan_out\"") && md.contains("| resnet8 | 4 | test |"), "{md}");
     // A second call trains nothing on either side and gathers the same curves.
     assert_eq!(run_crosscheck(&exp, &o).unwrap(), curves);
     let plots = dir.path().join("plots");
-    let written = resnet_repro::report::figures::render_crosscheck(&curves, &plots).unwrap();
+    let written = resnet_repro::report::figures::render_crosscheck(&curves, &plots, "").unwrap();
     assert_eq!(written.len(), 2);
     let img = image::open(&written[1]).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (1400, 560), "a panel per init");
+}
+
+/// The tiny cross-check's experiment: depth-8 nets, 2 seeds, 4 iterations of 16 images; `extra`
+/// goes into `[train]`.
+fn tiny(extra: &str) -> Experiment {
+    let text = format!(
+        r#"
+        name = "tiny"
+        preset = "quick"
+        seeds = [0, 1]
+        [data]
+        dataset = "fashion-mnist"
+        [train]
+        batch_size = 16
+        lr = 0.1
+        milestones = []
+        iterations = 4
+        log_every = 2
+        eval_every = 2
+        checkpoint_every = 2
+        {extra}
+        [[runs]]
+        depth = 8
+        residual = false
+        [[runs]]
+        depth = 8
+        residual = true
+        "#
+    );
+    toml::from_str(&text).unwrap()
+}
+
+fn options(dir: &Path, root: &Path, inits: Vec<HeInit>, swap: Swap) -> CrosscheckOptions {
+    CrosscheckOptions {
+        runner: common::fixture_runner(dir, root),
+        dirs: CrosscheckDirs { root: root.to_path_buf(), swap },
+        inits,
+        python: std::env::var("RESNET_REPRO_PYTHON").unwrap_or_else(|_| "python3".into()),
+        script: Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_crosscheck.py"),
+    }
+}
+
+#[test]
+fn with_our_initial_weights_and_data_stream_the_pytorch_side_trains_exactly_as_ours() {
+    // In NCHW the two sides' steps are bit-identical (tests/lockstep.rs); with our draws swapped
+    // in, the whole runs must be too: every training and test error, as the PyTorch side prints
+    // them (4 decimals). This is what makes `--swap init` and `--swap data` a fair diagnosis.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("crosscheck");
+    let exp = tiny(r#"layout = "contiguous""#);
+    let swap = Swap { init: true, data: true };
+    let curves = run_crosscheck(&exp, &options(dir.path(), &root, vec![HeInit::FanIn], swap)).unwrap();
+    assert!(root.join("draws-fan_in/resnet8/seed1/init.safetensors").is_file());
+    assert!(root.join("pytorch-fan_in-with-our-init-data/plain8/seed0/metrics.csv").is_file());
+    assert!(root.join("curves-with-our-init-data.csv").is_file());
+    let side = |fw: &str| -> Vec<(String, u64, u64, String, Option<String>)> {
+        let mut v: Vec<_> = curves
+            .iter()
+            .filter(|r| r.framework == fw)
+            .map(|r| {
+                let f = |e: f64| format!("{e:.4}");
+                (r.net.clone(), r.seed, r.iteration, f(r.train_error), r.test_error.map(f))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(side("ours").len(), 8);
+    assert_eq!(side("ours"), side("pytorch"));
+    // The seeds differ, so the runs do: the comparison is not vacuous.
+    let ours = side("ours");
+    assert_ne!(ours[0].3, ours[2].3, "{ours:?}");
+    let md = markdown(&compare(&curves), &exp, swap);
+    assert!(md.contains("trained with our initial weights and our data stream"), "{md}");
 }

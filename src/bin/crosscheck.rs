@@ -6,8 +6,8 @@
 use anyhow::Result;
 use clap::Parser;
 use resnet_repro::cli::{CROSSCHECK, ExperimentArgs};
-use resnet_repro::experiment::CrosscheckDirs;
 use resnet_repro::experiment::crosscheck::{CrosscheckOptions, compare, markdown, run_crosscheck};
+use resnet_repro::experiment::{CrosscheckDirs, Swap};
 use resnet_repro::models::HeInit;
 use resnet_repro::report::figures::render_crosscheck;
 
@@ -24,6 +24,20 @@ struct Args {
     /// Python with torch 2.11 (default: RESNET_REPRO_PYTHON, set by scripts/with-torch, else python3).
     #[arg(long)]
     python: Option<String>,
+    /// Train the PyTorch side with our random draws instead of its own: `init` (our initial weights),
+    /// `data` (our epochs' order, crops and flips) or `init,data`. Our draws are written to
+    /// <out>/draws-<init>/, PyTorch's runs to <out>/pytorch-<init>-with-our-<draws>/, the comparison
+    /// to curves-with-our-<draws>.csv, summary-with-our-<draws>.md and crosscheck_<net>-with-our-<draws>.png;
+    /// our side's runs are the plain cross-check's, shared. A gap that closes says where it came from.
+    #[arg(long, value_delimiter = ',')]
+    swap: Vec<Draw>,
+}
+
+/// One of our random draws (`--swap`).
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Draw {
+    Init,
+    Data,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -40,7 +54,8 @@ fn run() -> Result<()> {
     let args = Args::parse();
     let exp = args.run.experiment(&CROSSCHECK)?;
     let runner = args.run.runner(&CROSSCHECK)?;
-    let dirs = CrosscheckDirs { root: runner.store.root.clone() };
+    let swap = Swap { init: args.swap.contains(&Draw::Init), data: args.swap.contains(&Draw::Data) };
+    let dirs = CrosscheckDirs { root: runner.store.root.clone(), swap };
     let inits = args
         .init
         .iter()
@@ -50,10 +65,10 @@ fn run() -> Result<()> {
     let script = resnet_repro::bench::repo_file("bench/pytorch_crosscheck.py");
     let o = CrosscheckOptions { runner, dirs: dirs.clone(), inits, python, script };
     let curves = run_crosscheck(&exp, &o)?;
-    let md = markdown(&compare(&curves), &exp);
+    let md = markdown(&compare(&curves), &exp, swap);
     resnet_repro::fsutil::write_atomic(&dirs.summary_md(), md.as_bytes())?;
     println!("{md}");
-    for f in render_crosscheck(&curves, &args.run.plots)? {
+    for f in render_crosscheck(&curves, &args.run.plots, &swap.suffix())? {
         println!("wrote {}", f.display());
     }
     println!("wrote {} and {}", dirs.curves_csv().display(), dirs.summary_md().display());

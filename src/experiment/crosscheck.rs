@@ -5,14 +5,18 @@
 
 use super::config::Experiment;
 use super::runner::{RunnerOptions, run_experiment};
-use super::store::CrosscheckDirs;
+use super::store::{CrosscheckDirs, Swap};
+use crate::data::augment::EpochPlan;
 use crate::data::{DataConfig, Dataset};
 use crate::models::HeInit;
+use crate::shim::MemoryFormat;
 use crate::stats::{mean_std, welch_95};
+use crate::train::Trainer;
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::Path;
+use tch::{Device, Kind, Tensor};
 
 /// Where the cross-check runs, and with what.
 #[derive(Debug, Clone)]
@@ -51,12 +55,16 @@ pub fn run_crosscheck(exp: &Experiment, o: &CrosscheckOptions) -> Result<Vec<Cur
         exp.name,
         exp.data.dataset()
     );
-    let location = Dataset::load(exp.data.dataset(), &o.runner.data)?.location;
+    let ds = Dataset::load(exp.data.dataset(), &o.runner.data)?;
+    let (location, train_images) = (ds.location, ds.train.len());
     let threads = tch::get_num_threads().max(2);
     tch::set_num_threads(threads / 2);
     let mut rows = Vec::new();
     for &init in &o.inits {
         let exp = Experiment { init, ..exp.clone() };
+        if o.dirs.swap.any() {
+            export_draws(&exp, &o.dirs.draws(init), train_images)?;
+        }
         let runner = RunnerOptions { store: o.dirs.ours(init), ..o.runner.clone() };
         let (mut pytorch, args) = start_pytorch(&exp, o, &location, threads - threads / 2)?;
         let ours = run_experiment(&exp, &runner);
@@ -112,12 +120,61 @@ fn start_pytorch(
         format!("--threads={threads}"),
         format!("--out={}", o.dirs.pytorch(exp.init).display()),
     ];
+    let args = match o.dirs.swap.any() {
+        true => [
+            args,
+            vec![
+                format!("--draws={}", o.dirs.draws(exp.init).display()),
+                format!("--swap={}", o.dirs.swap.arg()),
+            ],
+        ]
+        .concat(),
+        false => args,
+    };
     eprintln!("PyTorch side ({}): {} {}", exp.init, o.script.display(), args.join(" "));
     let child =
         std::process::Command::new(&o.python).arg(&o.script).args(&args).spawn().with_context(|| {
             format!("running {} (Python with torch 2.11; `make crosscheck` provides it)", o.python)
         })?;
     Ok((child, args))
+}
+
+/// Writes our side's random draws for every run of `exp` that has none in `dir` yet, under
+/// `<net>/seed<k>/`: `init.safetensors`, the variables our trainer starts from (our names), and
+/// `plan.safetensors`, each epoch's `order.<e>`, `oy.<e>`, `ox.<e>` and `flip.<e>` (u8) of a
+/// training set of `train_images`, exactly what our runs draw.
+pub fn export_draws(exp: &Experiment, dir: &Path, train_images: usize) -> Result<()> {
+    let DataConfig::FashionMnist(d) = &exp.data else { bail!("the cross-check runs on Fashion-MNIST") };
+    let t = &exp.train;
+    let epochs = t.iterations.div_ceil((train_images / t.batch_size) as u64);
+    for run in exp.resolve(10)? {
+        let out = dir.join(run.net.name()).join(format!("seed{}", run.seed));
+        if out.join("plan.safetensors").is_file() {
+            continue;
+        }
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let hyper = (t.momentum, t.weight_decay);
+        let tr = Trainer::with_format(&run.net, hyper, run.seed, Device::Cpu, MemoryFormat::Contiguous)?;
+        let vars = tr.vs.variables().into_iter().map(|(n, v)| (n, v.contiguous().copy())).collect();
+        write_safetensors(&out.join("init.safetensors"), vars)?;
+        let mut plan = Vec::new();
+        for e in 0..epochs {
+            let p = EpochPlan::new(run.seed, e, train_images, t.batch_size, d.pad, d.augment, Device::Cpu);
+            plan.extend([
+                (format!("order.{e}"), p.order),
+                (format!("oy.{e}"), p.offset_y),
+                (format!("ox.{e}"), p.offset_x),
+                (format!("flip.{e}"), p.flip.to_kind(Kind::Uint8)),
+            ]);
+        }
+        write_safetensors(&out.join("plan.safetensors"), plan)?;
+    }
+    Ok(())
+}
+
+fn write_safetensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<()> {
+    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    crate::fsutil::write_with(path, |tmp| Tensor::write_safetensors(&named, tmp).map_err(anyhow::Error::from))
 }
 
 /// The iterations with a test error: every `eval_every`, and the last.
@@ -222,7 +279,7 @@ pub fn compare(curves: &[CurveRow]) -> Vec<Comparison> {
 }
 
 /// The cross-check's `summary.md`.
-pub fn markdown(rows: &[Comparison], exp: &Experiment) -> String {
+pub fn markdown(rows: &[Comparison], exp: &Experiment, swap: Swap) -> String {
     let t = &exp.train;
     let mut md = format!(
         "# Cross-check: our training against plain PyTorch\n\n{} on Fashion-MNIST: batch {}, SGD momentum {}, \
@@ -232,6 +289,20 @@ pub fn markdown(rows: &[Comparison], exp: &Experiment) -> String {
          interval holds 0, the two sides agree within seed noise.\n",
         exp.name, t.batch_size, t.momentum, t.weight_decay, t.lr, t.iterations, exp.seeds, t.log_every
     );
+    let swapped = match (swap.init, swap.data) {
+        (false, false) => None,
+        (true, false) => Some("our initial weights"),
+        (false, true) => Some("our data stream (each epoch's order, crops and flips)"),
+        (true, true) => Some("our initial weights and our data stream"),
+    };
+    if let Some(what) = swapped {
+        let _ = write!(
+            md,
+            "\n**The PyTorch side trained with {what}** instead of its own draws (`--swap {}`): what differs \
+             from the plain cross-check comes from the swapped draws.\n",
+            swap.arg()
+        );
+    }
     for init in rows.chunk_by(|a, b| a.init == b.init) {
         let _ = write!(
             md,

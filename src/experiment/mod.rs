@@ -12,4 +12,4 @@ pub mod summary;
 
 pub use config::{Experiment, Group, Preset, RunConfig, RunSpec};
 pub use runner::{Outcome, RunStatus, RunnerOptions, run_experiment};
-pub use store::{CrosscheckDirs, FinalRecord, RunDir, Runs, Store, StoredRun, Table};
+pub use store::{CrosscheckDirs, FinalRecord, RunDir, Runs, Store, StoredRun, Swap, Table};

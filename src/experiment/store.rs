@@ -12,6 +12,8 @@
 //! runs/fig7/responses.csv, runs/table1/table1.csv
 //! runs/crosscheck/ours-<init>/          the cross-check's runs (a store), and PyTorch's beside them:
 //! runs/crosscheck/pytorch-<init>/<net>/seed<k>/metrics.csv, runs/crosscheck/{curves.csv,summary.md}
+//! runs/crosscheck/draws-<init>/<net>/seed<k>/{init,plan}.safetensors   our draws, for --swap, and
+//! runs/crosscheck/pytorch-<init>-with-our-<draws>/..., curves-with-our-<draws>.csv, summary-...md
 //! ```
 
 use super::config::{Group, Preset, RunConfig};
@@ -83,10 +85,43 @@ impl Runs {
     }
 }
 
-/// The cross-check's folders under its root (`runs/crosscheck`).
+/// Which of our random draws the cross-check's PyTorch side trains with instead of its own
+/// (`crosscheck --swap`): our initial weights, our data stream (each epoch's order, crops and
+/// flips), or both. Swapping one at a time says which one a gap between the two sides comes from;
+/// with both, the two sides compute the same thing (bit for bit in NCHW).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Swap {
+    pub init: bool,
+    pub data: bool,
+}
+
+impl Swap {
+    pub fn any(self) -> bool {
+        self.init || self.data
+    }
+
+    /// `init`, `data`, `init,data` (bench/pytorch_crosscheck.py's --swap), or empty.
+    pub fn arg(self) -> String {
+        [(self.init, "init"), (self.data, "data")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, s)| *s)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `""`, `-with-our-init`, `-with-our-data`, `-with-our-init-data`: the suffix of the PyTorch
+    /// side's folder, the curves, the summary and the figures.
+    pub fn suffix(self) -> String {
+        if self.any() { format!("-with-our-{}", self.arg().replace(',', "-")) } else { String::new() }
+    }
+}
+
+/// The cross-check's folders under its root (`runs/crosscheck`), for one choice of swapped draws.
 #[derive(Debug, Clone)]
 pub struct CrosscheckDirs {
     pub root: PathBuf,
+    pub swap: Swap,
 }
 
 impl CrosscheckDirs {
@@ -97,7 +132,12 @@ impl CrosscheckDirs {
 
     /// Where bench/pytorch_crosscheck.py writes the same runs in plain PyTorch.
     pub fn pytorch(&self, init: HeInit) -> PathBuf {
-        self.root.join(format!("pytorch-{init}"))
+        self.root.join(format!("pytorch-{init}{}", self.swap.suffix()))
+    }
+
+    /// Our runs' draws with one init: `<net>/seed<k>/{init,plan}.safetensors`.
+    pub fn draws(&self, init: HeInit) -> PathBuf {
+        self.root.join(format!("draws-{init}"))
     }
 
     /// PyTorch's runs with one init: (net, seed, metrics.csv) for each finished one.
@@ -117,11 +157,11 @@ impl CrosscheckDirs {
     }
 
     pub fn curves_csv(&self) -> PathBuf {
-        self.root.join("curves.csv")
+        self.root.join(format!("curves{}.csv", self.swap.suffix()))
     }
 
     pub fn summary_md(&self) -> PathBuf {
-        self.root.join("summary.md")
+        self.root.join(format!("summary{}.md", self.swap.suffix()))
     }
 }
 

@@ -535,15 +535,16 @@ pub fn crosscheck_figure(rows: &[CurveRow], net: &str, path: &Path) -> Result<()
     Ok(())
 }
 
-/// `crosscheck_<net>.png` for every network of the cross-check's curves.
-pub fn render_crosscheck(rows: &[CurveRow], plots_dir: &Path) -> Result<Vec<PathBuf>> {
+/// `crosscheck_<net><suffix>.png` for every network of the cross-check's curves (the suffix names
+/// swapped draws, see [`crate::experiment::Swap::suffix`]).
+pub fn render_crosscheck(rows: &[CurveRow], plots_dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
     let mut nets: Vec<&str> = rows.iter().map(|r| r.net.as_str()).collect();
     nets.sort();
     nets.dedup();
     std::fs::create_dir_all(plots_dir).with_context(|| format!("creating {}", plots_dir.display()))?;
     let mut written = Vec::new();
     for net in nets {
-        let f = plots_dir.join(format!("crosscheck_{net}.png"));
+        let f = plots_dir.join(format!("crosscheck_{net}{suffix}.png"));
         crosscheck_figure(rows, net, &f)?;
         written.push(f);
     }

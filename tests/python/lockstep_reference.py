@@ -21,17 +21,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+from pytorch_crosscheck import load_ours, torch_name  # noqa: E402
 from pytorch_train_step import CifarResNet  # noqa: E402
-
-
-def torch_name(ours, blocks_per_stage):
-    """`layer2.0.conv1.weight` (torchvision's names, ours) -> `layers.1.conv1.weight` (the flat
-    Sequential of CifarResNet)."""
-    m = re.fullmatch(r"layer(\d+)\.(\d+)\.(.*)", ours)
-    if not m:
-        return ours
-    stage, block, rest = int(m[1]), int(m[2]), m[3]
-    return f"layers.{(stage - 1) * blocks_per_stage + block}.{rest}"
 
 
 def run(path, case):
@@ -40,9 +31,7 @@ def run(path, case):
     n = (depth - 2) // 6
     init = {k[len("init."):]: v for k, v in t.items() if k.startswith("init.")}
     model = CifarResNet(depth, 10, t["x.0"].shape[1], residual)
-    state = {torch_name(k, n): v for k, v in init.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+    load_ours(model, init, n)
     lr, momentum, wd = t["hyper"].tolist()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
     model.train()
