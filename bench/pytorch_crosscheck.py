@@ -8,6 +8,10 @@ loader that drops the last partial batch, as ours does; torch.optim.SGD). Per (n
 row (train mode, augmented, before each update) every --log-every iterations, and the test error
 (%) at the --eval-at iterations. Finished runs (their metrics.csv) are skipped.
 
+--swap init|data|init,data with --draws DIR trains with our side's random draws instead of its own
+(written by `crosscheck --swap`): DIR/<net>/seed<k>/init.safetensors, our initial weights under our
+names, and plan.safetensors, each epoch's order, crop offsets and flips. Everything else is as above.
+
   python bench/pytorch_crosscheck.py --data-dir /usr/share/datasets/fashion-mnist --nets plain20,resnet20 \
       --seeds 0,1 --iterations 200 --log-every 100 --eval-at 100,200 --init fan_in --out runs/crosscheck/pytorch-fan_in
 """

@@ -286,7 +286,10 @@ pub fn markdown(rows: &[Comparison], exp: &Experiment, swap: Swap) -> String {
          weight decay {}, lr {} constant, pad-4 crop + flip, per-pixel mean, {} iterations, seeds {:?} a side. \
          `train` is the training error (%) of the {} iterations before the checkpoint, `test` the test error (%) \
          there; mean ± std over seeds, the difference ours − PyTorch and its 95% interval (Welch). `yes`: the \
-         interval holds 0, the two sides agree within seed noise.\n",
+         interval holds 0, the two sides agree within seed noise. The rows are not independent tests: a \
+         plain net and the ResNet of the same depth and seed start from the same weights and see the same \
+         batches, and a run's checkpoints share its start, so one unlucky set of seeds shows everywhere; \
+         add seeds (`--seeds`) before believing a gap, and `--swap` says which draw carries it.\n",
         exp.name, t.batch_size, t.momentum, t.weight_decay, t.lr, t.iterations, exp.seeds, t.log_every
     );
     let swapped = match (swap.init, swap.data) {
