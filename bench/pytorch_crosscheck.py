@@ -173,7 +173,7 @@ def main():
     p.add_argument("--mean-after-crop", action="store_true",
                    help="crop the raw image (zero padding = black) and subtract the mean after, as torchvision's "
                    "RandomCrop then Normalize would: a shifted crop gets another position's mean (to measure it)")
-    p.add_argument("--draws", help="our side's draws (examples/export_draws.rs): DIR/<net>/seed<k>/{init,plan}.safetensors")
+    p.add_argument("--draws", help="our side's draws (written by crosscheck --swap): DIR/<net>/seed<k>/{init,plan}.safetensors")
     p.add_argument("--swap", default="", help="which of our draws to use instead of PyTorch's: init, data or init,data")
     p.add_argument("--out", required=True)
     a = p.parse_args()
