@@ -29,6 +29,7 @@ fn welch_intervals_match_the_textbook() {
 
 #[test]
 fn a_tiny_cross_check_writes_curves_comparisons_a_summary_and_a_figure() {
+    let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let exp = tiny("");
     let root = dir.path().join("crosscheck");
@@ -105,6 +106,9 @@ fn with_our_initial_weights_and_data_stream_the_pytorch_side_trains_exactly_as_o
     // In NCHW the two sides' steps are bit-identical (tests/lockstep.rs); with our draws swapped
     // in, the whole runs must be too: every training and test error, as the PyTorch side prints
     // them (4 decimals). This is what makes `--swap init` and `--swap data` a fair diagnosis.
+    // Our runs and the exported draws seed libtorch's process-wide generator: no other test may
+    // draw from it meanwhile, or the exported weights are not the ones our runs started from.
+    let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("crosscheck");
     let exp = tiny(r#"layout = "contiguous""#);

@@ -2,6 +2,8 @@
 //! the plateau rule's need of a validation set, skipped images across resumes, a run folder's
 //! configuration, and a short run on real Fashion-MNIST whose loss falls.
 
+mod common;
+
 use resnet_repro::data::{DataConfig, DataOptions, Dataset, DatasetName, Prepared, TensorOptions};
 use resnet_repro::experiment::{Preset, RunConfig, RunDir};
 use resnet_repro::models::{CifarNet, NetSpec};
@@ -13,15 +15,6 @@ use resnet_repro::train::{
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
-
-/// libtorch's random generator is process-wide, and the tests of a file run on parallel threads:
-/// the tests that draw from it (synthetic data, network init) take this lock so that a seed set in
-/// one is not consumed by another.
-static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 #[test]
 fn schedule_divides_by_ten_at_the_milestones() {
@@ -154,7 +147,7 @@ fn weights(dir: &Path) -> HashMap<String, Tensor> {
 
 #[test]
 fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
-    let _rng = rng_lock();
+    let _rng = common::rng_lock();
     let data = synthetic(320, 11);
     for layout in [Layout::ChannelsLast, Layout::Contiguous] {
         let cfg = small_run(layout);
@@ -195,7 +188,7 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
 
 #[test]
 fn metrics_csv_has_the_documented_columns_and_the_schedule() {
-    let _rng = rng_lock();
+    let _rng = common::rng_lock();
     let data = synthetic(320, 12);
     let cfg = small_run(Layout::Auto);
     let dir = tempfile::tempdir().unwrap();
@@ -233,7 +226,7 @@ fn a_run_folder_keeps_its_configuration_and_refuses_another() {
 
 #[test]
 fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_last_good_checkpoint() {
-    let _rng = rng_lock();
+    let _rng = common::rng_lock();
     let data = synthetic(320, 14);
     let mut cfg = small_run(Layout::Auto);
     cfg.train.warmup = None;
@@ -308,7 +301,7 @@ impl TrainData for Meddling<'_> {
 
 #[test]
 fn non_finite_weights_are_never_checkpointed() {
-    let _rng = rng_lock();
+    let _rng = common::rng_lock();
     let data = synthetic(320, 15);
     let mut cfg = small_run(Layout::Auto);
     (cfg.train.warmup, cfg.train.iterations, cfg.train.milestones) = (None, 40, vec![]);
@@ -327,7 +320,7 @@ fn non_finite_weights_are_never_checkpointed() {
 
 #[test]
 fn a_plateau_rule_without_a_validation_set_is_refused() {
-    let _rng = rng_lock();
+    let _rng = common::rng_lock();
     let data = synthetic(320, 16);
     let mut cfg = small_run(Layout::Auto);
     cfg.train.plateau = Some(Plateau::default());
@@ -345,7 +338,7 @@ fn a_plateau_rule_without_a_validation_set_is_refused() {
 
 #[test]
 fn skipped_images_are_carried_across_a_resume() {
-    let _rng = rng_lock();
+    let _rng = common::rng_lock();
     let data = synthetic(320, 17);
     let cfg = small_run(Layout::Auto);
     let dir = tempfile::tempdir().unwrap();
@@ -366,7 +359,7 @@ fn skipped_images_are_carried_across_a_resume() {
 /// the canonical address.
 #[test]
 fn a_short_run_on_real_fashion_mnist_lowers_the_loss() {
-    let _rng = rng_lock();
+    let _rng = common::rng_lock();
     let cache = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/resnet-repro/data")).unwrap();
     let ds = Dataset::load(DatasetName::FashionMnist, &DataOptions::new(cache)).unwrap_or_else(|e| {
         panic!(

@@ -277,3 +277,11 @@ pub fn run_python_reference(script: &str, args: &[&std::ffi::OsStr]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// libtorch's random generator is process-wide, and the tests of a file run on parallel threads:
+/// the tests that draw from it (synthetic data, network init) take this lock so that a seed set in
+/// one is not consumed by another.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
