@@ -106,7 +106,7 @@ fn start_pytorch(
     nets.retain(|n| o.runner.only.is_empty() || o.runner.only.contains(n));
     let seeds: Vec<String> = exp.seeds.iter().map(u64::to_string).collect();
     let eval_at: Vec<String> = checkpoints(exp).iter().map(u64::to_string).collect();
-    let args = vec![
+    let mut args = vec![
         format!("--data-dir={}", data.display()),
         format!("--nets={}", nets.join(",")),
         format!("--seeds={}", seeds.join(",")),
@@ -120,17 +120,10 @@ fn start_pytorch(
         format!("--threads={threads}"),
         format!("--out={}", o.dirs.pytorch(exp.init).display()),
     ];
-    let args = match o.dirs.swap.any() {
-        true => [
-            args,
-            vec![
-                format!("--draws={}", o.dirs.draws(exp.init).display()),
-                format!("--swap={}", o.dirs.swap.arg()),
-            ],
-        ]
-        .concat(),
-        false => args,
-    };
+    if o.dirs.swap.any() {
+        args.push(format!("--draws={}", o.dirs.draws(exp.init).display()));
+        args.push(format!("--swap={}", o.dirs.swap.arg()));
+    }
     eprintln!("PyTorch side ({}): {} {}", exp.init, o.script.display(), args.join(" "));
     let child =
         std::process::Command::new(&o.python).arg(&o.script).args(&args).spawn().with_context(|| {
