@@ -6,7 +6,8 @@ mean, as our side (and Caffe's mean file, fb.resnet.torch's normalise-then-crop)
 loader that drops the last partial batch, as ours does; torch.optim.SGD). Per (net, seed) it writes <out>/<net>/seed<k>/metrics.csv with the columns
 `iteration,train_error,test_error`: the training error (%) of the mini-batches since the previous
 row (train mode, augmented, before each update) every --log-every iterations, and the test error
-(%) at the --eval-at iterations. Finished runs (their metrics.csv) are skipped.
+(%) at the --eval-at iterations. Finished runs (their metrics.csv) are skipped. --device cuda
+trains on the GPU (the draws and the crops stay on the CPU, so they are the same draws).
 
 --swap init|data|init,data with --draws DIR trains with our side's random draws instead of its own
 (written by `crosscheck --swap`): DIR/<net>/seed<k>/init.safetensors, our initial weights under our
@@ -90,12 +91,13 @@ def batch_images(centred, draw, mean_after_crop):
     return augment(centred + mean_after_crop, *draw) - mean_after_crop
 
 
-def error(model, x, y, batch=1000):
+def error(model, x, y, device, batch=1000):
     model.eval()
     wrong = 0
     with torch.no_grad():
         for s in range(0, len(y), batch):
-            wrong += (model(x[s : s + batch]).argmax(1) != y[s : s + batch]).sum().item()
+            logits = model(x[s : s + batch].to(device))
+            wrong += (logits.argmax(1).cpu() != y[s : s + batch]).sum().item()
     model.train()
     return 100.0 * wrong / len(y)
 
@@ -124,6 +126,7 @@ def build(net, seed, a):
     model = CifarResNet(depth, 10, 1, net.startswith("resnet"), a.init)
     if "init" in a.swap:
         load_ours(model, load_file(os.path.join(a.draws, net, f"seed{seed}", "init.safetensors")), (depth - 2) // 6)
+    model.to(a.device)
     return model, torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, weight_decay=1e-4)
 
 
@@ -141,8 +144,8 @@ def train(net, seed, a, data):
         idx = order[pos : pos + a.batch]
         draw = draw_augmentation(len(idx), draws.gen) if crops is None else [c[pos : pos + a.batch] for c in crops]
         pos += a.batch
-        x = batch_images(x_train[idx], draw, a.mean_after_crop)
-        y = y_train[idx]
+        x = batch_images(x_train[idx], draw, a.mean_after_crop).to(a.device)
+        y = y_train[idx].to(a.device)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         opt.zero_grad()
@@ -151,7 +154,7 @@ def train(net, seed, a, data):
         wrong += (logits.argmax(1) != y).sum().item()
         seen += len(y)
         if it % a.log_every == 0:
-            test = f"{error(model, x_test, y_test):.4f}" if it in a.eval_at else ""
+            test = f"{error(model, x_test, y_test, a.device):.4f}" if it in a.eval_at else ""
             rows.append(f"{it},{100.0 * wrong / seen:.4f},{test}")
             wrong = seen = 0
     return rows
@@ -170,6 +173,7 @@ def main():
     p.add_argument("--init", choices=["fan_in", "fan_out"], default="fan_in")
     p.add_argument("--test-images", type=int, default=0, help="the first N test images (0: all)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="where to train: cpu, cuda or cuda:N")
     p.add_argument("--mean-after-crop", action="store_true",
                    help="crop the raw image (zero padding = black) and subtract the mean after, as torchvision's "
                    "RandomCrop then Normalize would: a shifted crop gets another position's mean (to measure it)")

@@ -4,7 +4,9 @@
 
 mod common;
 
-use resnet_repro::experiment::crosscheck::{CrosscheckOptions, compare, markdown, run_crosscheck};
+use resnet_repro::experiment::crosscheck::{
+    CrosscheckOptions, compare, markdown, pytorch_args, run_crosscheck,
+};
 use resnet_repro::experiment::{CrosscheckDirs, Experiment, Swap};
 use resnet_repro::models::HeInit;
 use resnet_repro::stats::{t_quantile, welch_95};
@@ -99,6 +101,42 @@ fn options(dir: &Path, root: &Path, inits: Vec<HeInit>, swap: Swap) -> Crosschec
         python: std::env::var("RESNET_REPRO_PYTHON").unwrap_or_else(|_| "python3".into()),
         script: Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_crosscheck.py"),
     }
+}
+
+#[test]
+fn the_pytorch_side_trains_the_same_nets_and_recipe_on_our_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("crosscheck");
+    let exp = Experiment { init: HeInit::FanOut, ..tiny("") };
+    let mut o = options(dir.path(), &root, vec![HeInit::FanOut], Swap { init: true, data: false });
+    o.runner.only = vec!["resnet8".into()];
+    o.runner.train.device = tch::Device::Cuda(1);
+    let args = pytorch_args(&exp, &o, Path::new("/data/fm"), 3).unwrap();
+    let draws = format!("--draws={}", root.join("draws-fan_out").display());
+    let out = format!("--out={}", root.join("pytorch-fan_out-with-our-init").display());
+    for want in [
+        "--data-dir=/data/fm",
+        "--nets=resnet8",
+        "--seeds=0,1",
+        "--iterations=4",
+        "--batch=16",
+        "--log-every=2",
+        "--eval-at=2,4",
+        "--init=fan_out",
+        "--threads=3",
+        "--device=cuda:1",
+        "--swap=init",
+        &draws,
+        &out,
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
+    }
+    o.runner.train.device = tch::Device::Cpu;
+    assert!(pytorch_args(&exp, &o, Path::new("/d"), 1).unwrap().contains(&"--device=cpu".to_string()));
+    let mut stepped = exp.clone();
+    stepped.train.milestones = vec![2];
+    let err = pytorch_args(&stepped, &o, Path::new("/d"), 1).unwrap_err().to_string();
+    assert!(err.contains("constant learning rate"), "{err}");
 }
 
 #[test]

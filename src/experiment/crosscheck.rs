@@ -82,14 +82,31 @@ pub fn run_crosscheck(exp: &Experiment, o: &CrosscheckOptions) -> Result<Vec<Cur
     Ok(rows)
 }
 
-/// Starts bench/pytorch_crosscheck.py with the experiment's nets (those `--only` names), seeds and
-/// recipe on `threads` CPU threads; returns the process and its arguments.
+/// Starts bench/pytorch_crosscheck.py with `pytorch_args`; returns the process and its arguments.
 fn start_pytorch(
     exp: &Experiment,
     o: &CrosscheckOptions,
     data: &Path,
     threads: i32,
 ) -> Result<(std::process::Child, Vec<String>)> {
+    let args = pytorch_args(exp, o, data, threads)?;
+    eprintln!("PyTorch side ({}): {} {}", exp.init, o.script.display(), args.join(" "));
+    let child =
+        std::process::Command::new(&o.python).arg(&o.script).args(&args).spawn().with_context(|| {
+            format!("running {} (Python with torch 2.11; `make crosscheck` provides it)", o.python)
+        })?;
+    Ok((child, args))
+}
+
+/// The PyTorch side's arguments: the experiment's nets (those `--only` names), seeds and recipe, on
+/// `threads` CPU threads and on our side's device (a GPU run of ours is compared with a GPU run of
+/// PyTorch's, and neither waits hours for the other).
+pub fn pytorch_args(
+    exp: &Experiment,
+    o: &CrosscheckOptions,
+    data: &Path,
+    threads: i32,
+) -> Result<Vec<String>> {
     let t = &exp.train;
     ensure!(
         t.milestones.is_empty() && t.warmup.is_none(),
@@ -118,18 +135,24 @@ fn start_pytorch(
         format!("--init={}", exp.init),
         format!("--test-images={}", d.test_subset.unwrap_or(0)),
         format!("--threads={threads}"),
+        format!("--device={}", torch_device(o.runner.train.device)),
         format!("--out={}", o.dirs.pytorch(exp.init).display()),
     ];
     if o.dirs.swap.any() {
         args.push(format!("--draws={}", o.dirs.draws(exp.init).display()));
         args.push(format!("--swap={}", o.dirs.swap.arg()));
     }
-    eprintln!("PyTorch side ({}): {} {}", exp.init, o.script.display(), args.join(" "));
-    let child =
-        std::process::Command::new(&o.python).arg(&o.script).args(&args).spawn().with_context(|| {
-            format!("running {} (Python with torch 2.11; `make crosscheck` provides it)", o.python)
-        })?;
-    Ok((child, args))
+    Ok(args)
+}
+
+/// `device` as PyTorch spells it (`cpu`, `cuda:1`).
+fn torch_device(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+    }
 }
 
 /// Writes our side's random draws for every run of `exp` that has none in `dir` yet, under
