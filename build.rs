@@ -2,15 +2,19 @@
 //!    (reported by torch-sys) as an rpath, and keeps `libtorch_cuda` linked even though no symbol of
 //!    it is referenced (without `--no-as-needed` the linker drops it and `tch::Cuda::is_available()`
 //!    is false on a GPU machine).
-//! 2. Compiles src/shim/shim.cpp, the few libtorch calls tch 0.24 does not expose, against the same
-//!    libtorch's headers.
+//! 2. Compiles src/shim/shim.cpp, the few libtorch calls tch 0.24 does not expose, and
+//!    src/shim/dist.cpp, c10d's process groups, against the same libtorch's headers; dist.cpp gets
+//!    Gloo where Gloo's headers are found (GLOO_INCLUDE, else /usr/include or /usr/local/include:
+//!    Debian's libgloo-dev), and says what to install where they are not.
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=src/shim/shim.cpp");
+    for f in ["shim.cpp", "dist.cpp", "guard.hpp"] {
+        println!("cargo:rerun-if-changed=src/shim/{f}");
+    }
     let lib = PathBuf::from(env::var_os("DEP_TCH_LIBTORCH_LIB").expect(
         "torch-sys did not report libtorch's folder (DEP_TCH_LIBTORCH_LIB); build through `make`, which sets it up",
     ));
@@ -28,7 +32,19 @@ fn main() {
         .map(|p| PathBuf::from(p).join("include"))
         .unwrap_or_else(|| lib.parent().expect("libtorch lib folder has a parent").join("include"));
     println!("cargo:rerun-if-env-changed=LIBTORCH_INCLUDE");
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    if let Some(gloo) = gloo_include() {
+        println!("cargo:rerun-if-changed={}", gloo.join("gloo/config.h").display());
+        if gloo != Path::new("/usr/include") {
+            build.include(gloo); // never -I/usr/include: it breaks libstdc++'s #include_next
+        }
+        build.define("USE_C10D_GLOO", None);
+    } else {
+        println!(
+            "cargo:warning=Gloo's headers not found: distributed training on CPUs is disabled (apt-get install libgloo-dev, then touch build.rs)"
+        );
+    }
+    build
         .cpp(true)
         .pic(true)
         .warnings(false)
@@ -38,5 +54,16 @@ fn main() {
         // Every libtorch 2.x build for Linux (wheels and archives) uses the C++11 ABI.
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .file("src/shim/shim.cpp")
+        .file("src/shim/dist.cpp")
         .compile("resnet_repro_shim");
+}
+
+/// The folder holding `gloo/config.h`: GLOO_INCLUDE, else the system's.
+fn gloo_include() -> Option<PathBuf> {
+    println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
+    let candidates = match env::var_os("GLOO_INCLUDE") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => vec![PathBuf::from("/usr/include"), PathBuf::from("/usr/local/include")],
+    };
+    candidates.into_iter().find(|d| d.join("gloo/config.h").is_file())
 }

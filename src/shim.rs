@@ -1,5 +1,7 @@
 //! Safe wrappers over src/shim/shim.cpp: libtorch calls that tch 0.24 does not expose.
 
+pub mod dist;
+
 use anyhow::{Result, bail};
 use std::ffi::{CStr, c_char, c_double, c_int};
 use tch::Tensor;

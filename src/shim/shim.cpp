@@ -7,24 +7,12 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
-#include <string>
 #include <vector>
 
-namespace {
-thread_local std::string last_error;
+#include "guard.hpp"
 
-template <typename F>
-auto guarded(F f, decltype(f()) on_error) -> decltype(f()) {
-  try {
-    last_error.clear();
-    return f();
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return on_error;
-}
+namespace {
+using rr::guarded;
 
 at::MemoryFormat memory_format(int channels_last) {
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -40,7 +28,7 @@ std::vector<at::Tensor> list(at::Tensor** ts, int n) {
 
 extern "C" {
 
-const char* rr_last_error() { return last_error.c_str(); }
+const char* rr_last_error() { return rr::last_error().c_str(); }
 
 // t.contiguous(memory_format): a new handle (the same storage if already in that format).
 at::Tensor* rr_contiguous(at::Tensor* t, int channels_last) {

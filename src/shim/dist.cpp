@@ -1,0 +1,160 @@
+// The distributed part of the shim: libtorch's c10d (the engine under PyTorch's DDP), reached the
+// way shim.cpp reaches the rest of libtorch. A TCPStore rendezvous (hosted here or by torchrun's
+// agent) and one process group: Gloo for CPU tensors when this file was compiled with Gloo's
+// headers (USE_C10D_GLOO, set by build.rs), NCCL for CUDA tensors with NCCL's (USE_C10D_NCCL). Without them the
+// functions still exist and fail with a message that says what to install.
+// Errors never cross as exceptions: null or -1, and rr_last_error() says why.
+
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "guard.hpp"
+
+namespace {
+using rr::guarded;
+
+enum Backend { kGloo = 1, kNccl = 2 };
+
+c10::intrusive_ptr<c10d::Backend> make_backend(int backend, const c10::intrusive_ptr<c10d::Store>& store,
+                                               int rank, int world, std::chrono::milliseconds timeout) {
+  if (backend == kGloo) {
+#ifdef USE_C10D_GLOO
+    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts);
+#else
+    throw std::runtime_error(
+        "this build has no Gloo (its headers were not found when the shim was compiled): install "
+        "them (Debian: apt-get install libgloo-dev), then `touch build.rs` and rebuild");
+#endif
+  }
+  if (backend == kNccl) {
+#ifdef USE_C10D_NCCL
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = timeout;
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, opts);
+#else
+    throw std::runtime_error(
+        "this build has no NCCL (nccl.h and the CUDA runtime headers were not found when the shim was "
+        "compiled): see the README's \"Several GPUs\" section, then `touch build.rs` and rebuild");
+#endif
+  }
+  throw std::runtime_error("unknown backend " + std::to_string(backend));
+}
+}  // namespace
+
+// A process group and the store it met its peers through.
+struct rr_group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> backend;
+  std::chrono::milliseconds timeout;
+};
+
+// A collective in flight.
+struct rr_work {
+  c10::intrusive_ptr<c10d::Work> work;
+  std::chrono::milliseconds timeout;
+};
+
+extern "C" {
+
+// The backends compiled in: 1 (Gloo) | 2 (NCCL).
+int rr_dist_backends() {
+  int b = 0;
+#ifdef USE_C10D_GLOO
+  b |= kGloo;
+#endif
+#ifdef USE_C10D_NCCL
+  b |= kNccl;
+#endif
+  return b;
+}
+
+// Meets the other ranks through the TCPStore at host:port (hosting it when is_server), every key
+// under `prefix` (torchrun's agent store keeps each restart's keys apart this way), and creates
+// the process group of `world` ranks as `rank` on `backend`. Waiting for peers and every
+// collective give up after timeout_ms.
+rr_group* rr_group_new(int backend, const char* host, int port, int is_server, const char* prefix, int rank,
+                       int world, long long timeout_ms) {
+  return guarded(
+      [&] {
+        auto timeout = std::chrono::milliseconds(timeout_ms);
+        c10d::TCPStoreOptions o;
+        o.port = static_cast<std::uint16_t>(port);
+        o.isServer = is_server != 0;
+        o.numWorkers = world;
+        o.waitWorkers = false;
+        o.timeout = timeout;
+        c10::intrusive_ptr<c10d::Store> tcp = c10::make_intrusive<c10d::TCPStore>(host, o);
+        auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, tcp);
+        auto pg = make_backend(backend, store, rank, world, timeout);
+        return new rr_group{store, pg, timeout};
+      },
+      (rr_group*)nullptr);
+}
+
+void rr_group_free(rr_group* g) { delete g; }
+
+// Starts summing t in place across the ranks (every rank's t has the same shape and dtype).
+rr_work* rr_group_all_reduce_sum(rr_group* g, at::Tensor* t) {
+  return guarded(
+      [&] {
+        std::vector<at::Tensor> ts{*t};
+        c10d::AllreduceOptions o;
+        o.reduceOp = c10d::ReduceOp::SUM;
+        o.timeout = g->timeout;
+        return new rr_work{g->backend->allreduce(ts, o), g->timeout};
+      },
+      (rr_work*)nullptr);
+}
+
+// Starts copying root's t into every rank's t.
+rr_work* rr_group_broadcast(rr_group* g, at::Tensor* t, int root) {
+  return guarded(
+      [&] {
+        std::vector<at::Tensor> ts{*t};
+        c10d::BroadcastOptions o;
+        o.rootRank = root;
+        o.timeout = g->timeout;
+        return new rr_work{g->backend->broadcast(ts, o), g->timeout};
+      },
+      (rr_work*)nullptr);
+}
+
+// Starts a barrier: done when every rank has reached it.
+rr_work* rr_group_barrier(rr_group* g) {
+  return guarded(
+      [&] {
+        c10d::BarrierOptions o;
+        o.timeout = g->timeout;
+        return new rr_work{g->backend->barrier(o), g->timeout};
+      },
+      (rr_work*)nullptr);
+}
+
+// Waits for w to complete (at most its group's timeout) and frees it: 0, or -1 if it failed or
+// timed out.
+int rr_work_wait(rr_work* w) {
+  int rc = guarded(
+      [&] {
+        if (!w->work->wait(w->timeout)) throw std::runtime_error("timed out");
+        return 0;
+      },
+      -1);
+  delete w;
+  return rc;
+}
+
+}  // extern "C"

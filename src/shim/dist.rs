@@ -1,0 +1,222 @@
+//! Safe wrappers over src/shim/dist.cpp: a c10d process group (Gloo for CPU tensors, NCCL for CUDA
+//! ones), met through a TCPStore. Every failure names this rank, the world and the operation.
+
+use super::last_error;
+use anyhow::{Context, Result, ensure};
+use std::ffi::{CString, c_char, c_int, c_longlong};
+use std::ptr::NonNull;
+use std::time::Duration;
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+#[repr(C)]
+struct RrGroup {
+    _private: [u8; 0],
+}
+
+#[repr(C)]
+struct RrWork {
+    _private: [u8; 0],
+}
+
+unsafe extern "C" {
+    fn rr_dist_backends() -> c_int;
+    fn rr_group_new(
+        backend: c_int,
+        host: *const c_char,
+        port: c_int,
+        is_server: c_int,
+        prefix: *const c_char,
+        rank: c_int,
+        world: c_int,
+        timeout_ms: c_longlong,
+    ) -> *mut RrGroup;
+    fn rr_group_free(g: *mut RrGroup);
+    fn rr_group_all_reduce_sum(g: *mut RrGroup, t: *mut C_tensor) -> *mut RrWork;
+    fn rr_group_broadcast(g: *mut RrGroup, t: *mut C_tensor, root: c_int) -> *mut RrWork;
+    fn rr_group_barrier(g: *mut RrGroup) -> *mut RrWork;
+    fn rr_work_wait(w: *mut RrWork) -> c_int;
+}
+
+/// A c10d communication backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// CPU tensors (`ProcessGroupGloo`).
+    Gloo,
+    /// CUDA tensors, one GPU per rank (`ProcessGroupNCCL`).
+    Nccl,
+}
+
+impl Backend {
+    fn code(self) -> c_int {
+        match self {
+            Backend::Gloo => 1,
+            Backend::Nccl => 2,
+        }
+    }
+
+    /// Whether this build's shim was compiled with this backend (its headers were found).
+    pub fn compiled_in(self) -> bool {
+        // SAFETY: no arguments, no state.
+        unsafe { rr_dist_backends() & self.code() != 0 }
+    }
+
+    /// The backend for tensors on `device`: Gloo on the CPU, NCCL on a GPU.
+    pub fn for_device(device: tch::Device) -> Backend {
+        if device.is_cuda() { Backend::Nccl } else { Backend::Gloo }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        })
+    }
+}
+
+/// Where the ranks meet: a c10d TCPStore at `host:port`, hosted by one process (`host_it`) or by
+/// torchrun's agent; every key under `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendezvous {
+    pub host: String,
+    pub port: u16,
+    /// This process starts the store's server (rank 0 when no torchrun agent hosts it).
+    pub host_it: bool,
+    /// Keys' prefix: torchrun's `/worker/attempt_<restart>`, so a restarted job never reads the
+    /// previous attempt's keys.
+    pub prefix: String,
+}
+
+/// One rank of a process group. Collectives are called by every rank in the same order.
+pub struct ProcessGroup {
+    ptr: NonNull<RrGroup>,
+    pub backend: Backend,
+    pub rank: usize,
+    pub world: usize,
+    pub timeout: Duration,
+}
+
+// SAFETY: a c10d backend is used from one thread at a time here (&mut-free API, but the trainer
+// owns it on one thread); moving it between threads is what PyTorch does too.
+unsafe impl Send for ProcessGroup {}
+
+impl ProcessGroup {
+    /// Meets the other `world - 1` ranks at `rv` and creates the group as `rank`. Waiting for them
+    /// and every collective give up after `timeout`.
+    pub fn new(
+        backend: Backend,
+        rv: &Rendezvous,
+        rank: usize,
+        world: usize,
+        timeout: Duration,
+    ) -> Result<Self> {
+        ensure!(rank < world, "rank {rank} is not below the world size {world}");
+        let host = CString::new(rv.host.as_str()).context("the store's host name has a NUL byte")?;
+        let prefix = CString::new(rv.prefix.as_str()).context("the store's prefix has a NUL byte")?;
+        let ms = c_longlong::try_from(timeout.as_millis()).unwrap_or(c_longlong::MAX);
+        // SAFETY: the strings live across the call; the returned group is owned by Self.
+        let ptr = unsafe {
+            rr_group_new(
+                backend.code(),
+                host.as_ptr(),
+                c_int::from(rv.port),
+                c_int::from(rv.host_it),
+                prefix.as_ptr(),
+                rank as c_int,
+                world as c_int,
+                ms,
+            )
+        };
+        let Some(ptr) = NonNull::new(ptr) else {
+            return Err(last_error(&format!(
+                "rank {rank} of {world}: creating the {backend} process group through the store at {}:{} \
+                 (every rank must start within {timeout:?}, and {} must be reachable from here)",
+                rv.host, rv.port, rv.host
+            )));
+        };
+        Ok(ProcessGroup { ptr, backend, rank, world, timeout })
+    }
+
+    /// Sums `t` in place across the ranks.
+    pub fn all_reduce_sum(&self, t: &Tensor) -> Result<()> {
+        self.start_all_reduce_sum(t)?.wait()
+    }
+
+    /// Starts summing `t` in place across the ranks; `t` must not be touched until the returned
+    /// work is waited for.
+    pub fn start_all_reduce_sum(&self, t: &Tensor) -> Result<Work<'_>> {
+        // SAFETY: the group and t are live; t is kept alive by the caller until `wait` (the
+        // borrow in Work ties the work to the group; c10d holds its own reference to t).
+        let w = unsafe { rr_group_all_reduce_sum(self.ptr.as_ptr(), t.as_ptr() as *mut C_tensor) };
+        self.work(w, || format!("all-reduce of {} {:?} values", t.numel(), t.kind()))
+    }
+
+    /// Copies rank `root`'s `t` into every rank's `t`.
+    pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<()> {
+        // SAFETY: as in start_all_reduce_sum.
+        let w = unsafe { rr_group_broadcast(self.ptr.as_ptr(), t.as_ptr() as *mut C_tensor, root as c_int) };
+        self.work(w, || format!("broadcast from rank {root} of {} {:?} values", t.numel(), t.kind()))?.wait()
+    }
+
+    /// Returns once every rank has called it.
+    pub fn barrier(&self) -> Result<()> {
+        // SAFETY: the group is live.
+        let w = unsafe { rr_group_barrier(self.ptr.as_ptr()) };
+        self.work(w, || "barrier".into())?.wait()
+    }
+
+    fn work(&self, ptr: *mut RrWork, what: impl Fn() -> String) -> Result<Work<'_>> {
+        match NonNull::new(ptr) {
+            Some(ptr) => Ok(Work { ptr: Some(ptr), group: self, what: what() }),
+            None => Err(self.failed(&what(), "could not start")),
+        }
+    }
+
+    fn failed(&self, what: &str, how: &str) -> anyhow::Error {
+        last_error(&format!(
+            "rank {} of {} ({}): {what} {how} (a peer that died, hung or called another collective; \
+             the timeout is {:?})",
+            self.rank, self.world, self.backend, self.timeout
+        ))
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: owned, freed once; no Work outlives the group (they borrow it).
+        unsafe { rr_group_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// A collective in flight; [`Work::wait`] for it (dropping it waits too, ignoring its outcome).
+pub struct Work<'g> {
+    ptr: Option<NonNull<RrWork>>,
+    group: &'g ProcessGroup,
+    what: String,
+}
+
+impl Work<'_> {
+    /// Waits until the collective completes on this rank; an error if it failed or outlived the
+    /// group's timeout.
+    pub fn wait(mut self) -> Result<()> {
+        let ptr = self.ptr.take().expect("a work is waited for once");
+        let started = std::time::Instant::now();
+        // SAFETY: live, owned; rr_work_wait frees it.
+        if unsafe { rr_work_wait(ptr.as_ptr()) } != 0 {
+            let how = format!("failed after {:.1} s", started.elapsed().as_secs_f64());
+            return Err(self.group.failed(&self.what, &how));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Work<'_> {
+    fn drop(&mut self) {
+        if let Some(ptr) = self.ptr.take() {
+            // SAFETY: live, owned; freed by the call.
+            unsafe { rr_work_wait(ptr.as_ptr()) };
+        }
+    }
+}
