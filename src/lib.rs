@@ -8,6 +8,7 @@
 //! - [`train`]: the loop, its learning-rate policy, feeds, checkpoints and metrics;
 //!   [`eval`]: the test protocols and Figure 7's layer responses; [`data`]: datasets, augmentation,
 //!   the ImageNet folder and loader.
+//! - [`dist`]: data-parallel training (torchrun's environment, replicas kept in step over c10d).
 //! - [`models`]: the CIFAR (6n+2) and ImageNet (18..152) networks, plain and residual, options
 //!   A/B/C; [`complexity`]: Table 1's counts.
 //! - The floor: [`shim`] (libtorch calls tch lacks), [`env`] (the torch runtime, provenance,
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod cli;
 pub mod complexity;
 pub mod data;
+pub mod dist;
 pub mod env;
 pub mod eval;
 pub mod experiment;

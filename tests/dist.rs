@@ -3,9 +3,13 @@
 //! hangs or dies makes the others fail within the timeout with a message naming the rank and the
 //! operation instead of hanging the job.
 
+use resnet_repro::dist::{Launch, Replicas};
+use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::dist::{Backend, ProcessGroup, Rendezvous};
+use resnet_repro::train::Trainer;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
 /// Set in the children: `<scenario> <rank> <world> <port>`.
@@ -44,6 +48,9 @@ fn child() {
     let v: Vec<&str> = spec.split(' ').collect();
     let (scenario, rank, world, port): (&str, usize, usize, u16) =
         (v[0], v[1].parse().unwrap(), v[2].parse().unwrap(), v[3].parse().unwrap());
+    if scenario == "replicas" {
+        return replicas(rank, world, port);
+    }
     let rv = Rendezvous { host: "127.0.0.1".into(), port, host_it: rank == 0, prefix: "/test/".into() };
     let timeout = Duration::from_secs(if scenario == "collectives" { 60 } else { 3 });
     let pg = ProcessGroup::new(Backend::Gloo, &rv, rank, world, timeout).unwrap();
@@ -80,6 +87,102 @@ fn collectives(pg: &ProcessGroup) {
     assert_eq!(Vec::<i64>::try_from(&c).unwrap(), [6, 7]);
     pg.barrier().unwrap();
     println!("OK rank {}", pg.rank);
+}
+
+/// Rank `rank` of the replicas test: a ResNet-8 built from seed `rank` (the ranks start different),
+/// met through torchrun's variables.
+fn replicas(rank: usize, world: usize, port: u16) {
+    let vars = [
+        ("RANK", rank.to_string()),
+        ("WORLD_SIZE", world.to_string()),
+        ("MASTER_ADDR", "127.0.0.1".into()),
+        ("MASTER_PORT", port.to_string()),
+    ];
+    let Launch::Rank(env) =
+        Launch::from_vars(|k| vars.iter().find(|v| v.0 == k).map(|v| v.1.clone())).unwrap()
+    else {
+        panic!("a rank")
+    };
+    let mut dp = Replicas::connect(&env, tch::Device::Cpu, Duration::from_secs(60)).unwrap();
+    dp.bucket_bytes = 4096; // many buckets in flight, and tensors larger than one
+    let net = NetSpec::Cifar(CifarNet { in_channels: 1, ..CifarNet::resnet(8) });
+    let hyper = (0.9, 1e-4);
+    let format = resnet_repro::shim::MemoryFormat::ChannelsLast;
+    let mut t = Trainer::with_format(&net, hyper, rank as u64, tch::Device::Cpu, format).unwrap();
+    // Rank 0's variables everywhere: the same as a trainer built from seed 0.
+    dp.broadcast_vars(&t.vs).unwrap();
+    let reference = Trainer::with_format(&net, hyper, 0, tch::Device::Cpu, format).unwrap();
+    assert_eq!(checksum(&t.vs), checksum(&reference.vs), "rank {rank}: not rank 0's variables");
+    // Each rank's own batch; its averaged gradients must be the mean of every rank's, which each
+    // rank recomputes here from the same weights (BN statistics included).
+    let batch = |r: usize| {
+        tch::manual_seed(100 + r as i64);
+        (
+            Tensor::randn([6, 1, 12, 12], (Kind::Float, tch::Device::Cpu)),
+            Tensor::randint(10, [6], (Kind::Int64, tch::Device::Cpu)),
+        )
+    };
+    let grads_of = |t: &mut Trainer, r: usize| -> (Vec<Tensor>, Vec<Tensor>) {
+        let (x, y) = batch(r);
+        let loss = t.net.forward_t(&x, true).cross_entropy_for_logits(&y);
+        t.opt.zero_grad().unwrap();
+        loss.backward();
+        (t.opt.params.iter().map(|p| p.grad().copy()).collect(), buffers(&t.vs))
+    };
+    let mut expected: Option<(Vec<Tensor>, Vec<Tensor>)> = None;
+    for r in 0..world {
+        let mut fresh = Trainer::with_format(&net, hyper, 0, tch::Device::Cpu, format).unwrap();
+        let (g, b) = grads_of(&mut fresh, r);
+        expected = Some(match expected {
+            None => (g, b),
+            Some((eg, eb)) => (add(&eg, &g), add(&eb, &b)),
+        });
+    }
+    let (eg, eb) = expected.unwrap();
+    let scale = 1.0 / world as f64;
+    grads_of(&mut t, rank);
+    dp.average_grads(&t.opt.params).unwrap();
+    for (p, e) in t.opt.params.iter().zip(&eg) {
+        assert!(p.grad().allclose(&(e * scale), 1e-5, 1e-6, false), "rank {rank}: gradient not the mean");
+    }
+    dp.average_buffers(&t.vs).unwrap();
+    for (b, e) in buffers(&t.vs).iter().zip(&eb) {
+        assert!(b.allclose(&(e * scale), 1e-5, 1e-7, false), "rank {rank}: running statistic not the mean");
+    }
+    assert_eq!(dp.sum(&[rank as f64, 1.5]).unwrap(), [(world * (world - 1) / 2) as f64, 1.5 * world as f64]);
+    println!("OK rank {rank}");
+}
+
+fn checksum(vs: &tch::nn::VarStore) -> Vec<(String, f64)> {
+    let mut v: Vec<(String, f64)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[])))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The floating-point buffers (BN's running statistics), in name order.
+fn buffers(vs: &tch::nn::VarStore) -> Vec<Tensor> {
+    let mut v: Vec<(String, Tensor)> =
+        vs.variables().into_iter().filter(|(_, t)| !t.requires_grad() && t.is_floating_point()).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.into_iter().map(|(_, t)| t.copy()).collect()
+}
+
+fn add(a: &[Tensor], b: &[Tensor]) -> Vec<Tensor> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+#[test]
+fn replicas_start_from_rank_0_and_average_gradients_and_running_statistics() {
+    if !gloo() {
+        return;
+    }
+    for (rank, out) in launch("replicas", 2).iter().enumerate() {
+        assert!(out.status.success() && text(out).contains(&format!("OK rank {rank}")), "{}", text(out));
+    }
 }
 
 fn gloo() -> bool {

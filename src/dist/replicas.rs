@@ -1,0 +1,208 @@
+//! Data-parallel replicas of one network, as PyTorch's DDP keeps them: equal at the start (rank 0's
+//! variables broadcast), gradients averaged across ranks after every backward pass in flattened
+//! buckets of about 25 MB, running statistics averaged when they are read (evaluation,
+//! checkpoint), scalars summed for the log.
+
+use crate::shim::dist::{Backend, ProcessGroup, Work};
+use anyhow::{Result, ensure};
+use std::time::Duration;
+use tch::{Device, Tensor, nn::VarStore};
+
+use super::launch::RankEnv;
+
+/// DDP's default bucket size.
+pub const BUCKET_BYTES: usize = 25 * 1024 * 1024;
+
+/// This rank's side of the replicas.
+pub struct Replicas {
+    pub group: ProcessGroup,
+    /// This rank's device: where its tensors, and NCCL's, live.
+    pub device: Device,
+    pub bucket_bytes: usize,
+}
+
+impl Replicas {
+    /// Meets the other ranks (NCCL between GPUs, Gloo between CPUs); collectives give up after
+    /// `timeout`.
+    pub fn connect(env: &RankEnv, device: Device, timeout: Duration) -> Result<Self> {
+        let backend = Backend::for_device(device);
+        let group = ProcessGroup::new(backend, &env.rendezvous(), env.rank, env.world, timeout)?;
+        Ok(Replicas { group, device, bucket_bytes: BUCKET_BYTES })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.group.rank
+    }
+
+    pub fn world(&self) -> usize {
+        self.group.world
+    }
+
+    /// Every variable of `vs` (parameters and buffers) becomes rank 0's, as DDP does at
+    /// construction; after a resume too, so that all replicas start from one state.
+    pub fn broadcast_vars(&self, vs: &VarStore) -> Result<()> {
+        let vars = sorted_vars(vs);
+        tch::no_grad(|| {
+            for bucket in buckets(&vars, self.bucket_bytes) {
+                let flat = flatten(&bucket);
+                self.group.broadcast(&flat, 0)?;
+                unflatten(&flat, &bucket, 1.0);
+            }
+            Ok(())
+        })
+    }
+
+    /// Averages the gradients of `params` across the ranks (sum, then divide: Gloo has no
+    /// average). Every rank must call it with the same parameters in the same order; a parameter
+    /// without a gradient takes part as zeros, as DDP's buckets do.
+    pub fn average_grads(&self, params: &[Tensor]) -> Result<()> {
+        let grads: Vec<Tensor> = params
+            .iter()
+            .map(|p| {
+                let g = p.grad();
+                if g.defined() { g } else { p.zeros_like() }
+            })
+            .collect();
+        self.average(&grads)
+    }
+
+    /// Averages the floating-point buffers of `vs` (BN's running mean and variance) across ranks;
+    /// integer ones (BN's batch counts) are equal on every rank and stay.
+    pub fn average_buffers(&self, vs: &VarStore) -> Result<()> {
+        let buffers: Vec<Tensor> =
+            sorted_vars(vs).into_iter().filter(|t| !t.requires_grad() && t.is_floating_point()).collect();
+        tch::no_grad(|| self.average(&buffers))
+    }
+
+    /// `values` summed across ranks (losses and error counts for the log).
+    pub fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
+        let t = Tensor::from_slice(values).to_device(self.device);
+        self.group.all_reduce_sum(&t)?;
+        Ok(Vec::<f64>::try_from(&t.to_device(Device::Cpu))?)
+    }
+
+    /// `tensors` replaced by their mean over the ranks, bucket by bucket, all buckets in flight at
+    /// once.
+    fn average(&self, tensors: &[Tensor]) -> Result<()> {
+        if self.world() == 1 {
+            return Ok(()); // a sum over one rank, divided by 1: nothing changes
+        }
+        let scale = 1.0 / self.world() as f64;
+        let flats: Vec<(Vec<Tensor>, Tensor)> = buckets(tensors, self.bucket_bytes)
+            .into_iter()
+            .map(|b| {
+                let flat = flatten(&b);
+                (b, flat)
+            })
+            .collect();
+        let works: Vec<Work> =
+            flats.iter().map(|(_, flat)| self.group.start_all_reduce_sum(flat)).collect::<Result<_>>()?;
+        for w in works {
+            w.wait()?;
+        }
+        for (bucket, flat) in &flats {
+            unflatten(flat, bucket, scale);
+        }
+        Ok(())
+    }
+}
+
+/// The variables of `vs` in name order: the same order on every rank.
+fn sorted_vars(vs: &VarStore) -> Vec<Tensor> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(_, t)| t).collect()
+}
+
+/// `tensors` in order, cut into runs of one dtype and device of at most `bytes` each (a tensor
+/// larger than that is a bucket alone).
+fn buckets(tensors: &[Tensor], bytes: usize) -> Vec<Vec<Tensor>> {
+    let mut out: Vec<Vec<Tensor>> = Vec::new();
+    let mut size = 0;
+    for t in tensors {
+        let b = t.numel() * t.kind().elt_size_in_bytes();
+        let same = out
+            .last()
+            .and_then(|l| l.first())
+            .is_some_and(|f| f.kind() == t.kind() && f.device() == t.device());
+        if !same || size + b > bytes {
+            out.push(Vec::new());
+            size = 0;
+        }
+        out.last_mut().expect("a bucket was just pushed").push(t.shallow_clone());
+        size += b;
+    }
+    out
+}
+
+/// One contiguous 1-d tensor holding `bucket`'s values in order (each in its logical order, whatever
+/// its memory format).
+fn flatten(bucket: &[Tensor]) -> Tensor {
+    let parts: Vec<Tensor> = bucket.iter().map(|t| t.detach().reshape([-1])).collect();
+    Tensor::cat(&parts, 0)
+}
+
+/// Copies `flat`'s values, times `scale`, back into `bucket`'s tensors.
+fn unflatten(flat: &Tensor, bucket: &[Tensor], scale: f64) {
+    let mut offset = 0;
+    for t in bucket {
+        let n = t.numel() as i64;
+        let part = flat.narrow(0, offset, n).view(t.size().as_slice());
+        let mut target = t.shallow_clone();
+        if scale == 1.0 {
+            target.copy_(&part)
+        } else {
+            target.copy_(&(part * scale))
+        }
+        offset += n;
+    }
+    debug_assert_eq!(offset, flat.numel() as i64);
+}
+
+/// Whether a world of `world` ranks can split a global batch of `batch` images evenly.
+pub fn check_batch(batch: usize, world: usize) -> Result<usize> {
+    ensure!(
+        batch.is_multiple_of(world),
+        "the global batch ({batch} images, [train] batch_size) must divide evenly over the {world} ranks: \
+         choose a world size that divides it, or another batch size"
+    );
+    Ok(batch / world)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    #[test]
+    fn buckets_split_by_size_and_dtype_and_keep_the_order() {
+        let f = |n: i64| Tensor::zeros([n], (Kind::Float, Device::Cpu));
+        let ts = vec![f(10), f(10), f(30), Tensor::zeros([2], (Kind::Int64, Device::Cpu)), f(1), f(100)];
+        let sizes: Vec<Vec<i64>> =
+            buckets(&ts, 100 * 4 - 4).iter().map(|b| b.iter().map(|t| t.numel() as i64).collect()).collect();
+        // 10+10+30 floats fit in 396 bytes; the int64s start a bucket; a 100-float tensor is alone.
+        assert_eq!(sizes, vec![vec![10, 10, 30], vec![2], vec![1], vec![100]]);
+    }
+
+    #[test]
+    fn flatten_then_unflatten_is_the_identity_in_any_memory_format() {
+        let a = Tensor::randn([2, 3, 4, 5], (Kind::Float, Device::Cpu));
+        let cl = crate::shim::contiguous(&a, crate::shim::MemoryFormat::ChannelsLast).unwrap();
+        let b = Tensor::randn([7], (Kind::Float, Device::Cpu));
+        let bucket = vec![cl.copy(), b.copy()];
+        let flat = flatten(&bucket);
+        assert_eq!(flat.size(), [127]);
+        let out = vec![cl.zeros_like(), b.zeros_like()];
+        unflatten(&flat, &out, 2.0);
+        assert!(
+            out[0].allclose(&(&a * 2.0), 0.0, 0.0, false) && out[1].allclose(&(&b * 2.0), 0.0, 0.0, false)
+        );
+    }
+
+    #[test]
+    fn a_global_batch_must_divide_over_the_ranks() {
+        assert_eq!(check_batch(128, 2).unwrap(), 64);
+        let err = check_batch(128, 3).unwrap_err().to_string();
+        assert!(err.contains("128 images") && err.contains("3 ranks"), "{err}");
+    }
+}
