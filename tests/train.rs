@@ -10,7 +10,7 @@ use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::train::metrics::{METRICS_COLUMNS, read_metrics};
 use resnet_repro::train::policy::{Plateau, PlateauState, Schedule, Warmup, WarmupState};
 use resnet_repro::train::{
-    Layout, RunFiles, TensorFeed, TrainConfig, TrainData, TrainOptions, TrainStatus, train_run,
+    Layout, RunFiles, TensorFeed, TrainConfig, TrainData, TrainOptions, TrainStatus, Trainer, train_run,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -114,6 +114,7 @@ fn small_run(layout: Layout) -> RunConfig {
             eval_every: 10,
             checkpoint_every: 10,
             layout,
+            bn_batch: None,
         },
         data: DataConfig::Cifar10(TensorOptions { eval_batch_size: 40, ..TensorOptions::default() }),
     }
@@ -386,4 +387,71 @@ fn a_short_run_on_real_fashion_mnist_lowers_the_loss() {
     let err = f.last.test_error.unwrap();
     assert!(err < 75.0, "test error {err} after 80 iterations (chance: 90)");
     assert_eq!(f.last.images, 2000);
+}
+
+#[test]
+fn bn_batch_on_one_device_trains_as_replicas_of_that_batch_would() {
+    // One trainer with bn_batch 4 on a batch of 12 against three replicas (same start) each
+    // stepping on its 4 images with the gradients averaged by hand: the same weights, momentum
+    // and running statistics (the mean of the replicas') after three steps.
+    let _rng = common::rng_lock();
+    let net = NetSpec::Cifar(CifarNet { image_size: 12, ..CifarNet::resnet(8) });
+    let format = resnet_repro::shim::MemoryFormat::ChannelsLast;
+    let make = || Trainer::with_format(&net, (0.9, 1e-4), 5, Device::Cpu, format).unwrap();
+    let mut grouped = make();
+    grouped.bn_batch = Some(4);
+    let mut replicas: Vec<Trainer> = (0..3).map(|_| make()).collect();
+    for step in 0..3 {
+        tch::manual_seed(50 + step);
+        let x = Tensor::randn([12, 3, 12, 12], (Kind::Float, Device::Cpu));
+        let y = Tensor::randint(10, [12], (Kind::Int64, Device::Cpu));
+        let (loss, wrong) = grouped.step(&x, &y, 0.1).unwrap();
+        let (mut losses, mut wrongs) = (0.0, 0);
+        for (k, r) in replicas.iter_mut().enumerate() {
+            let (xk, yk) = (x.narrow(0, 4 * k as i64, 4), y.narrow(0, 4 * k as i64, 4));
+            let logits = tch::nn::ModuleT::forward_t(&r.net, &xk, true);
+            let l = logits.cross_entropy_for_logits(&yk);
+            r.opt.zero_grad().unwrap();
+            l.backward();
+            losses += l.double_value(&[]) / 3.0;
+            wrongs += logits.argmax(1, false).ne_tensor(&yk).sum(Kind::Int64).int64_value(&[]);
+        }
+        let n = replicas[0].opt.params.len();
+        for i in 0..n {
+            let mean = replicas
+                .iter()
+                .map(|r| r.opt.params[i].grad())
+                .fold(None::<Tensor>, |a, g| Some(a.map_or(g.copy(), |a| a + g)));
+            let mean = mean.unwrap() / 3.0;
+            for r in &replicas {
+                r.opt.params[i].grad().copy_(&mean);
+            }
+        }
+        let stats: Vec<Vec<Tensor>> =
+            replicas.iter().map(|r| resnet_repro::train::running_stats(&r.vs)).collect();
+        for j in 0..stats[0].len() {
+            let mean = (&stats[0][j] + &stats[1][j] + &stats[2][j]) / 3.0;
+            for s in &stats {
+                tch::no_grad(|| s[j].shallow_clone().copy_(&mean));
+            }
+        }
+        replicas.iter_mut().for_each(|r| r.opt.step(0.1).unwrap());
+        assert!((loss.double_value(&[]) - losses).abs() < 1e-5, "step {step}: loss");
+        assert_eq!(wrong.int64_value(&[]), wrongs, "step {step}: misclassified");
+        let (a, b) = (grouped.vs.variables(), replicas[0].vs.variables());
+        for (name, t) in &a {
+            assert!(t.allclose(&b[name], 1e-5, 1e-6, false), "step {step}: {name} differs");
+        }
+    }
+    // And not vacuous: BN over the whole batch trains otherwise.
+    let mut whole = make();
+    tch::manual_seed(50);
+    let x = Tensor::randn([12, 3, 12, 12], (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(10, [12], (Kind::Int64, Device::Cpu));
+    let _ = whole.step(&x, &y, 0.1).unwrap();
+    let mut one = make();
+    one.bn_batch = Some(4);
+    let _ = one.step(&x, &y, 0.1).unwrap();
+    let (a, b) = (whole.vs.variables(), one.vs.variables());
+    assert!(a.iter().any(|(name, t)| !t.allclose(&b[name], 1e-5, 1e-6, false)));
 }

@@ -70,6 +70,11 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     #[serde(default)]
     pub layout: Layout,
+    /// Batch-norm statistics over groups of this many images of a device's batch, as the paper's
+    /// multi-GPU training had them (2 GPUs x 64 on CIFAR, 8 x 32 on ImageNet): one device then
+    /// trains exactly as those replicas did. Unset: over the whole device batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn_batch: Option<usize>,
 }
 
 impl TrainConfig {
@@ -107,6 +112,13 @@ impl TrainConfig {
         }
         if let Some(p) = &self.plateau {
             ensure!(p.patience > 0, "train.plateau.patience must be positive");
+        }
+        if let Some(g) = self.bn_batch {
+            ensure!(
+                g > 0 && self.batch_size.is_multiple_of(g),
+                "train.bn_batch ({g}) must be a positive divisor of train.batch_size ({})",
+                self.batch_size
+            );
         }
         if let Some(w) = &self.warmup {
             w.validate()?;

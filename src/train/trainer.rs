@@ -89,13 +89,17 @@ pub struct Trainer {
     pub net: ResNet,
     pub opt: Sgd,
     pub format: MemoryFormat,
+    /// BN statistics over groups of this many images (`[train] bn_batch`); `None`: the batch.
+    pub bn_batch: Option<usize>,
 }
 
 impl Trainer {
     /// Builds `net` (initialised from `seed`) in the configured layout on `device`.
     pub fn new(net: &NetSpec, train: &TrainConfig, seed: u64, device: Device) -> Result<Self> {
         let format = train.layout.resolve(device);
-        Self::with_format(net, (train.momentum, train.weight_decay), seed, device, format)
+        let mut t = Self::with_format(net, (train.momentum, train.weight_decay), seed, device, format)?;
+        t.bn_batch = train.bn_batch;
+        Ok(t)
     }
 
     /// Builds `net` with SGD (momentum, weight decay) in a given layout.
@@ -116,26 +120,77 @@ impl Trainer {
         let net = net.build(&vs.root())?;
         set_memory_format(&vs, format)?;
         let opt = Sgd::new(&vs, momentum, weight_decay);
-        Ok(Trainer { vs, net, opt, format })
+        Ok(Trainer { vs, net, opt, format, bn_batch: None })
     }
 
     /// One update with rate `lr` on the batch `(x, y)`. Returns the batch's loss and its number of
     /// misclassified images, left on the device.
     pub fn step(&mut self, x: &Tensor, y: &Tensor, lr: f64) -> Result<(Tensor, Tensor)> {
         let x = contiguous(x, self.format)?;
-        let logits = self.net.forward_t(&x, true);
-        let loss = logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0);
         self.opt.zero_grad()?;
-        loss.backward();
+        let n = x.size()[0] as usize;
+        let out = match self.bn_batch {
+            Some(g) if g < n => self.grouped_forward_backward(&x, y, g)?,
+            _ => self.forward_backward(&x, y, 1),
+        };
         self.opt.step(lr)?;
+        Ok(out)
+    }
+
+    /// The batch's loss (mean) and misclassified count, its gradients accumulated (scaled by
+    /// `1 / groups`, the share of a batch this is).
+    fn forward_backward(&mut self, x: &Tensor, y: &Tensor, groups: usize) -> (Tensor, Tensor) {
+        let logits = self.net.forward_t(x, true);
+        let loss = logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0);
+        if groups == 1 {
+            loss.backward()
+        } else {
+            (&loss / groups as f64).backward()
+        }
         let wrong = tch::no_grad(|| logits.argmax(1, false).ne_tensor(y).sum(Kind::Int64));
-        Ok((loss.detach(), wrong))
+        (loss.detach(), wrong)
+    }
+
+    /// BN over groups of `g` images, as `n / g` replicas of the network would see the batch: each
+    /// group's forward pass normalises with its own statistics and starts from the same running
+    /// statistics, which end as the mean of the groups' updates (the running average is linear,
+    /// so this is also what averaging replicas' statistics at an evaluation gives); the gradient
+    /// is the mean of the groups' gradients.
+    fn grouped_forward_backward(&mut self, x: &Tensor, y: &Tensor, g: usize) -> Result<(Tensor, Tensor)> {
+        let n = x.size()[0] as usize;
+        ensure!(n.is_multiple_of(g), "bn_batch {g} does not divide this device's batch of {n} images");
+        let groups = n / g;
+        let stats = running_stats(&self.vs);
+        let start: Vec<Tensor> = stats.iter().map(Tensor::copy).collect();
+        let mut sums: Vec<Tensor> = stats.iter().map(Tensor::zeros_like).collect();
+        let (mut loss, mut wrong) =
+            (Tensor::zeros([], (Kind::Float, x.device())), Tensor::zeros([], (Kind::Int64, x.device())));
+        for k in 0..groups {
+            let (s, len) = ((k * g) as i64, g as i64);
+            tch::no_grad(|| stats.iter().zip(&start).for_each(|(t, s0)| t.shallow_clone().copy_(s0)));
+            let (l, w) = self.forward_backward(&x.narrow(0, s, len), &y.narrow(0, s, len), groups);
+            tch::no_grad(|| sums.iter_mut().zip(&stats).for_each(|(acc, t)| *acc += t));
+            loss += l;
+            wrong += w;
+        }
+        tch::no_grad(|| {
+            stats.iter().zip(&sums).for_each(|(t, acc)| t.shallow_clone().copy_(&(acc / groups as f64)))
+        });
+        Ok((loss / groups as f64, wrong))
     }
 
     /// Whether every weight and BN statistic is finite.
     pub fn weights_finite(&self) -> bool {
         tch::no_grad(|| self.vs.variables().values().all(|t| t.isfinite().all().int64_value(&[]) == 1))
     }
+}
+
+/// The floating-point buffers of `vs` (BN's running means and variances), in name order.
+pub fn running_stats(vs: &nn::VarStore) -> Vec<Tensor> {
+    let mut named: Vec<(String, Tensor)> =
+        vs.variables().into_iter().filter(|(_, t)| !t.requires_grad() && t.is_floating_point()).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(_, t)| t).collect()
 }
 
 /// Trains (or resumes) one run, as `job` says, on `data`, writing `files`.
