@@ -10,6 +10,25 @@ DATA_DIR ?= data
 DEVICE ?= auto
 # Workers sharing a sweep (scripts/workers): each run trained once, GPU k mod #GPUs for worker k.
 JOBS ?= 1
+# Data-parallel training (torchrun): NPROC processes per node train each run together, rank r on
+# GPU r (NCCL) or on its share of the CPU (Gloo); several nodes with NNODES, NODE_RANK,
+# MASTER_ADDR, MASTER_PORT (the same on every node). Up to MAX_RESTARTS restarts from the last
+# checkpoint when a worker dies. CIFAR-style experiments only, so far.
+NPROC ?= 1
+NNODES ?= 1
+NODE_RANK ?= 0
+MASTER_ADDR ?= 127.0.0.1
+MASTER_PORT ?= 29500
+MAX_RESTARTS ?= 3
+ifneq ($(filter-out 1,$(NPROC) $(NNODES)),)
+ifneq ($(JOBS),1)
+$(error JOBS=$(JOBS) shares a sweep's runs between processes, NPROC=$(NPROC)/NNODES=$(NNODES) trains each run on all of them: choose one)
+endif
+SWEEP := $(WITH_TORCH) torchrun --no-python --nproc-per-node $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) \
+	--master-addr $(MASTER_ADDR) --master-port $(MASTER_PORT) --max-restarts $(MAX_RESTARTS)
+else
+SWEEP := scripts/workers $(JOBS)
+endif
 ifeq ($(filter $(PRESET),full quick),)
 $(error PRESET=$(PRESET): expected full or quick)
 endif
@@ -26,6 +45,8 @@ help:
 	@echo "make reproduce-table6   Table 6, Figures 1 and 6: the CIFAR depth sweep (runs/table6/, plots/)"
 	@echo "                        DATASET=cifar10|fashion-mnist PRESET=full|quick DATA_DIR=data DEVICE=auto|cpu|cuda"
 	@echo "                        JOBS=N: N workers share the sweep (each run once; worker k on GPU k mod #GPUs)"
+	@echo "                        NPROC=N: data-parallel, each run on N processes (torchrun; NNODES, NODE_RANK,"
+	@echo "                        MASTER_ADDR, MASTER_PORT for several nodes, MAX_RESTARTS=3)"
 	@echo "make reproduce-fig7     Figure 7: layer-response stds of the Table 6 nets (trains missing ones; runs/fig7/)"
 	@echo "                        DATASET=... PRESET=... DATA_DIR=... DEVICE=... as for reproduce-table6"
 	@echo "make report             REPORT.md: every result under runs/ beside the paper, with the figures"
@@ -64,7 +85,7 @@ crosscheck: build
 	$(WITH_TORCH) target/release/crosscheck --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 
 reproduce-table6: build
-	scripts/workers $(JOBS) target/release/cifar_depth_sweep $(EXPERIMENT_ARGS) $(QUICK_FLAG)
+	$(SWEEP) target/release/cifar_depth_sweep $(EXPERIMENT_ARGS) $(QUICK_FLAG)
 
 reproduce-fig7: build
 	target/release/cifar_layer_responses $(EXPERIMENT_ARGS) $(QUICK_FLAG)

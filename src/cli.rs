@@ -3,12 +3,14 @@
 
 use crate::data::loader::LoaderSettings;
 use crate::data::{DataOptions, DatasetName};
+use crate::dist::{Launch, RankEnv, Replicas};
 use crate::env::{device_name, parse_device};
 use crate::experiment::{Experiment, RunnerOptions, Store, Table};
 use crate::train::TrainOptions;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tch::Device;
 
 /// What makes a binary one table.
@@ -117,6 +119,10 @@ pub struct ExperimentArgs {
     /// on a CPU the workers split the cores; the last to finish writes the summary.
     #[arg(long, value_name = "K/N")]
     pub worker: Option<Worker>,
+    /// Data-parallel runs (started by torchrun): seconds a collective may wait for the other
+    /// ranks before the job fails with the rank and the operation named.
+    #[arg(long, default_value_t = 600)]
+    pub dist_timeout: u64,
 }
 
 /// `--worker K/N`: worker K (0-based) of N.
@@ -218,13 +224,43 @@ impl ExperimentArgs {
             0 => share,
             n => n,
         };
+        let mut train = TrainOptions::new(device);
+        if let Launch::Rank(env) = Launch::from_env()? {
+            train.replicas = Some(Arc::new(self.join(&env, &mut train.device, cores)?));
+        }
         Ok(RunnerOptions {
             store: self.store(recipe),
             data: DataOptions { allow_download: !self.no_download, ..DataOptions::new(&self.data_dir) },
             loader: LoaderSettings { threads, prefetch: self.prefetch, skip_corrupt: self.skip_corrupt },
-            train: TrainOptions::new(device),
+            train,
             only: self.only.clone(),
         })
+    }
+
+    /// This process as rank `env.rank` of a data-parallel job: its GPU (`LOCAL_RANK`), its share
+    /// of the CPU's cores (unless `--threads` or OMP_NUM_THREADS says), the other ranks met.
+    fn join(&self, env: &RankEnv, device: &mut tch::Device, cores: usize) -> Result<Replicas> {
+        anyhow::ensure!(
+            self.worker.is_none(),
+            "--worker shares a sweep's runs between processes; a torchrun launch (RANK is set) trains \
+             each run on all of them: use one or the other"
+        );
+        *device = env.device(*device)?;
+        let local = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(env.world);
+        if self.threads == 0 && std::env::var_os("OMP_NUM_THREADS").is_none() && !device.is_cuda() {
+            tch::set_num_threads((cores / local.max(1)).max(1) as i32);
+        }
+        let dp = Replicas::connect(env, *device, std::time::Duration::from_secs(self.dist_timeout))?;
+        if env.rank == 0 {
+            eprintln!(
+                "data-parallel: {} ranks over {}, rank 0 on {} ({} threads), runs and logs from rank 0",
+                env.world,
+                dp.group.backend,
+                device_name(*device),
+                tch::get_num_threads()
+            );
+        }
+        Ok(dp)
     }
 }
 
@@ -234,6 +270,9 @@ pub fn run_table(args: &ExperimentArgs, recipe: &Recipe) -> Result<()> {
     let exp = args.experiment(recipe)?;
     let opts = args.runner(recipe)?;
     let outcomes = crate::experiment::run_experiment(&exp, &opts)?;
+    if opts.train.replicas.as_ref().is_some_and(|dp| dp.rank() != 0) {
+        return Ok(()); // rank 0 writes the summary and figures
+    }
     if !crate::experiment::runner::all_done(&outcomes, &opts.store)? {
         eprintln!("some runs are still being trained by other workers: the last of them writes the summary");
         return Ok(());

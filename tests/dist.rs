@@ -7,6 +7,9 @@ use resnet_repro::dist::{Launch, Replicas};
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::dist::{Backend, ProcessGroup, Rendezvous};
 use resnet_repro::train::Trainer;
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use tch::nn::ModuleT;
@@ -21,6 +24,11 @@ fn free_port() -> u16 {
 
 /// Runs `scenario` on `world` ranks, each a child running the test `child`; their outputs by rank.
 fn launch(scenario: &str, world: usize) -> Vec<Output> {
+    launch_in(scenario, world, Path::new("/nonexistent"))
+}
+
+/// The same, with RESNET_REPRO_DIST_DIR set to `dir`.
+fn launch_in(scenario: &str, world: usize, dir: &Path) -> Vec<Output> {
     let port = free_port();
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..world)
@@ -28,6 +36,7 @@ fn launch(scenario: &str, world: usize) -> Vec<Output> {
             Command::new(&exe)
                 .args(["--exact", "child", "--nocapture", "--test-threads=1"])
                 .env(CHILD, format!("{scenario} {rank} {world} {port}"))
+                .env("RESNET_REPRO_DIST_DIR", dir)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -50,6 +59,9 @@ fn child() {
         (v[0], v[1].parse().unwrap(), v[2].parse().unwrap(), v[3].parse().unwrap());
     if scenario == "replicas" {
         return replicas(rank, world, port);
+    }
+    if let Some(bn) = scenario.strip_prefix("train") {
+        return train(rank, world, port, bn);
     }
     let rv = Rendezvous { host: "127.0.0.1".into(), port, host_it: rank == 0, prefix: "/test/".into() };
     let timeout = Duration::from_secs(if scenario == "collectives" { 60 } else { 3 });
@@ -151,6 +163,119 @@ fn replicas(rank: usize, world: usize, port: u16) {
     }
     assert_eq!(dp.sum(&[rank as f64, 1.5]).unwrap(), [(world * (world - 1) / 2) as f64, 1.5 * world as f64]);
     println!("OK rank {rank}");
+}
+
+/// The tiny data-parallel experiment: ResNet-8 on 512 synthetic Fashion-MNIST-shaped images, a
+/// global batch of 128, 20 iterations; `[train]` gets `extra`.
+fn tiny_experiment(extra: &str) -> resnet_repro::experiment::Experiment {
+    let text = format!(
+        "name = \"dp\"\npreset = \"quick\"\nseeds = [0]\n[data]\ndataset = \"fashion-mnist\"\n\
+         [train]\nbatch_size = 128\nlr = 0.1\nmilestones = []\niterations = 20\nlog_every = 5\n\
+         eval_every = 10\ncheckpoint_every = 10\n{extra}\n[[runs]]\ndepth = 8\nresidual = true\n"
+    );
+    toml::from_str(&text).unwrap()
+}
+
+fn runner_in(dir: &std::path::Path) -> resnet_repro::experiment::RunnerOptions {
+    use resnet_repro::data::{DataOptions, fashion_mnist};
+    let mut data = DataOptions::new(dir.join("data"));
+    data.allow_download = false;
+    data.fashion_mnist =
+        fashion_mnist::Source { system_dirs: vec![], counts: (512, 64), ..Default::default() };
+    resnet_repro::experiment::RunnerOptions {
+        store: resnet_repro::experiment::Store::new(dir.join("runs")),
+        data,
+        loader: resnet_repro::data::loader::LoaderSettings { threads: 1, prefetch: 1, skip_corrupt: false },
+        train: resnet_repro::train::TrainOptions {
+            device: tch::Device::Cpu,
+            replicas: None,
+            stop_after: None,
+            progress_bar: false,
+        },
+        only: vec![],
+    }
+}
+
+/// Rank `rank` of `world` training the tiny experiment in $RESNET_REPRO_DIST_DIR (`bn`: `-alone`
+/// for one process without replicas, with `bn_batch = 64`; `-whole`: one process, BN over 128).
+fn train(rank: usize, world: usize, port: u16, bn: &str) {
+    tch::set_num_threads(1);
+    let dir = std::path::PathBuf::from(std::env::var("RESNET_REPRO_DIST_DIR").unwrap());
+    let mut o = runner_in(&dir);
+    let extra = if bn == "-alone" { "bn_batch = 64" } else { "" };
+    if bn.is_empty() {
+        let vars = [
+            ("RANK", rank.to_string()),
+            ("WORLD_SIZE", world.to_string()),
+            ("MASTER_ADDR", "127.0.0.1".into()),
+            ("MASTER_PORT", port.to_string()),
+        ];
+        let Launch::Rank(env) =
+            Launch::from_vars(|k| vars.iter().find(|v| v.0 == k).map(|v| v.1.clone())).unwrap()
+        else {
+            panic!("a rank")
+        };
+        let dp = Replicas::connect(&env, tch::Device::Cpu, Duration::from_secs(60)).unwrap();
+        o.train.replicas = Some(std::sync::Arc::new(dp));
+    }
+    resnet_repro::experiment::run_experiment(&tiny_experiment(extra), &o).unwrap();
+    println!("OK rank {rank}");
+}
+
+#[test]
+fn two_ranks_of_64_train_as_one_process_with_bn_batch_64() {
+    if !gloo() {
+        return;
+    }
+    let [dp, alone, whole] = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    for d in [&dp, &alone, &whole] {
+        common::write_fashion_mnist(&d.path().join("data/fashion-mnist"), 512, 64, true);
+    }
+    let outs = launch_in("train", 2, dp.path());
+    for (rank, out) in outs.iter().enumerate() {
+        assert!(out.status.success() && text(out).contains(&format!("OK rank {rank}")), "{}", text(out));
+    }
+    for (scenario, d) in [("train-alone", &alone), ("train-whole", &whole)] {
+        let out = &launch_in(scenario, 1, d.path())[0];
+        assert!(out.status.success(), "{}", text(out));
+    }
+    let run = |d: &tempfile::TempDir| {
+        let runs = resnet_repro::experiment::Store::new(d.path().join("runs")).runs().unwrap();
+        assert_eq!(runs.len(), 1);
+        runs.into_iter().next().unwrap().dir
+    };
+    let (a, b) = (run(&dp), run(&alone));
+    let (ma, mb) = (a.metrics().unwrap(), b.metrics().unwrap());
+    assert_eq!(ma.len(), 4);
+    assert_eq!(ma.len(), mb.len());
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(x.iteration, y.iteration);
+        assert!((x.train_loss - y.train_loss).abs() < 1e-4, "{x:?}\n{y:?}");
+        // An image whose two top logits nearly tie may flip: one image at most.
+        assert!((x.train_error - y.train_error).abs() <= 100.0 / 640.0 + 1e-9, "{x:?}\n{y:?}");
+        assert_eq!(x.test_error.is_some(), y.test_error.is_some());
+        if let (Some(p), Some(q)) = (x.test_error, y.test_error) {
+            assert!((p - q).abs() <= 100.0 / 64.0 + 1e-9, "{x:?}\n{y:?}");
+        }
+    }
+    let worst = largest_difference(&a, &b);
+    assert!(worst < 1e-5, "final weights differ by up to {worst}");
+    println!("largest difference of the final weights: {worst:e}");
+    // Not vacuous: BN over all 128 images trains measurably otherwise.
+    let other = largest_difference(&a, &run(&whole));
+    assert!(other > 1e-3, "BN over 64 or 128 images: final weights differ by only {other}");
+    // Only rank 0 wrote: one metrics file, one set of checkpoints.
+    assert!(a.final_record().unwrap().is_some());
+}
+
+/// The largest difference between two runs' final weights.
+fn largest_difference(a: &resnet_repro::experiment::RunDir, b: &resnet_repro::experiment::RunDir) -> f64 {
+    let load = |d: &resnet_repro::experiment::RunDir| -> std::collections::HashMap<String, Tensor> {
+        Tensor::read_safetensors(d.files().weights).unwrap().into_iter().collect()
+    };
+    let (wa, wb) = (load(a), load(b));
+    assert_eq!(wa.len(), wb.len());
+    wa.iter().map(|(name, t)| (t - &wb[name]).abs().max().double_value(&[])).fold(0.0, f64::max)
 }
 
 fn checksum(vs: &tch::nn::VarStore) -> Vec<(String, f64)> {

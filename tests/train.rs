@@ -139,7 +139,7 @@ fn run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptions) -> any
 }
 
 fn quiet() -> TrainOptions {
-    TrainOptions { device: Device::Cpu, stop_after: None, progress_bar: false }
+    TrainOptions { device: Device::Cpu, replicas: None, stop_after: None, progress_bar: false }
 }
 
 fn weights(dir: &Path) -> HashMap<String, Tensor> {

@@ -77,7 +77,22 @@ impl EpochPlan {
 
     /// Batch `k` of the epoch from `images` (N x C x H x W) and `labels`: augmented images and labels.
     pub fn batch(&self, k: usize, images: &Tensor, labels: &Tensor, pad: i64) -> (Tensor, Tensor) {
-        let (start, len) = ((k * self.batch_size) as i64, self.batch_size as i64);
+        self.part(k, (0, 1), images, labels, pad)
+    }
+
+    /// Part `i` of `n` equal parts of batch `k` (a replica's slice of the global batch): the same
+    /// images, crops and flips as those positions of [`EpochPlan::batch`].
+    pub fn part(
+        &self,
+        k: usize,
+        (i, n): (usize, usize),
+        images: &Tensor,
+        labels: &Tensor,
+        pad: i64,
+    ) -> (Tensor, Tensor) {
+        let len = self.batch_size / n;
+        let start = (k * self.batch_size + i * len) as i64;
+        let len = len as i64;
         let idx = self.order.narrow(0, start, len);
         let x = images.index_select(0, &idx);
         let y = labels.index_select(0, &idx);

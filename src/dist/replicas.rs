@@ -14,6 +14,7 @@ use super::launch::RankEnv;
 pub const BUCKET_BYTES: usize = 25 * 1024 * 1024;
 
 /// This rank's side of the replicas.
+#[derive(Debug)]
 pub struct Replicas {
     pub group: ProcessGroup,
     /// This rank's device: where its tensors, and NCCL's, live.
@@ -41,9 +42,16 @@ impl Replicas {
     /// Every variable of `vs` (parameters and buffers) becomes rank 0's, as DDP does at
     /// construction; after a resume too, so that all replicas start from one state.
     pub fn broadcast_vars(&self, vs: &VarStore) -> Result<()> {
-        let vars = sorted_vars(vs);
+        self.broadcast(&sorted_vars(vs))
+    }
+
+    /// `tensors` (the same shapes and order on every rank) become rank 0's.
+    pub fn broadcast(&self, tensors: &[Tensor]) -> Result<()> {
+        if self.world() == 1 {
+            return Ok(());
+        }
         tch::no_grad(|| {
-            for bucket in buckets(&vars, self.bucket_bytes) {
+            for bucket in buckets(tensors, self.bucket_bytes) {
                 let flat = flatten(&bucket);
                 self.group.broadcast(&flat, 0)?;
                 unflatten(&flat, &bucket, 1.0);

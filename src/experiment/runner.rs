@@ -9,7 +9,7 @@ use crate::data::loader::LoaderSettings;
 use crate::data::{DataConfig, DataOptions, Dataset, Prepared, TensorOptions};
 use crate::eval::{EvalOptions, EvalResult, evaluate_folder, reestimate_bn_from_folder};
 use crate::train::{FolderFeed, TensorFeed, TrainData, TrainOptions, TrainStatus, train_run};
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use std::sync::Arc;
 
 /// Where an experiment reads and writes, and how it runs.
@@ -49,16 +49,23 @@ pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome
     let mut source = Source::open(&exp.data, o)?;
     let runs = select(exp.resolve(source.classes())?, &o.only, &exp.name)?;
     let todo = runs.iter().filter(|r| !o.store.run(r).is_finished()).count();
-    eprintln!(
-        "{}: {} runs on {}{} ({} preset{}), {todo} to train, results in {}",
-        exp.name,
-        runs.len(),
-        exp.data.dataset(),
-        source.describe(),
-        exp.preset,
-        if exp.preset == Preset::Quick { ": NOT a reproduction, a quick check of the pipeline" } else { "" },
-        o.store.root.join(exp.group().to_string()).display()
-    );
+    let speaks = o.train.replicas.as_ref().is_none_or(|dp| dp.rank() == 0);
+    if speaks {
+        eprintln!(
+            "{}: {} runs on {}{} ({} preset{}), {todo} to train, results in {}",
+            exp.name,
+            runs.len(),
+            exp.data.dataset(),
+            source.describe(),
+            exp.preset,
+            if exp.preset == Preset::Quick {
+                ": NOT a reproduction, a quick check of the pipeline"
+            } else {
+                ""
+            },
+            o.store.root.join(exp.group().to_string()).display()
+        );
+    }
     let mut outcomes = Vec::new();
     for run in runs {
         if let Some(signal) = crate::interrupt::requested() {
@@ -66,17 +73,25 @@ pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome
             return Err(crate::interrupt::Interrupted { at, signal }.into());
         }
         let dir = o.store.run(&run);
-        dir.claim(&run).with_context(|| format!("run {}", dir.path.display()))?;
-        // Held while the run trains and is evaluated: another worker skips it meanwhile.
-        let Some(_lock) = dir.lock()? else {
+        // Rank 0 (or the only process) claims and locks; the replicas follow its decisions.
+        let lock = if speaks {
+            dir.claim(&run).with_context(|| format!("run {}", dir.path.display()))?;
+            // Held while the run trains and is evaluated: another worker skips it meanwhile.
+            dir.lock()?
+        } else {
+            None
+        };
+        if !rank0_says(o, lock.is_some() || !speaks)? {
             let status = RunStatus::Busy(dir.lock_holder());
             log_status(&run, &status);
             outcomes.push(Outcome { run, status, evals: Vec::new() });
             continue;
-        };
+        }
         let status =
             train_one(&run, &dir, &mut source, o).with_context(|| format!("run {}", dir.path.display()))?;
-        log_status(&run, &status);
+        if speaks {
+            log_status(&run, &status);
+        }
         let evals = match status {
             RunStatus::Paused(_) => Vec::new(),
             _ => source.final_evaluations(&run, &dir, o)?,
@@ -117,9 +132,27 @@ fn select(mut runs: Vec<RunConfig>, only: &[String], experiment: &str) -> Result
     Ok(runs)
 }
 
+/// `flag` as rank 0 has it, on every replica (alone: `flag`).
+fn rank0_says(o: &RunnerOptions, flag: bool) -> Result<bool> {
+    match &o.train.replicas {
+        None => Ok(flag),
+        Some(dp) => {
+            let mine = if dp.rank() == 0 { f64::from(u8::from(flag)) } else { 0.0 };
+            Ok(dp.sum(&[mine])?[0] > 0.0)
+        }
+    }
+}
+
 /// Trains the run (its folder claimed and locked) unless it has finished.
 fn train_one(run: &RunConfig, dir: &RunDir, source: &mut Source, o: &RunnerOptions) -> Result<RunStatus> {
-    if let Some(done) = dir.final_record()? {
+    let done = dir.final_record()?;
+    if rank0_says(o, done.is_some())? {
+        let done = done.with_context(|| {
+            format!(
+                "rank 0 finds {} finished but this rank does not: share runs/ between the nodes",
+                dir.path.display()
+            )
+        })?;
         return Ok(RunStatus::AlreadyDone(done));
     }
     source.prepare(dir, o)?;
@@ -128,7 +161,9 @@ fn train_one(run: &RunConfig, dir: &RunDir, source: &mut Source, o: &RunnerOptio
         TrainStatus::Paused(it) => RunStatus::Paused(it),
         TrainStatus::Finished(summary) => {
             let record = FinalRecord::new(run, &summary, o.train.device);
-            dir.write_final(&record)?;
+            if o.train.replicas.as_ref().is_none_or(|dp| dp.rank() == 0) {
+                dir.write_final(&record)?;
+            }
             RunStatus::Finished(record)
         }
     })
@@ -221,8 +256,16 @@ impl Source {
         let (b, seed, device) = (run.train.batch_size, run.seed, o.train.device);
         Ok(match self {
             Source::Tensors { prepared, opts, .. } => {
-                Box::new(TensorFeed::new(prepared.as_ref().context("data not loaded")?, seed, b, opts))
+                let feed = TensorFeed::new(prepared.as_ref().context("data not loaded")?, seed, b, opts);
+                match &o.train.replicas {
+                    Some(dp) => Box::new(feed.for_rank(dp.rank(), dp.world())?),
+                    None => Box::new(feed),
+                }
             }
+            Source::Folder { .. } if o.train.replicas.is_some() => bail!(
+                "data-parallel training reads CIFAR-style tensors so far; on image folders (ImageNet) \
+                 train in one process per run (JOBS=N shares a sweep's runs between GPUs)"
+            ),
             Source::Folder { opts, train, val, .. } => {
                 Box::new(FolderFeed::new((train.clone(), val.clone()), opts, b, seed, &o.loader, device))
             }

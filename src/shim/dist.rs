@@ -98,9 +98,16 @@ pub struct ProcessGroup {
     pub timeout: Duration,
 }
 
-// SAFETY: a c10d backend is used from one thread at a time here (&mut-free API, but the trainer
-// owns it on one thread); moving it between threads is what PyTorch does too.
+// SAFETY: c10d's process groups are thread-safe objects (PyTorch calls them from any Python
+// thread and from DDP's reducer); here one thread at a time issues a rank's collectives anyway.
 unsafe impl Send for ProcessGroup {}
+unsafe impl Sync for ProcessGroup {}
+
+impl std::fmt::Debug for ProcessGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProcessGroup({} rank {} of {})", self.backend, self.rank, self.world)
+    }
+}
 
 impl ProcessGroup {
     /// Meets the other `world - 1` ranks at `rv` and creates the group as `rank`. Waiting for them

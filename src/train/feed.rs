@@ -51,13 +51,22 @@ pub struct TensorFeed<'a> {
     opts: TensorOptions,
     test_images: i64,
     plan: Option<EpochPlan>,
+    /// This replica's part of every global batch: (rank, world).
+    part: (usize, usize),
 }
 
 impl<'a> TensorFeed<'a> {
     pub fn new(data: &'a Prepared, seed: u64, batch_size: usize, opts: &TensorOptions) -> Self {
         let n_test = data.test_y.size()[0];
         let test_images = opts.test_subset.map_or(n_test, |k| (k as i64).min(n_test));
-        TensorFeed { data, seed, batch_size, opts: opts.clone(), test_images, plan: None }
+        TensorFeed { data, seed, batch_size, opts: opts.clone(), test_images, plan: None, part: (0, 1) }
+    }
+
+    /// Rank `rank` of `world` replicas: its slice of each global batch (of `batch_size`, which
+    /// the world size must divide).
+    pub fn for_rank(self, rank: usize, world: usize) -> Result<Self> {
+        crate::dist::check_batch(self.batch_size, world)?;
+        Ok(TensorFeed { part: (rank, world), ..self })
     }
 }
 
@@ -86,7 +95,7 @@ impl TrainData for TensorFeed<'_> {
             self.plan = Some(EpochPlan::new(self.seed, epoch, n, self.batch_size, pad, augment, dev));
         }
         let k = (iteration % per_epoch) as usize;
-        Ok(self.plan.as_ref().unwrap().batch(k, &self.data.train_x, &self.data.train_y, pad))
+        Ok(self.plan.as_ref().unwrap().part(k, self.part, &self.data.train_x, &self.data.train_y, pad))
     }
 
     fn evaluate(&mut self, net: &ResNet, format: MemoryFormat) -> Result<Evaluation> {

@@ -4,6 +4,8 @@
 
 use super::config::TrainConfig;
 use super::feed::Evaluation;
+use crate::dist::Replicas;
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -112,8 +114,25 @@ impl Window {
 
     /// (mean loss, error %); reading them waits for the device.
     pub fn read(&self) -> (f64, f64) {
-        let loss = self.loss.double_value(&[]) / self.batches.max(1) as f64;
-        let err = 100.0 * self.wrong.int64_value(&[]) as f64 / self.images.max(1) as f64;
+        self.sums().read()
+    }
+
+    /// The window's sums over every replica (`dp`), as one process training the global batch
+    /// would have them: each replica adds its share of the global batch's loss (its own divided
+    /// by the world size, see [`Window::add`]) and its own images.
+    pub fn global(&self, dp: Option<&Replicas>) -> Result<WindowSums> {
+        let s = self.sums();
+        let Some(dp) = dp else { return Ok(s) };
+        let total = dp.sum(&[s.loss, s.wrong as f64, s.images as f64])?;
+        Ok(WindowSums { loss: total[0], wrong: total[1] as i64, batches: s.batches, images: total[2] as u64 })
+    }
+}
+
+impl WindowSums {
+    /// (mean loss, error %).
+    pub fn read(&self) -> (f64, f64) {
+        let loss = self.loss / self.batches.max(1) as f64;
+        let err = 100.0 * self.wrong as f64 / self.images.max(1) as f64;
         (loss, err)
     }
 }
@@ -123,6 +142,8 @@ pub struct Progress {
     bar: ProgressBar,
     label: String,
     use_bar: bool,
+    /// Shows nothing (a replica other than rank 0).
+    silent: bool,
     iterations: u64,
     /// Since the last row: training throughput leaves evaluations and checkpoints out.
     clock: Instant,
@@ -145,7 +166,13 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
-        Progress { bar, label, use_bar, iterations, clock: Instant::now() }
+        Progress { bar, label, use_bar, silent: false, iterations, clock: Instant::now() }
+    }
+
+    /// The same, showing nothing: rank 0 speaks for the replicas.
+    pub fn silent(self) -> Self {
+        self.bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        Progress { silent: true, use_bar: false, ..self }
     }
 
     pub fn set_position(&self, it: u64) {
@@ -154,6 +181,9 @@ impl Progress {
 
     /// A one-off event (the warm-up ended, the rate was divided), above the bar.
     pub fn note(&self, msg: &str) {
+        if self.silent {
+            return;
+        }
         self.bar.suspend(|| eprintln!("{}: {msg}", self.label));
     }
 
@@ -183,7 +213,7 @@ impl Progress {
         let msg = format!("lr {lr:.4}, loss {loss:.3}, train err {err:.2}%{shown}, {rate:.0} img/s");
         if self.use_bar {
             self.bar.set_message(msg);
-        } else {
+        } else if !self.silent {
             eprintln!("{}: it {it}/{} (epoch {epoch:.1}) {msg}, {seconds:.0} s", self.label, self.iterations);
         }
     }

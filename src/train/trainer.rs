@@ -9,12 +9,14 @@ use super::metrics::{MetricsRow, MetricsWriter, read_metrics};
 use super::optim::Sgd;
 use super::policy::LrPolicy;
 use super::progress::{Cadence, Progress, Window};
+use crate::dist::Replicas;
 use crate::interrupt::{self, Interrupted};
 use crate::models::{NetSpec, ResNet};
 use crate::shim::{MemoryFormat, contiguous, set_memory_format};
 use anyhow::{Context, Result, bail, ensure};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 use tch::{Device, Kind, Reduction, Tensor, nn, nn::ModuleT};
 
@@ -22,6 +24,9 @@ use tch::{Device, Kind, Reduction, Tensor, nn, nn::ModuleT};
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
     pub device: Device,
+    /// This process is one replica of a data-parallel job (`None`: it trains alone). Only rank 0
+    /// writes files.
+    pub replicas: Option<Arc<Replicas>>,
     /// Stop after this many iterations in this call (the run stays resumable); for tests and for
     /// splitting a long run. `None`: train to the end.
     pub stop_after: Option<u64>,
@@ -31,7 +36,12 @@ pub struct TrainOptions {
 
 impl TrainOptions {
     pub fn new(device: Device) -> Self {
-        TrainOptions { device, stop_after: None, progress_bar: std::io::stderr().is_terminal() }
+        TrainOptions {
+            device,
+            replicas: None,
+            stop_after: None,
+            progress_bar: std::io::stderr().is_terminal(),
+        }
     }
 }
 
@@ -91,6 +101,8 @@ pub struct Trainer {
     pub format: MemoryFormat,
     /// BN statistics over groups of this many images (`[train] bn_batch`); `None`: the batch.
     pub bn_batch: Option<usize>,
+    /// The other replicas, whose gradients each step averages with this one's.
+    pub replicas: Option<Arc<Replicas>>,
 }
 
 impl Trainer {
@@ -120,7 +132,7 @@ impl Trainer {
         let net = net.build(&vs.root())?;
         set_memory_format(&vs, format)?;
         let opt = Sgd::new(&vs, momentum, weight_decay);
-        Ok(Trainer { vs, net, opt, format, bn_batch: None })
+        Ok(Trainer { vs, net, opt, format, bn_batch: None, replicas: None })
     }
 
     /// One update with rate `lr` on the batch `(x, y)`. Returns the batch's loss and its number of
@@ -133,6 +145,9 @@ impl Trainer {
             Some(g) if g < n => self.grouped_forward_backward(&x, y, g)?,
             _ => self.forward_backward(&x, y, 1),
         };
+        if let Some(dp) = &self.replicas {
+            dp.average_grads(&self.opt.params)?;
+        }
         self.opt.step(lr)?;
         Ok(out)
     }
@@ -185,6 +200,28 @@ impl Trainer {
     }
 }
 
+/// Puts every replica where rank 0 is: the same iteration (they resumed from one checkpoint),
+/// rank 0's variables and momentum buffers.
+fn start_replicas(dp: &Replicas, trainer: &mut Trainer, iteration: u64) -> Result<()> {
+    let its = dp.sum(&[iteration as f64, (iteration as f64).powi(2)])?;
+    let w = dp.world() as f64;
+    ensure!(
+        its[0] == w * iteration as f64 && its[1] == w * (iteration as f64).powi(2),
+        "rank {} resumes at iteration {iteration} but another rank does not: every rank must see the \
+         same run folder (on several nodes, put runs/ on a filesystem they share)",
+        dp.rank()
+    );
+    dp.broadcast_vars(&trainer.vs)?;
+    if iteration > 0 {
+        let opt = &mut trainer.opt;
+        for (b, p) in opt.buffers.iter_mut().zip(&opt.params) {
+            b.get_or_insert_with(|| p.zeros_like());
+        }
+        dp.broadcast(&opt.buffers.iter().flatten().map(Tensor::shallow_clone).collect::<Vec<_>>())?;
+    }
+    Ok(())
+}
+
 /// The floating-point buffers of `vs` (BN's running means and variances), in name order.
 pub fn running_stats(vs: &nn::VarStore) -> Vec<Tensor> {
     let mut named: Vec<(String, Tensor)> =
@@ -217,7 +254,7 @@ pub fn train_run(
         if run.cadence.is_row(run.it) {
             run.end_window(data, n_train, stop_at)?;
         }
-        if let Some(signal) = interrupt::requested()
+        if let Some(signal) = run.stop_requested()?
             && run.it < t.iterations
         {
             run.pause(data)?;
@@ -240,7 +277,9 @@ struct Run<'a> {
     policy: LrPolicy,
     cadence: Cadence,
     state: TrainState,
-    writer: MetricsWriter,
+    /// Rank 0's (or the only process's): the other replicas write nothing.
+    writer: Option<MetricsWriter>,
+    dp: Option<Arc<Replicas>>,
     progress: Progress,
     /// Updates done.
     it: u64,
@@ -259,6 +298,8 @@ impl<'a> Run<'a> {
     fn start(job: TrainJob<'a>, files: &'a RunFiles, opts: &TrainOptions) -> Result<Self> {
         let (t, device, label) = (job.train, opts.device, job.label());
         let mut trainer = Trainer::new(job.net, t, job.seed, device)?;
+        trainer.replicas = opts.replicas.clone();
+        let writes = opts.replicas.as_ref().is_none_or(|dp| dp.rank() == 0);
         let policy = LrPolicy::new(t.schedule(), t.plateau.clone());
         let warn = |msg: &str| eprintln!("{label}: warning: {msg}");
         let (state, writer) =
@@ -271,9 +312,15 @@ impl<'a> Run<'a> {
                         state.seed,
                         job.seed
                     );
-                    eprintln!("{label}: resuming from {} (iteration {})", ckpt.display(), state.iteration);
-                    let writer = MetricsWriter::resume(&files.metrics, state.iteration, warn)?;
-                    (state, writer)
+                    if writes {
+                        eprintln!(
+                            "{label}: resuming from {} (iteration {})",
+                            ckpt.display(),
+                            state.iteration
+                        );
+                    }
+                    let writer = writes.then(|| MetricsWriter::resume(&files.metrics, state.iteration, warn));
+                    (state, writer.transpose()?)
                 }
                 None => {
                     let state = TrainState {
@@ -284,11 +331,16 @@ impl<'a> Run<'a> {
                         skipped: Vec::new(),
                         windows: Default::default(),
                     };
-                    (state, MetricsWriter::create(&files.metrics)?)
+                    (state, writes.then(|| MetricsWriter::create(&files.metrics)).transpose()?)
                 }
             };
-        let progress = Progress::new(label, t.iterations, state.iteration, opts.progress_bar);
-        let windows = state.windows;
+        if let Some(dp) = &opts.replicas {
+            start_replicas(dp, &mut trainer, state.iteration)?;
+        }
+        let progress = Progress::new(label, t.iterations, state.iteration, opts.progress_bar && writes);
+        let progress = if writes { progress } else { progress.silent() };
+        // A checkpoint holds the windows' sums over every replica: rank 0 carries them on.
+        let windows = if writes { state.windows } else { Default::default() };
         Ok(Run {
             job,
             files,
@@ -300,6 +352,7 @@ impl<'a> Run<'a> {
             seconds_before: state.seconds,
             state,
             writer,
+            dp: opts.replicas.clone(),
             progress,
             window: Window::from_sums(device, &windows[0]),
             warm_window: Window::from_sums(device, &windows[1]),
@@ -325,14 +378,17 @@ impl<'a> Run<'a> {
     fn step(&mut self, data: &mut dyn TrainData) -> Result<()> {
         self.lr = self.policy.lr(self.it, &self.state.policy);
         let (x, y) = data.batch(self.it)?;
-        let (loss, wrong) = self.trainer.step(&x, &y, self.lr)?;
+        let (mut loss, wrong) = self.trainer.step(&x, &y, self.lr)?;
+        if let Some(dp) = self.dp.as_ref().filter(|dp| dp.world() > 1) {
+            loss /= dp.world() as f64; // this replica's share of the global batch's loss
+        }
         let images = y.size()[0] as u64;
         self.window.add(&loss, &wrong, images);
         self.warm_window.add(&loss, &wrong, images);
         self.it += 1;
         self.progress.set_position(self.it);
         if self.policy.warmup_check_due(self.it, &self.state.policy) {
-            let (_, err) = self.warm_window.take().read();
+            let (_, err) = self.warm_window.take().global(self.dp.as_deref())?.read();
             if let Some(msg) = self.policy.warmup_check(self.it, err, &mut self.state.policy) {
                 self.progress.note(&msg);
             }
@@ -343,8 +399,8 @@ impl<'a> Run<'a> {
     /// The end of a logging window: its row, an evaluation and a checkpoint when they are due.
     fn end_window(&mut self, data: &mut dyn TrainData, n_train: usize, stop_at: u64) -> Result<()> {
         let (it, t) = (self.it, self.job.train);
-        let images = self.window.images;
-        let (loss_mean, train_err) = self.window.take().read(); // waits for the device
+        let window = self.window.take().global(self.dp.as_deref())?; // waits for the device
+        let (images, (loss_mean, train_err)) = (window.images, window.read());
         let rate = self.progress.rate(images);
         if !loss_mean.is_finite() {
             bail!(
@@ -355,6 +411,7 @@ impl<'a> Run<'a> {
             );
         }
         let eval = if self.cadence.is_eval(it) {
+            self.average_running_stats()?;
             Some(data.evaluate(&self.trainer.net, self.trainer.format)?)
         } else {
             None
@@ -368,7 +425,7 @@ impl<'a> Run<'a> {
         let e = eval.clone().unwrap_or_default();
         let epoch = (it * t.batch_size as u64) as f64 / n_train as f64;
         let skipped = data.skipped();
-        self.writer.append(&MetricsRow {
+        let row = MetricsRow {
             iteration: it,
             epoch,
             lr: self.lr,
@@ -379,7 +436,10 @@ impl<'a> Run<'a> {
             test_error: e.test_error,
             skipped_images: skipped.len() as u64,
             seconds,
-        })?;
+        };
+        if let Some(w) = &mut self.writer {
+            w.append(&row)?;
+        }
         self.last_train_err = train_err;
         if let Some(e) = eval {
             self.last = e;
@@ -417,10 +477,35 @@ impl<'a> Run<'a> {
             );
         }
         self.state.iteration = self.it;
-        self.state.windows = [self.window.sums(), self.warm_window.sums()];
-        self.writer.sync()?;
-        checkpoint::save(&self.files.checkpoints, &self.trainer.vs, &self.trainer.opt, &self.state)?;
+        let dp = self.dp.as_deref();
+        self.state.windows = [self.window.global(dp)?, self.warm_window.global(dp)?];
+        self.average_running_stats()?;
+        if let Some(w) = &mut self.writer {
+            w.sync()?;
+            checkpoint::save(&self.files.checkpoints, &self.trainer.vs, &self.trainer.opt, &self.state)?;
+        }
         Ok(())
+    }
+
+    /// A stop requested by a signal. Replicas stop together, at a metrics row, when any of them
+    /// was signalled (torchrun forwards a signal to every worker, not at the same instant).
+    fn stop_requested(&self) -> Result<Option<&'static str>> {
+        let local = interrupt::requested();
+        let Some(dp) = &self.dp else { return Ok(local) };
+        if !self.cadence.is_row(self.it) {
+            return Ok(None);
+        }
+        let any = dp.sum(&[f64::from(u8::from(local.is_some()))])?[0] > 0.0;
+        Ok(any.then(|| local.unwrap_or("a signal to another replica")))
+    }
+
+    /// The replicas' running statistics made their mean (before they are read: an evaluation,
+    /// a checkpoint, the final weights).
+    fn average_running_stats(&self) -> Result<()> {
+        match &self.dp {
+            Some(dp) => dp.average_buffers(&self.trainer.vs),
+            None => Ok(()),
+        }
     }
 
     /// The end of a diverged run's message: what is kept, and what may help.
@@ -442,7 +527,10 @@ impl<'a> Run<'a> {
             self.last = data.evaluate(&self.trainer.net, self.trainer.format)?;
         }
         ensure!(self.trainer.weights_finite(), "{}: the final weights are not finite", self.job.label());
-        crate::models::save_weights(&self.trainer.vs, &self.files.weights)?;
+        self.average_running_stats()?;
+        if self.writer.is_some() {
+            crate::models::save_weights(&self.trainer.vs, &self.files.weights)?;
+        }
         Ok(TrainSummary {
             iterations: self.it,
             last: self.last,

@@ -255,6 +255,7 @@ pub fn fixture_runner(dir: &Path, store: &Path) -> resnet_repro::experiment::Run
         loader: LoaderSettings { threads: 1, prefetch: 1, skip_corrupt: false },
         train: resnet_repro::train::TrainOptions {
             device: tch::Device::Cpu,
+            replicas: None,
             stop_after: None,
             progress_bar: false,
         },
