@@ -196,14 +196,18 @@ fn runner_in(dir: &std::path::Path) -> resnet_repro::experiment::RunnerOptions {
     }
 }
 
-/// Rank `rank` of `world` training the tiny experiment in $RESNET_REPRO_DIST_DIR (`bn`: `-alone`
-/// for one process without replicas, with `bn_batch = 64`; `-whole`: one process, BN over 128).
+/// Rank `rank` of `world` training the tiny experiment in $RESNET_REPRO_DIST_DIR (`bn`: empty for
+/// replicas; `-half`: replicas with `bn_batch = 64`, stopping at iteration 10; `-alone`: one
+/// process without replicas, `bn_batch = 64`; `-whole`: one process, BN over all 128).
 fn train(rank: usize, world: usize, port: u16, bn: &str) {
     tch::set_num_threads(1);
     let dir = std::path::PathBuf::from(std::env::var("RESNET_REPRO_DIST_DIR").unwrap());
     let mut o = runner_in(&dir);
-    let extra = if bn == "-alone" { "bn_batch = 64" } else { "" };
-    if bn.is_empty() {
+    let extra = if bn == "-alone" || bn == "-half" { "bn_batch = 64" } else { "" };
+    if bn == "-half" {
+        o.train.stop_after = Some(10);
+    }
+    if bn.is_empty() || bn == "-half" {
         let vars = [
             ("RANK", rank.to_string()),
             ("WORLD_SIZE", world.to_string()),
@@ -227,17 +231,27 @@ fn two_ranks_of_64_train_as_one_process_with_bn_batch_64() {
     if !gloo() {
         return;
     }
-    let [dp, alone, whole] = [(); 3].map(|_| tempfile::tempdir().unwrap());
-    for d in [&dp, &alone, &whole] {
+    let [dp, alone, whole, resumed] = [(); 4].map(|_| tempfile::tempdir().unwrap());
+    for d in [&dp, &alone, &whole, &resumed] {
         common::write_fashion_mnist(&d.path().join("data/fashion-mnist"), 512, 64, true);
     }
     let outs = launch_in("train", 2, dp.path());
     for (rank, out) in outs.iter().enumerate() {
         assert!(out.status.success() && text(out).contains(&format!("OK rank {rank}")), "{}", text(out));
     }
-    for (scenario, d) in [("train-alone", &alone), ("train-whole", &whole)] {
-        let out = &launch_in(scenario, 1, d.path())[0];
-        assert!(out.status.success(), "{}", text(out));
+    // The last: 2 replicas to iteration 10, then one process to the end from their checkpoint.
+    for (scenario, world, d) in [
+        ("train-alone", 1, &alone),
+        ("train-whole", 1, &whole),
+        ("train-half", 2, &resumed),
+        ("train-alone", 1, &resumed),
+    ] {
+        for out in launch_in(scenario, world, d.path()) {
+            assert!(out.status.success(), "{scenario}: {}", text(&out));
+            if d.path() == resumed.path() && world == 1 {
+                assert!(text(&out).contains("(iteration 10)"), "did not resume: {}", text(&out));
+            }
+        }
     }
     let run = |d: &tempfile::TempDir| {
         let runs = resnet_repro::experiment::Store::new(d.path().join("runs")).runs().unwrap();
@@ -245,6 +259,26 @@ fn two_ranks_of_64_train_as_one_process_with_bn_batch_64() {
         runs.into_iter().next().unwrap().dir
     };
     let (a, b) = (run(&dp), run(&alone));
+    same_curves(&a, &b);
+    let worst = largest_difference(&a, &b);
+    assert!(worst < 1e-5, "final weights differ by up to {worst}");
+    println!("largest difference of the final weights: {worst:e}");
+    // Not vacuous: BN over all 128 images trains measurably otherwise.
+    let other = largest_difference(&a, &run(&whole));
+    assert!(other > 1e-3, "BN over 64 or 128 images: final weights differ by only {other}");
+    // Resumed at another world size: the uninterrupted run's curve and weights.
+    let r = run(&resumed);
+    same_curves(&r, &b);
+    let worst = largest_difference(&r, &b);
+    assert!(worst < 1e-5, "2 replicas then 1 process: final weights differ by up to {worst}");
+    println!("resumed at world size 1 after 2: largest difference {worst:e}");
+    // Only rank 0 wrote: one metrics file, one set of checkpoints.
+    assert!(a.final_record().unwrap().is_some_and(|f| f.replicas == 2));
+    assert!(r.final_record().unwrap().is_some_and(|f| f.replicas == 1));
+}
+
+/// Two runs' metrics rows agree (within float tolerance; one image's prediction may flip).
+fn same_curves(a: &resnet_repro::experiment::RunDir, b: &resnet_repro::experiment::RunDir) {
     let (ma, mb) = (a.metrics().unwrap(), b.metrics().unwrap());
     assert_eq!(ma.len(), 4);
     assert_eq!(ma.len(), mb.len());
@@ -258,14 +292,6 @@ fn two_ranks_of_64_train_as_one_process_with_bn_batch_64() {
             assert!((p - q).abs() <= 100.0 / 64.0 + 1e-9, "{x:?}\n{y:?}");
         }
     }
-    let worst = largest_difference(&a, &b);
-    assert!(worst < 1e-5, "final weights differ by up to {worst}");
-    println!("largest difference of the final weights: {worst:e}");
-    // Not vacuous: BN over all 128 images trains measurably otherwise.
-    let other = largest_difference(&a, &run(&whole));
-    assert!(other > 1e-3, "BN over 64 or 128 images: final weights differ by only {other}");
-    // Only rank 0 wrote: one metrics file, one set of checkpoints.
-    assert!(a.final_record().unwrap().is_some());
 }
 
 /// The largest difference between two runs' final weights.

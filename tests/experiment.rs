@@ -245,7 +245,7 @@ fn bad_experiment_files_are_errors_naming_the_file_and_the_key() {
     std::fs::write(dir.path().join("f.toml"), &fan_out).unwrap();
     let runs = Experiment::from_file(&dir.path().join("f.toml")).unwrap().resolve(10).unwrap();
     assert!(runs.iter().all(|r| r.net.init() == resnet_repro::models::HeInit::FanOut));
-    let said = resnet_repro::experiment::summary::deviations(&runs);
+    let said = resnet_repro::experiment::summary::deviations(runs.iter().map(|r| (r, 1)));
     assert!(said.iter().any(|d| d.starts_with("convs are He-normal with n = k²·c_out")), "{said:?}");
     let e = bad(&base.replace("name = \"x\"", "name = \"x\"\ninit = \"fan\""));
     assert!(e.contains("fan_in") && e.contains("fan_out"), "{e}");
@@ -316,4 +316,31 @@ fn groups_are_a_dataset_and_a_preset() {
     assert!("cifar10".parse::<Group>().unwrap().comparable());
     assert!("fashion-mnist".parse::<Group>().is_ok_and(|g| !g.comparable()));
     assert!("mnist-quick".parse::<Group>().is_err());
+}
+
+#[test]
+fn bn_is_a_deviation_only_where_its_batch_is_not_the_papers() {
+    let table6 = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/table6_cifar10.toml");
+    let mut runs = Experiment::from_file(&table6).unwrap().resolve(10).unwrap();
+    runs.truncate(1);
+    let bn = |runs: &[resnet_repro::experiment::RunConfig], replicas: usize| -> Vec<String> {
+        let said = resnet_repro::experiment::summary::deviations(runs.iter().map(|r| (r, replicas)));
+        said.into_iter().filter(|d| d.starts_with("BN statistics")).collect()
+    };
+    assert_eq!(
+        bn(&runs, 1),
+        ["BN statistics over the whole batch of 128 on one device (the paper: 64 per GPU on two GPUs)"]
+    );
+    assert!(bn(&runs, 2).is_empty(), "2 replicas of 64 are the paper's");
+    assert_eq!(
+        bn(&runs, 4),
+        ["BN statistics over 32 images per replica on 4 replicas (the paper: 64 per GPU on two GPUs)"]
+    );
+    runs[0].train.bn_batch = Some(64);
+    assert!(bn(&runs, 1).is_empty(), "bn_batch = 64 on one device is the paper's");
+    runs[0].train.bn_batch = Some(32);
+    assert_eq!(
+        bn(&runs, 1),
+        ["BN statistics over groups of 32 images (bn_batch) (the paper: 64 per GPU on two GPUs)"]
+    );
 }

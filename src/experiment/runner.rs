@@ -160,7 +160,8 @@ fn train_one(run: &RunConfig, dir: &RunDir, source: &mut Source, o: &RunnerOptio
     Ok(match train_run(run.job(), feed.as_mut(), &dir.files(), &o.train)? {
         TrainStatus::Paused(it) => RunStatus::Paused(it),
         TrainStatus::Finished(summary) => {
-            let record = FinalRecord::new(run, &summary, o.train.device);
+            let replicas = o.train.replicas.as_ref().map_or(1, |dp| dp.world());
+            let record = FinalRecord::new(run, &summary, o.train.device, replicas);
             if o.train.replicas.as_ref().is_none_or(|dp| dp.rank() == 0) {
                 dir.write_final(&record)?;
             }

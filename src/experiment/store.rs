@@ -415,11 +415,22 @@ pub struct FinalRecord {
     /// Where the warm-up ended, if the run had one.
     pub warmup_ended_at: Option<u64>,
     pub finished: String,
+    /// Data-parallel replicas it trained on (at its end); 1 for one process.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicas: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl FinalRecord {
     /// The record of `cfg`'s finished training, with what it ran on.
-    pub fn new(cfg: &RunConfig, s: &TrainSummary, device: Device) -> Self {
+    pub fn new(cfg: &RunConfig, s: &TrainSummary, device: Device, replicas: usize) -> Self {
         let env = crate::env::Provenance::current(device);
         FinalRecord {
             net: cfg.net.name(),
@@ -441,6 +452,7 @@ impl FinalRecord {
             commit: env.commit,
             warmup_ended_at: s.warmup_ended_at,
             finished: env.now,
+            replicas,
         }
     }
 }

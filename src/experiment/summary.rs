@@ -236,7 +236,8 @@ pub const MEASURES: &str = "Error (%) of the last iteration's weights, no model 
 
 /// The deviations of the runs' recipes as a Markdown list (nothing for no runs).
 pub fn deviations_markdown(runs: &[StoredRun]) -> String {
-    let lines = deviations(runs.iter().map(|r| &r.config));
+    let replicas = |r: &StoredRun| r.dir.final_record().ok().flatten().map_or(1, |f| f.replicas);
+    let lines = deviations(runs.iter().map(|r| (&r.config, replicas(r))));
     if lines.is_empty() {
         return String::new();
     }
@@ -248,13 +249,14 @@ pub fn deviations_markdown(runs: &[StoredRun]) -> String {
 }
 
 /// The deviations from the paper's recipe of a set of runs, each said once, read from their
-/// configurations (and the init, which is the code's).
-pub fn deviations<'a>(configs: impl IntoIterator<Item = &'a RunConfig>) -> Vec<String> {
+/// configurations and the data-parallel replicas each trained on (and the init, which is the
+/// code's).
+pub fn deviations<'a>(runs: impl IntoIterator<Item = (&'a RunConfig, usize)>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for c in configs {
+    for (c, replicas) in runs {
         let lines = match &c.data {
-            DataConfig::ImageNet(o) => imagenet_deviations(c, o),
-            DataConfig::Cifar10(o) | DataConfig::FashionMnist(o) => cifar_deviations(c, o),
+            DataConfig::ImageNet(o) => imagenet_deviations(c, o, replicas),
+            DataConfig::Cifar10(o) | DataConfig::FashionMnist(o) => cifar_deviations(c, o, replicas),
         };
         let notes = crate::models::init_notes(c.net.init()).map(String::from);
         for l in lines.into_iter().chain(notes) {
@@ -264,6 +266,18 @@ pub fn deviations<'a>(configs: impl IntoIterator<Item = &'a RunConfig>) -> Vec<S
         }
     }
     out
+}
+
+/// How many images BN's statistics were over, where that is not the paper's `paper` per GPU:
+/// `bn_batch` groups, else each replica's share of the batch.
+fn bn_line(t: &crate::train::TrainConfig, replicas: usize, paper: usize, gpus: &str) -> Option<String> {
+    let per_device = t.batch_size / replicas.max(1);
+    let (images, how) = match (t.bn_batch, replicas) {
+        (Some(g), _) => (g, format!("groups of {g} images (bn_batch)")),
+        (None, 1) => (per_device, format!("the whole batch of {per_device} on one device")),
+        (None, n) => (per_device, format!("{per_device} images per replica on {n} replicas")),
+    };
+    (images != paper).then(|| format!("BN statistics over {how} (the paper: {paper} per GPU on {gpus})"))
 }
 
 fn schedule_line(c: &RunConfig, iterations: u64, batch: usize, what: &str) -> Option<String> {
@@ -281,18 +295,14 @@ fn schedule_line(c: &RunConfig, iterations: u64, batch: usize, what: &str) -> Op
     })
 }
 
-fn cifar_deviations(c: &RunConfig, o: &crate::data::TensorOptions) -> Vec<String> {
+fn cifar_deviations(c: &RunConfig, o: &crate::data::TensorOptions, replicas: usize) -> Vec<String> {
     let t = &c.train;
     let mut v: Vec<String> = Vec::new();
     v.extend(schedule_line(c, recipe::CIFAR_ITERATIONS, recipe::CIFAR_BATCH, "64k of 128, at 32k and 48k"));
     if t.iterations == recipe::CIFAR_ITERATIONS && t.milestones != recipe::CIFAR_MILESTONES {
         v.push(format!("{}: lr divided at {:?} (the paper: 32k and 48k)", c.group(), t.milestones));
     }
-    v.push(format!(
-        "BN statistics over the whole batch of {} on one device (the paper: {} per GPU on two GPUs)",
-        t.batch_size,
-        recipe::CIFAR_BN_BATCH
-    ));
+    v.extend(bn_line(t, replicas, recipe::CIFAR_BN_BATCH, "two GPUs"));
     if let Some(w) = &t.warmup {
         v.push(format!(
             "{}: the warm-up (lr {} until the training error is below {}%) ends after {} iterations at the \
@@ -321,7 +331,11 @@ fn cifar_deviations(c: &RunConfig, o: &crate::data::TensorOptions) -> Vec<String
     v
 }
 
-fn imagenet_deviations(c: &RunConfig, o: &crate::data::imagenet::FolderOptions) -> Vec<String> {
+fn imagenet_deviations(
+    c: &RunConfig,
+    o: &crate::data::imagenet::FolderOptions,
+    replicas: usize,
+) -> Vec<String> {
     let t = &c.train;
     let mut v: Vec<String> = Vec::new();
     v.extend(schedule_line(c, recipe::IMAGENET_ITERATIONS, recipe::IMAGENET_BATCH, "up to 600k of 256"));
@@ -336,11 +350,7 @@ fn imagenet_deviations(c: &RunConfig, o: &crate::data::imagenet::FolderOptions) 
             p.min_improvement, p.patience, p.max_decays
         ),
     });
-    v.push(format!(
-        "BN statistics over the whole batch of {} on one device (the paper: {} per GPU on 8 GPUs)",
-        t.batch_size,
-        recipe::IMAGENET_BN_BATCH
-    ));
+    v.extend(bn_line(t, replicas, recipe::IMAGENET_BN_BATCH, "8 GPUs"));
     let n = o.transform.normalize;
     v.push(format!(
         "the mean subtracted is per channel ({:?}) rather than per pixel{}",

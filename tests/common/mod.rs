@@ -234,6 +234,7 @@ pub fn fixture_run(
             commit: "abc1234".into(),
             warmup_ended_at: None,
             finished: "2026-11-27T00:00:00Z".into(),
+            replicas: 1,
         };
         dir.write_final(&record).unwrap();
     }
