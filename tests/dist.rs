@@ -388,3 +388,90 @@ fn a_backend_missing_from_the_build_says_what_to_install() {
     };
     assert!(err.contains("rank 0 of 1") && err.contains("this build has no NCCL"), "{err}");
 }
+
+/// ResNet-8 on real Fashion-MNIST (1000 test images), 200 iterations, a checkpoint every 50.
+const TORCHRUN_EXPERIMENT: &str = "name = \"tr\"\npreset = \"quick\"\nseeds = [0]\n[data]\n\
+    dataset = \"fashion-mnist\"\ntest_subset = 1000\n[train]\nbatch_size = 128\nlr = 0.1\n\
+    milestones = []\niterations = 200\nlog_every = 10\neval_every = 100\ncheckpoint_every = 50\n\
+    [[runs]]\ndepth = 8\nresidual = true\n";
+
+/// `torchrun --nproc-per-node 2` running cifar_depth_sweep on the experiment above in `dir`; with
+/// `kill_at`, rank 1 is killed (SIGKILL) once rank 0 logs that iteration. Returns (success, log).
+fn torchrun_sweep(dir: &Path, kill_at: Option<u64>) -> (bool, String) {
+    use std::io::{BufRead, BufReader};
+    std::fs::write(dir.join("exp.toml"), TORCHRUN_EXPERIMENT).unwrap();
+    let mut child = Command::new("torchrun")
+        .args(["--no-python", "--nproc-per-node", "2", "--max-restarts", "1", "--master-port"])
+        .arg(free_port().to_string())
+        .arg(env!("CARGO_BIN_EXE_cifar_depth_sweep"))
+        .arg("--config")
+        .arg(dir.join("exp.toml"))
+        .arg("--out")
+        .arg(dir.join("runs"))
+        .arg("--plots")
+        .arg(dir.join("plots"))
+        .args(["--device", "cpu", "--no-download", "--data-dir", "/usr/share/datasets/fashion-mnist"])
+        .env("RESNET_REPRO_TEST_JOB", dir) // finds this job's workers below
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("torchrun (scripts/with-torch puts the torch install's on PATH)");
+    let mut log = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if kill_at.is_some_and(|k| line.contains(&format!(": it {k}/200 "))) && !log.contains("KILLED") {
+            let victim = worker_pid(dir, 1).expect("rank 1's process");
+            unsafe { libc::kill(victim, libc::SIGKILL) };
+            log.push_str("KILLED rank 1\n");
+        }
+        log.push_str(&line);
+        log.push('\n');
+    }
+    (child.wait().unwrap().success(), log)
+}
+
+/// The pid of rank `rank` of the job started with RESNET_REPRO_TEST_JOB=`job`.
+fn worker_pid(job: &Path, rank: usize) -> Option<i32> {
+    let want = [format!("RESNET_REPRO_TEST_JOB={}", job.display()), format!("RANK={rank}")];
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let env = std::fs::read(e.path().join("environ")).ok()?;
+        let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+        let exe = std::fs::read_link(e.path().join("exe")).ok()?;
+        (exe.ends_with("cifar_depth_sweep") && want.iter().all(|w| vars.contains(&w.as_bytes())))
+            .then_some(pid)
+    })
+}
+
+#[test]
+fn under_torchrun_a_killed_rank_restarts_the_job_from_its_checkpoint_and_it_ends_as_uninterrupted() {
+    if !gloo() || !std::path::Path::new("/usr/share/datasets/fashion-mnist").is_dir() {
+        assert!(
+            std::env::var_os("RESNET_REPRO_REQUIRE_GLOO").is_none(),
+            "no Fashion-MNIST: .ci/run installs it"
+        );
+        return;
+    }
+    let [whole, killed] = [(); 2].map(|_| tempfile::tempdir().unwrap());
+    let (ok, log) = torchrun_sweep(whole.path(), None);
+    assert!(ok && log.contains("data-parallel: 2 ranks over gloo"), "{log}");
+    let (ok, log) = torchrun_sweep(killed.path(), Some(80));
+    assert!(ok, "{log}");
+    assert!(log.contains("KILLED rank 1") && log.contains("resuming from"), "{log}");
+    assert!(log.contains("(iteration 50)"), "resumed from the checkpoint at 50: {log}");
+    let run = |d: &Path| {
+        let runs = resnet_repro::experiment::Store::new(d.join("runs")).runs().unwrap();
+        runs.into_iter().next().unwrap().dir
+    };
+    let (a, b) = (run(whole.path()), run(killed.path()));
+    assert_eq!(largest_difference(&a, &b), 0.0, "the restarted job's final weights");
+    let (ma, mb) = (a.metrics().unwrap(), b.metrics().unwrap());
+    assert_eq!(ma.len(), 20);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(
+            (x.iteration, x.train_loss, x.train_error, x.test_error),
+            (y.iteration, y.train_loss, y.train_error, y.test_error)
+        );
+    }
+    assert!(a.final_record().unwrap().is_some_and(|f| f.replicas == 2));
+}
