@@ -44,6 +44,13 @@ fn main() {
             "cargo:warning=Gloo's headers not found: distributed training on CPUs is disabled (apt-get install libgloo-dev, then touch build.rs)"
         );
     }
+    if let Some(dirs) = nccl_includes(&lib) {
+        for d in &dirs {
+            println!("cargo:rerun-if-changed={}", d.display());
+            build.include(d);
+        }
+        build.define("USE_C10D_NCCL", None).define("USE_CUDA", None);
+    }
     build
         .cpp(true)
         .pic(true)
@@ -56,6 +63,19 @@ fn main() {
         .file("src/shim/shim.cpp")
         .file("src/shim/dist.cpp")
         .compile("resnet_repro_shim");
+}
+
+/// NCCL's and the CUDA runtime's headers, where the torch wheel's NVIDIA packages beside it
+/// (site-packages/nvidia/) have them and libtorch has its CUDA half: scripts/with-torch installs
+/// `nvidia-cuda-crt` and `nvidia-cuda-cccl` for the CUDA runtime headers the wheel leaves out.
+fn nccl_includes(lib: &Path) -> Option<Vec<PathBuf>> {
+    let nvidia = lib.parent()?.parent()?.join("nvidia");
+    let cuda = ["cu13", "cuda_runtime"]
+        .map(|d| nvidia.join(d).join("include"))
+        .into_iter()
+        .find(|d| d.join("cuda_runtime.h").is_file() && d.join("crt/host_config.h").is_file())?;
+    let nccl = nvidia.join("nccl/include");
+    (nccl.join("nccl.h").is_file() && lib.join("libtorch_cuda.so").exists()).then(|| vec![cuda, nccl])
 }
 
 /// The folder holding `gloo/config.h`: GLOO_INCLUDE, else the system's.
