@@ -6,5 +6,5 @@ pub mod responses;
 
 pub use protocols::{
     EvalOptions, EvalResult, error_rate, evaluate_folder, reestimate_bn, reestimate_bn_from_folder, spread,
-    topk_wrong,
+    topk_wrong, wrong_count,
 };

@@ -19,6 +19,12 @@ use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 
 /// Error (%) of `net` in eval mode over `(x, y)`, in batches of `batch`.
 pub fn error_rate(net: &ResNet, x: &Tensor, y: &Tensor, batch: usize, format: MemoryFormat) -> Result<f64> {
+    let n = y.size()[0];
+    Ok(100.0 * wrong_count(net, x, y, batch, format)? as f64 / n as f64)
+}
+
+/// How many of `x` (in eval mode, `batch` at a time) `net` misclassifies.
+pub fn wrong_count(net: &ResNet, x: &Tensor, y: &Tensor, batch: usize, format: MemoryFormat) -> Result<i64> {
     let _guard = tch::no_grad_guard();
     let n = y.size()[0];
     let mut wrong = Tensor::zeros([], (Kind::Int64, y.device()));
@@ -30,7 +36,7 @@ pub fn error_rate(net: &ResNet, x: &Tensor, y: &Tensor, batch: usize, format: Me
         wrong += pred.ne_tensor(&y.narrow(0, start, len)).sum(Kind::Int64);
         start += len;
     }
-    Ok(100.0 * wrong.int64_value(&[]) as f64 / n as f64)
+    Ok(wrong.int64_value(&[]))
 }
 
 /// Misclassified counts for top-1 and top-5 of `probs` (N x classes) against `labels` (N).

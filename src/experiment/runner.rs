@@ -259,7 +259,7 @@ impl Source {
             Source::Tensors { prepared, opts, .. } => {
                 let feed = TensorFeed::new(prepared.as_ref().context("data not loaded")?, seed, b, opts);
                 match &o.train.replicas {
-                    Some(dp) => Box::new(feed.for_rank(dp.rank(), dp.world())?),
+                    Some(dp) => Box::new(feed.for_replica(dp.clone())?),
                     None => Box::new(feed),
                 }
             }

@@ -7,7 +7,8 @@ use crate::data::TensorOptions;
 use crate::data::augment::EpochPlan;
 use crate::data::imagenet::{FolderOptions, ImageFolder, Protocol};
 use crate::data::loader::{LoaderOptions, LoaderSettings, TrainLoader};
-use crate::eval::{EvalOptions, error_rate, evaluate_folder, spread};
+use crate::dist::Replicas;
+use crate::eval::{EvalOptions, error_rate, evaluate_folder, spread, wrong_count};
 use crate::models::ResNet;
 use crate::shim::MemoryFormat;
 use anyhow::{Context, Result, ensure};
@@ -51,22 +52,46 @@ pub struct TensorFeed<'a> {
     opts: TensorOptions,
     test_images: i64,
     plan: Option<EpochPlan>,
-    /// This replica's part of every global batch: (rank, world).
-    part: (usize, usize),
+    /// The other replicas, if any: this one trains on its part of every global batch and
+    /// evaluates its part of the test (and validation) set.
+    replicas: Option<Arc<Replicas>>,
 }
 
 impl<'a> TensorFeed<'a> {
     pub fn new(data: &'a Prepared, seed: u64, batch_size: usize, opts: &TensorOptions) -> Self {
         let n_test = data.test_y.size()[0];
         let test_images = opts.test_subset.map_or(n_test, |k| (k as i64).min(n_test));
-        TensorFeed { data, seed, batch_size, opts: opts.clone(), test_images, plan: None, part: (0, 1) }
+        TensorFeed { data, seed, batch_size, opts: opts.clone(), test_images, plan: None, replicas: None }
     }
 
-    /// Rank `rank` of `world` replicas: its slice of each global batch (of `batch_size`, which
-    /// the world size must divide).
-    pub fn for_rank(self, rank: usize, world: usize) -> Result<Self> {
-        crate::dist::check_batch(self.batch_size, world)?;
-        Ok(TensorFeed { part: (rank, world), ..self })
+    /// One of `dp`'s replicas: its slice of each global batch (of `batch_size`, which the world
+    /// size must divide) and of each evaluation, whose counts the replicas sum.
+    pub fn for_replica(self, dp: Arc<Replicas>) -> Result<Self> {
+        crate::dist::check_batch(self.batch_size, dp.world())?;
+        Ok(TensorFeed { replicas: Some(dp), ..self })
+    }
+
+    /// (rank, world), or (0, 1) alone.
+    fn part(&self) -> (usize, usize) {
+        self.replicas.as_ref().map_or((0, 1), |dp| (dp.rank(), dp.world()))
+    }
+
+    /// The error (%) of `net` on `x`: alone, over all of it; as a replica, over its share, the
+    /// misclassified counts summed over the replicas.
+    fn error(&self, net: &ResNet, x: &Tensor, y: &Tensor, format: MemoryFormat) -> Result<f64> {
+        let batch = self.opts.eval_batch_size;
+        let Some(dp) = &self.replicas else { return error_rate(net, x, y, batch, format) };
+        let n = y.size()[0];
+        let (r, w) = (dp.rank() as i64, dp.world() as i64);
+        let (start, end) = (n * r / w, n * (r + 1) / w);
+        let wrong = wrong_count(
+            net,
+            &x.narrow(0, start, end - start),
+            &y.narrow(0, start, end - start),
+            batch,
+            format,
+        )?;
+        Ok(100.0 * dp.sum(&[wrong as f64])?[0] / n as f64)
     }
 }
 
@@ -95,14 +120,14 @@ impl TrainData for TensorFeed<'_> {
             self.plan = Some(EpochPlan::new(self.seed, epoch, n, self.batch_size, pad, augment, dev));
         }
         let k = (iteration % per_epoch) as usize;
-        Ok(self.plan.as_ref().unwrap().part(k, self.part, &self.data.train_x, &self.data.train_y, pad))
+        Ok(self.plan.as_ref().unwrap().part(k, self.part(), &self.data.train_x, &self.data.train_y, pad))
     }
 
     fn evaluate(&mut self, net: &ResNet, format: MemoryFormat) -> Result<Evaluation> {
-        let (d, k, batch) = (self.data, self.test_images, self.opts.eval_batch_size);
-        let test = error_rate(net, &d.test_x.narrow(0, 0, k), &d.test_y.narrow(0, 0, k), batch, format)?;
+        let (d, k) = (self.data, self.test_images);
+        let test = self.error(net, &d.test_x.narrow(0, 0, k), &d.test_y.narrow(0, 0, k), format)?;
         let val = match &d.val {
-            Some((vx, vy)) => Some(error_rate(net, vx, vy, batch, format)?),
+            Some((vx, vy)) => Some(self.error(net, vx, vy, format)?),
             None => None,
         };
         Ok(Evaluation { val_error: val, val_top5_error: None, test_error: Some(test), images: k as usize })
