@@ -77,6 +77,7 @@ bench: build
 	$(WITH_TORCH) target/release/bench_train_step
 	$(WITH_TORCH) target/release/bench_train_loop
 	$(WITH_TORCH) target/release/bench_loader
+	$(WITH_TORCH) target/release/bench_data_parallel
 
 doctor: build
 	target/release/doctor

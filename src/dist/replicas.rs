@@ -5,6 +5,7 @@
 
 use crate::shim::dist::{Backend, ProcessGroup, Work};
 use anyhow::{Result, ensure};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tch::{Device, Tensor, nn::VarStore};
 
@@ -20,6 +21,8 @@ pub struct Replicas {
     /// This rank's device: where its tensors, and NCCL's, live.
     pub device: Device,
     pub bucket_bytes: usize,
+    /// Time spent averaging gradients and statistics (nanoseconds), for the benchmark.
+    averaging_ns: AtomicU64,
 }
 
 impl Replicas {
@@ -28,7 +31,7 @@ impl Replicas {
     pub fn connect(env: &RankEnv, device: Device, timeout: Duration) -> Result<Self> {
         let backend = Backend::for_device(device);
         let group = ProcessGroup::new(backend, &env.rendezvous(), env.rank, env.world, timeout)?;
-        Ok(Replicas { group, device, bucket_bytes: BUCKET_BYTES })
+        Ok(Replicas { group, device, bucket_bytes: BUCKET_BYTES, averaging_ns: AtomicU64::new(0) })
     }
 
     pub fn rank(&self) -> usize {
@@ -89,12 +92,24 @@ impl Replicas {
         Ok(Vec::<f64>::try_from(&t.to_device(Device::Cpu))?)
     }
 
+    /// Seconds spent averaging so far (flattening, all-reduces, copying back).
+    pub fn averaging_seconds(&self) -> f64 {
+        self.averaging_ns.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
     /// `tensors` replaced by their mean over the ranks, bucket by bucket, all buckets in flight at
     /// once.
     fn average(&self, tensors: &[Tensor]) -> Result<()> {
         if self.world() == 1 {
             return Ok(()); // a sum over one rank, divided by 1: nothing changes
         }
+        let started = std::time::Instant::now();
+        let out = self.average_buckets(tensors);
+        self.averaging_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
+
+    fn average_buckets(&self, tensors: &[Tensor]) -> Result<()> {
         let scale = 1.0 / self.world() as f64;
         let flats: Vec<(Vec<Tensor>, Tensor)> = buckets(tensors, self.bucket_bytes)
             .into_iter()

@@ -1,0 +1,188 @@
+//! Data-parallel training's cost: the CIFAR training loop (batch, augmentation, step) as `world`
+//! replicas (processes started here as torchrun would, one share of the cores each, Gloo on the
+//! CPU, NCCL on a GPU) against one process with all the cores, back to back, in images/s; and the
+//! replicas' time in gradient averaging per step.
+
+use anyhow::{Context, Result, ensure};
+use clap::Parser;
+use resnet_repro::bench::{BenchArgs, BenchEnv, append_csv_row, git_commit, time_steps, utc_now};
+use resnet_repro::data::{Dataset, DatasetName, ImageSet, Prepared, TensorOptions};
+use resnet_repro::dist::{Launch, Replicas};
+use resnet_repro::env::device_name;
+use resnet_repro::models::{CifarNet, NetSpec};
+use resnet_repro::train::{Layout, TensorFeed, TrainData, Trainer};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tch::{Device, Kind, Tensor};
+
+/// Images/s of ResNet training on synthetic 32x32 images, batch 128 (global), as `--world`
+/// replicas against one process. On a CPU the replicas split the cores (2 x 1 thread against 1 x 2
+/// threads here); on a GPU, `--world 1` measures the distributed path's overhead (NCCL, one rank)
+/// against none. Appends to runs/bench/data_parallel.csv.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    bench: BenchArgs,
+    /// Replicas (processes).
+    #[arg(long, default_value_t = 2)]
+    world: usize,
+    /// Synthetic training images.
+    #[arg(long, default_value_t = 4096)]
+    images: usize,
+    #[arg(long, default_value = "runs/bench/data_parallel.csv")]
+    csv: PathBuf,
+    /// Internal: this process is one replica of the measurement (set by the parent).
+    #[arg(long, hide = true)]
+    replica: bool,
+}
+
+/// What a replica measured (rank 0's, printed as JSON).
+#[derive(Serialize, Deserialize)]
+struct Measured {
+    images_per_s: f64,
+    averaging_ms_per_step: f64,
+    threads: i32,
+}
+
+#[derive(Serialize)]
+struct Row {
+    date: String,
+    commit: String,
+    device: String,
+    torch: String,
+    model: String,
+    batch: usize,
+    steps: usize,
+    world: usize,
+    threads_per_replica: i32,
+    replicas_images_per_s: f64,
+    averaging_ms_per_step: f64,
+    single_threads: i32,
+    single_images_per_s: f64,
+    ratio: f64,
+}
+
+fn synthetic(n: usize, device: Device) -> Result<Prepared> {
+    tch::manual_seed(0);
+    let images = Tensor::randint(256, [n as i64, 3, 32, 32], (Kind::Uint8, Device::Cpu));
+    let labels = Tensor::randint(10, [n as i64], (Kind::Int64, Device::Cpu));
+    let test = ImageSet { images: images.narrow(0, 0, 1), labels: labels.narrow(0, 0, 1) };
+    let train = ImageSet { images, labels };
+    let ds = Dataset { name: DatasetName::Cifar10, train, test, location: "synthetic".into() };
+    Prepared::new(&ds, 0, device)
+}
+
+/// Steps of ResNet-`depth` (as a replica of `dp` if given): (images/s of the global batch, ms of
+/// averaging per step).
+fn measure(args: &Args, env: &BenchEnv, depth: usize, dp: Option<Arc<Replicas>>) -> Result<(f64, f64)> {
+    let data = synthetic(args.images, env.device)?;
+    let net = NetSpec::Cifar(CifarNet::resnet(depth));
+    let mut trainer =
+        Trainer::with_format(&net, (0.9, 1e-4), 0, env.device, Layout::Auto.resolve(env.device))?;
+    let mut feed = TensorFeed::new(&data, 0, args.bench.batch, &TensorOptions::default());
+    if let Some(dp) = &dp {
+        dp.broadcast_vars(&trainer.vs)?;
+        trainer.replicas = Some(dp.clone());
+        feed = feed.for_replica(dp.clone())?;
+    }
+    let (mut it, mut result) = (0u64, Ok(()));
+    let secs = time_steps(env.device, args.bench.warmup, args.bench.steps, || {
+        if result.is_ok() {
+            result = feed.batch(it).and_then(|(x, y)| trainer.step(&x, &y, 0.1).map(|_| ()));
+            it += 1;
+        }
+    });
+    result?;
+    let averaging =
+        dp.map_or(0.0, |dp| dp.averaging_seconds()) / (args.bench.warmup + args.bench.steps) as f64;
+    Ok((args.bench.batch as f64 / secs, averaging * 1e3))
+}
+
+/// Runs `args.world` replicas of this binary and returns rank 0's measurement.
+fn replicas(args: &Args, depth: usize, cores: usize) -> Result<Measured> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let exe = std::env::current_exe()?;
+    let threads = (cores / args.world).max(1).to_string();
+    let children = (0..args.world)
+        .map(|rank| {
+            std::process::Command::new(&exe)
+                .args(["--replica", "--depths", &depth.to_string(), "--threads", &threads])
+                .args(["--batch", &args.bench.batch.to_string(), "--device", &args.bench.device])
+                .args(["--warmup", &args.bench.warmup.to_string(), "--steps", &args.bench.steps.to_string()])
+                .args(["--images", &args.images.to_string()])
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", args.world.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("starting a replica")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output()).collect::<std::io::Result<_>>()?;
+    ensure!(outs.iter().all(|o| o.status.success()), "a replica failed (its error is above)");
+    let line = String::from_utf8_lossy(&outs[0].stdout).lines().last().unwrap_or_default().to_string();
+    serde_json::from_str(&line).with_context(|| format!("rank 0 printed {line:?}"))
+}
+
+/// One replica: joins the others (this process's environment) and prints its measurement.
+fn replica(args: &Args) -> Result<()> {
+    let env = args.bench.setup()?;
+    let Launch::Rank(rank) = Launch::from_env()? else { anyhow::bail!("--replica without RANK") };
+    let device = rank.device(env.device)?;
+    let dp = Arc::new(Replicas::connect(&rank, device, std::time::Duration::from_secs(120))?);
+    let env = BenchEnv { device, ..env };
+    let (images_per_s, averaging_ms_per_step) = measure(args, &env, args.bench.depths[0], Some(dp))?;
+    let m = Measured { images_per_s, averaging_ms_per_step, threads: tch::get_num_threads() };
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.replica {
+        return replica(&args);
+    }
+    let env = args.bench.setup()?;
+    let cores = tch::get_num_threads().max(1) as usize;
+    println!(
+        "data-parallel training, global batch {}, {} replicas against 1 process; {}; images/s",
+        args.bench.batch,
+        args.world,
+        env.describe()
+    );
+    println!("{:<10} {:>28} {:>22} {:>8}", "model", "replicas (averaging/step)", "1 process", "ratio");
+    for &depth in &args.bench.depths {
+        let dp = replicas(&args, depth, cores)?;
+        let (single, _) = measure(&args, &env, depth, None)?;
+        let row = Row {
+            date: utc_now(),
+            commit: git_commit().unwrap_or_default(),
+            device: device_name(env.device),
+            torch: env.torch.clone(),
+            model: format!("resnet{depth}"),
+            batch: args.bench.batch,
+            steps: args.bench.steps,
+            world: args.world,
+            threads_per_replica: dp.threads,
+            replicas_images_per_s: dp.images_per_s,
+            averaging_ms_per_step: dp.averaging_ms_per_step,
+            single_threads: tch::get_num_threads(),
+            single_images_per_s: single,
+            ratio: dp.images_per_s / single,
+        };
+        println!(
+            "{:<10} {:>28} {:>22} {:>8.3}",
+            row.model,
+            format!("{:.1} ({:.1} ms)", dp.images_per_s, dp.averaging_ms_per_step),
+            format!("{single:.1} ({} threads)", row.single_threads),
+            row.ratio
+        );
+        append_csv_row(&args.csv, &row)?;
+    }
+    println!("appended to {}", args.csv.display());
+    Ok(())
+}
