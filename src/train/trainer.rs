@@ -302,6 +302,12 @@ impl<'a> Run<'a> {
         let writes = opts.replicas.as_ref().is_none_or(|dp| dp.rank() == 0);
         let policy = LrPolicy::new(t.schedule(), t.plateau.clone());
         let warn = |msg: &str| eprintln!("{label}: warning: {msg}");
+        // Rank 0 resumes first (it may set a corrupt checkpoint aside); the others then read what
+        // it chose.
+        let dp = opts.replicas.as_deref();
+        if let Some(dp) = dp.filter(|dp| dp.rank() != 0) {
+            dp.group.barrier()?;
+        }
         let (state, writer) =
             match checkpoint::resume(&files.checkpoints, &mut trainer.vs, &mut trainer.opt, warn)? {
                 Some((ckpt, state)) => {
@@ -334,7 +340,10 @@ impl<'a> Run<'a> {
                     (state, writes.then(|| MetricsWriter::create(&files.metrics)).transpose()?)
                 }
             };
-        if let Some(dp) = &opts.replicas {
+        if let Some(dp) = dp {
+            if dp.rank() == 0 {
+                dp.group.barrier()?;
+            }
             start_replicas(dp, &mut trainer, state.iteration)?;
         }
         let progress = Progress::new(label, t.iterations, state.iteration, opts.progress_bar && writes);
