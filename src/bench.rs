@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
-use tch::Device;
+use tch::{Device, Kind, Tensor};
 
 /// Waits for the device's queued work (a no-op on the CPU), so that timings are of finished work.
 pub fn synchronize(device: Device) {
@@ -163,5 +163,20 @@ impl BenchEnv {
         v["images_per_s"]
             .as_f64()
             .ok_or_else(|| anyhow::anyhow!("{}: no images_per_s in {v}", path.display()))
+    }
+}
+
+/// `n` random uint8 32x32 RGB images and labels, drawn from seed 0: CIFAR-shaped data for the
+/// benchmarks (one test image).
+pub fn synthetic_cifar(n: usize) -> crate::data::Dataset {
+    tch::manual_seed(0);
+    let images = Tensor::randint(256, [n as i64, 3, 32, 32], (Kind::Uint8, Device::Cpu));
+    let labels = Tensor::randint(10, [n as i64], (Kind::Int64, Device::Cpu));
+    let test = crate::data::ImageSet { images: images.narrow(0, 0, 1), labels: labels.narrow(0, 0, 1) };
+    crate::data::Dataset {
+        name: crate::data::DatasetName::Cifar10,
+        train: crate::data::ImageSet { images, labels },
+        test,
+        location: "synthetic".into(),
     }
 }

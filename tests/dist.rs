@@ -101,9 +101,8 @@ fn collectives(pg: &ProcessGroup) {
     println!("OK rank {}", pg.rank);
 }
 
-/// Rank `rank` of the replicas test: a ResNet-8 built from seed `rank` (the ranks start different),
-/// met through torchrun's variables.
-fn replicas(rank: usize, world: usize, port: u16) {
+/// Rank `rank` of `world` replicas on the CPU, from the variables torchrun would set.
+fn join(rank: usize, world: usize, port: u16) -> Replicas {
     let vars = [
         ("RANK", rank.to_string()),
         ("WORLD_SIZE", world.to_string()),
@@ -115,7 +114,13 @@ fn replicas(rank: usize, world: usize, port: u16) {
     else {
         panic!("a rank")
     };
-    let mut dp = Replicas::connect(&env, tch::Device::Cpu, Duration::from_secs(60)).unwrap();
+    Replicas::connect(&env, tch::Device::Cpu, Duration::from_secs(60)).unwrap()
+}
+
+/// Rank `rank` of the replicas test: a ResNet-8 built from seed `rank` (the ranks start different),
+/// met through torchrun's variables.
+fn replicas(rank: usize, world: usize, port: u16) {
+    let mut dp = join(rank, world, port);
     dp.bucket_bytes = 4096; // many buckets in flight, and tensors larger than one
     let net = NetSpec::Cifar(CifarNet { in_channels: 1, ..CifarNet::resnet(8) });
     let hyper = (0.9, 1e-4);
@@ -177,23 +182,7 @@ fn tiny_experiment(extra: &str) -> resnet_repro::experiment::Experiment {
 }
 
 fn runner_in(dir: &std::path::Path) -> resnet_repro::experiment::RunnerOptions {
-    use resnet_repro::data::{DataOptions, fashion_mnist};
-    let mut data = DataOptions::new(dir.join("data"));
-    data.allow_download = false;
-    data.fashion_mnist =
-        fashion_mnist::Source { system_dirs: vec![], counts: (512, 64), ..Default::default() };
-    resnet_repro::experiment::RunnerOptions {
-        store: resnet_repro::experiment::Store::new(dir.join("runs")),
-        data,
-        loader: resnet_repro::data::loader::LoaderSettings { threads: 1, prefetch: 1, skip_corrupt: false },
-        train: resnet_repro::train::TrainOptions {
-            device: tch::Device::Cpu,
-            replicas: None,
-            stop_after: None,
-            progress_bar: false,
-        },
-        only: vec![],
-    }
+    common::runner_over(&dir.join("data"), &dir.join("runs"), (512, 64))
 }
 
 /// Rank `rank` of `world` training the tiny experiment in $RESNET_REPRO_DIST_DIR (`bn`: empty for
@@ -208,19 +197,7 @@ fn train(rank: usize, world: usize, port: u16, bn: &str) {
         o.train.stop_after = Some(10);
     }
     if bn.is_empty() || bn == "-half" {
-        let vars = [
-            ("RANK", rank.to_string()),
-            ("WORLD_SIZE", world.to_string()),
-            ("MASTER_ADDR", "127.0.0.1".into()),
-            ("MASTER_PORT", port.to_string()),
-        ];
-        let Launch::Rank(env) =
-            Launch::from_vars(|k| vars.iter().find(|v| v.0 == k).map(|v| v.1.clone())).unwrap()
-        else {
-            panic!("a rank")
-        };
-        let dp = Replicas::connect(&env, tch::Device::Cpu, Duration::from_secs(60)).unwrap();
-        o.train.replicas = Some(std::sync::Arc::new(dp));
+        o.train.replicas = Some(std::sync::Arc::new(join(rank, world, port)));
     }
     resnet_repro::experiment::run_experiment(&tiny_experiment(extra), &o).unwrap();
     println!("OK rank {rank}");

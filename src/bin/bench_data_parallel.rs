@@ -5,8 +5,10 @@
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
-use resnet_repro::bench::{BenchArgs, BenchEnv, append_csv_row, git_commit, time_steps, utc_now};
-use resnet_repro::data::{Dataset, DatasetName, ImageSet, Prepared, TensorOptions};
+use resnet_repro::bench::{
+    BenchArgs, BenchEnv, append_csv_row, git_commit, synthetic_cifar, time_steps, utc_now,
+};
+use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::dist::{Launch, Replicas};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
@@ -14,7 +16,7 @@ use resnet_repro::train::{Layout, TensorFeed, TrainData, Trainer};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
 /// Images/s of ResNet training on synthetic 32x32 images, batch 128 (global), as `--world`
 /// replicas against one process. On a CPU the replicas split the cores (2 x 1 thread against 1 x 2
@@ -65,13 +67,7 @@ struct Row {
 }
 
 fn synthetic(n: usize, device: Device) -> Result<Prepared> {
-    tch::manual_seed(0);
-    let images = Tensor::randint(256, [n as i64, 3, 32, 32], (Kind::Uint8, Device::Cpu));
-    let labels = Tensor::randint(10, [n as i64], (Kind::Int64, Device::Cpu));
-    let test = ImageSet { images: images.narrow(0, 0, 1), labels: labels.narrow(0, 0, 1) };
-    let train = ImageSet { images, labels };
-    let ds = Dataset { name: DatasetName::Cifar10, train, test, location: "synthetic".into() };
-    Prepared::new(&ds, 0, device)
+    Prepared::new(&synthetic_cifar(n), 0, device)
 }
 
 /// Steps of ResNet-`depth` (as a replica of `dp` if given): (images/s of the global batch, ms of

@@ -4,14 +4,15 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::bench::{BenchArgs, BenchEnv, append_csv_row, git_commit, time_steps, utc_now};
-use resnet_repro::data::{Dataset, DatasetName, ImageSet, Prepared, TensorOptions};
+use resnet_repro::bench::{
+    BenchArgs, BenchEnv, append_csv_row, git_commit, synthetic_cifar, time_steps, utc_now,
+};
+use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::train::{Layout, TensorFeed, TrainData, Trainer};
 use serde::Serialize;
 use std::path::PathBuf;
-use tch::{Device, Kind, Tensor};
 
 /// Images/s of the CIFAR training loop on synthetic uint8 32x32 images: batch 128, pad-crop-flip
 /// augmentation, ResNet-20/56/110 step (SGD momentum). Ours draws batches from the device-resident
@@ -52,19 +53,6 @@ struct Row {
     ratio: f64,
 }
 
-fn synthetic(n: usize) -> Dataset {
-    tch::manual_seed(0);
-    let images = Tensor::randint(256, [n as i64, 3, 32, 32], (Kind::Uint8, Device::Cpu));
-    let labels = Tensor::randint(10, [n as i64], (Kind::Int64, Device::Cpu));
-    let test = ImageSet { images: images.narrow(0, 0, 1), labels: labels.narrow(0, 0, 1) };
-    Dataset {
-        name: DatasetName::Cifar10,
-        train: ImageSet { images, labels },
-        test,
-        location: "synthetic".into(),
-    }
-}
-
 fn ours(args: &Args, env: &BenchEnv, depth: usize, data: &Prepared) -> Result<(f64, String)> {
     let net = NetSpec::Cifar(CifarNet::resnet(depth));
     let format = Layout::Auto.resolve(env.device);
@@ -101,7 +89,7 @@ fn pytorch(args: &Args, env: &BenchEnv, depth: usize, workers: usize) -> Result<
 fn main() -> Result<()> {
     let args = Args::parse();
     let env = args.bench.setup()?;
-    let data = Prepared::new(&synthetic(args.images), 0, env.device)?;
+    let data = Prepared::new(&synthetic_cifar(args.images), 0, env.device)?;
     println!(
         "training loop, batch {}, {} synthetic images; {}; images/s",
         args.bench.batch,

@@ -244,12 +244,21 @@ pub fn fixture_run(
 /// Runner options for a test: a Fashion-MNIST fixture of 64 training and 24 test images written
 /// under `dir/data` (nothing else looked at, nothing downloaded), runs in `store`, quiet, CPU.
 pub fn fixture_runner(dir: &Path, store: &Path) -> resnet_repro::experiment::RunnerOptions {
-    use resnet_repro::data::{DataOptions, fashion_mnist, loader::LoaderSettings};
     write_fashion_mnist(&dir.join("data/fashion-mnist"), 64, 24, true);
-    let mut data = DataOptions::new(dir.join("data"));
+    runner_over(&dir.join("data"), store, (64, 24))
+}
+
+/// Runner options over the Fashion-MNIST-shaped files of `(train, test)` images in
+/// `data/fashion-mnist/` (no download, no system folder), on the CPU, quiet, the store in `store`.
+pub fn runner_over(
+    data: &Path,
+    store: &Path,
+    counts: (usize, usize),
+) -> resnet_repro::experiment::RunnerOptions {
+    use resnet_repro::data::{DataOptions, fashion_mnist, loader::LoaderSettings};
+    let mut data = DataOptions::new(data);
     data.allow_download = false;
-    data.fashion_mnist =
-        fashion_mnist::Source { system_dirs: vec![], counts: (64, 24), ..Default::default() };
+    data.fashion_mnist = fashion_mnist::Source { system_dirs: vec![], counts, ..Default::default() };
     resnet_repro::experiment::RunnerOptions {
         store: resnet_repro::experiment::Store::new(store),
         data,
