@@ -64,16 +64,16 @@ impl Replicas {
     }
 
     /// Averages the gradients of `params` across the ranks (sum, then divide: Gloo has no
-    /// average). Every rank must call it with the same parameters in the same order; a parameter
-    /// without a gradient takes part as zeros, as DDP's buckets do.
+    /// average). Every rank must call it with the same parameters in the same order, each with a
+    /// gradient (every parameter of these networks gets one).
     pub fn average_grads(&self, params: &[Tensor]) -> Result<()> {
-        let grads: Vec<Tensor> = params
-            .iter()
-            .map(|p| {
-                let g = p.grad();
-                if g.defined() { g } else { p.zeros_like() }
-            })
-            .collect();
+        let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+        if let Some(i) = grads.iter().position(|g| !g.defined()) {
+            anyhow::bail!(
+                "rank {}: parameter {i} has no gradient to average (unused in the forward pass)",
+                self.rank()
+            );
+        }
         self.average(&grads)
     }
 
