@@ -270,7 +270,7 @@ pub fn run_table(args: &ExperimentArgs, recipe: &Recipe) -> Result<()> {
     let exp = args.experiment(recipe)?;
     let opts = args.runner(recipe)?;
     let outcomes = crate::experiment::run_experiment(&exp, &opts)?;
-    if opts.train.replicas.as_ref().is_some_and(|dp| dp.rank() != 0) {
+    if !opts.train.is_rank0() {
         return Ok(()); // rank 0 writes the summary and figures
     }
     if !crate::experiment::runner::all_done(&outcomes, &opts.store)? {

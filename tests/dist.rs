@@ -291,12 +291,9 @@ fn checksum(vs: &tch::nn::VarStore) -> Vec<(String, f64)> {
     v
 }
 
-/// The floating-point buffers (BN's running statistics), in name order.
+/// Copies of the BN running statistics, in name order.
 fn buffers(vs: &tch::nn::VarStore) -> Vec<Tensor> {
-    let mut v: Vec<(String, Tensor)> =
-        vs.variables().into_iter().filter(|(_, t)| !t.requires_grad() && t.is_floating_point()).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v.into_iter().map(|(_, t)| t.copy()).collect()
+    resnet_repro::models::running_stats(vs).iter().map(Tensor::copy).collect()
 }
 
 fn add(a: &[Tensor], b: &[Tensor]) -> Vec<Tensor> {

@@ -428,7 +428,7 @@ fn bn_batch_on_one_device_trains_as_replicas_of_that_batch_would() {
             }
         }
         let stats: Vec<Vec<Tensor>> =
-            replicas.iter().map(|r| resnet_repro::train::running_stats(&r.vs)).collect();
+            replicas.iter().map(|r| resnet_repro::models::running_stats(&r.vs)).collect();
         for j in 0..stats[0].len() {
             let mean = (&stats[0][j] + &stats[1][j] + &stats[2][j]) / 3.0;
             for s in &stats {

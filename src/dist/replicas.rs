@@ -80,9 +80,7 @@ impl Replicas {
     /// Averages the floating-point buffers of `vs` (BN's running mean and variance) across ranks;
     /// integer ones (BN's batch counts) are equal on every rank and stay.
     pub fn average_buffers(&self, vs: &VarStore) -> Result<()> {
-        let buffers: Vec<Tensor> =
-            sorted_vars(vs).into_iter().filter(|t| !t.requires_grad() && t.is_floating_point()).collect();
-        tch::no_grad(|| self.average(&buffers))
+        tch::no_grad(|| self.average(&crate::models::running_stats(vs)))
     }
 
     /// `values` summed across ranks (losses and error counts for the log).

@@ -49,7 +49,7 @@ pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome
     let mut source = Source::open(&exp.data, o)?;
     let runs = select(exp.resolve(source.classes())?, &o.only, &exp.name)?;
     let todo = runs.iter().filter(|r| !o.store.run(r).is_finished()).count();
-    let speaks = o.train.replicas.as_ref().is_none_or(|dp| dp.rank() == 0);
+    let speaks = o.train.is_rank0();
     if speaks {
         eprintln!(
             "{}: {} runs on {}{} ({} preset{}), {todo} to train, results in {}",
@@ -160,9 +160,8 @@ fn train_one(run: &RunConfig, dir: &RunDir, source: &mut Source, o: &RunnerOptio
     Ok(match train_run(run.job(), feed.as_mut(), &dir.files(), &o.train)? {
         TrainStatus::Paused(it) => RunStatus::Paused(it),
         TrainStatus::Finished(summary) => {
-            let replicas = o.train.replicas.as_ref().map_or(1, |dp| dp.world());
-            let record = FinalRecord::new(run, &summary, o.train.device, replicas);
-            if o.train.replicas.as_ref().is_none_or(|dp| dp.rank() == 0) {
+            let record = FinalRecord::new(run, &summary, o.train.device, o.train.world());
+            if o.train.is_rank0() {
                 dir.write_final(&record)?;
             }
             RunStatus::Finished(record)

@@ -17,7 +17,7 @@ pub mod net;
 pub use blocks::{BottleneckStride, HeInit, Shortcut};
 pub use cifar::CifarNet;
 pub use imagenet::ImageNetNet;
-pub use net::{ResNet, count_parameters, save_weights};
+pub use net::{ResNet, count_parameters, running_stats, save_weights};
 
 /// The init choices the paper leaves open, said beside every result table: the convs' He-normal n
 /// (the network's `init`), and the fc layer's.

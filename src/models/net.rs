@@ -214,3 +214,11 @@ pub fn save_weights(vs: &nn::VarStore, path: &std::path::Path) -> anyhow::Result
     let named: Vec<(&str, &Tensor)> = vars.iter().map(|(n, t)| (n.as_str(), t)).collect();
     crate::fsutil::write_with(path, |tmp| Tensor::write_safetensors(&named, tmp).map_err(anyhow::Error::from))
 }
+
+/// The floating-point buffers of `vs` (BN's running means and variances), in name order.
+pub fn running_stats(vs: &nn::VarStore) -> Vec<Tensor> {
+    let mut named: Vec<(String, Tensor)> =
+        vs.variables().into_iter().filter(|(_, t)| !t.requires_grad() && t.is_floating_point()).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(_, t)| t).collect()
+}

@@ -14,6 +14,4 @@ pub mod trainer;
 
 pub use config::{Layout, TrainConfig};
 pub use feed::{Evaluation, FolderFeed, TensorFeed, TrainData};
-pub use trainer::{
-    RunFiles, TrainJob, TrainOptions, TrainStatus, TrainSummary, Trainer, running_stats, train_run,
-};
+pub use trainer::{RunFiles, TrainJob, TrainOptions, TrainStatus, TrainSummary, Trainer, train_run};

@@ -35,6 +35,16 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
+    /// Whether this process writes the run's files and speaks for it: alone, or rank 0.
+    pub fn is_rank0(&self) -> bool {
+        self.replicas.as_ref().is_none_or(|dp| dp.rank() == 0)
+    }
+
+    /// The data-parallel replicas training each run: 1 alone.
+    pub fn world(&self) -> usize {
+        self.replicas.as_ref().map_or(1, |dp| dp.world())
+    }
+
     pub fn new(device: Device) -> Self {
         TrainOptions {
             device,
@@ -175,7 +185,7 @@ impl Trainer {
         let n = x.size()[0] as usize;
         ensure!(n.is_multiple_of(g), "bn_batch {g} does not divide this device's batch of {n} images");
         let groups = n / g;
-        let stats = running_stats(&self.vs);
+        let stats = crate::models::running_stats(&self.vs);
         let start: Vec<Tensor> = stats.iter().map(Tensor::copy).collect();
         let mut sums: Vec<Tensor> = stats.iter().map(Tensor::zeros_like).collect();
         let (mut loss, mut wrong) =
@@ -220,14 +230,6 @@ fn start_replicas(dp: &Replicas, trainer: &mut Trainer, iteration: u64) -> Resul
         dp.broadcast(&opt.buffers.iter().flatten().map(Tensor::shallow_clone).collect::<Vec<_>>())?;
     }
     Ok(())
-}
-
-/// The floating-point buffers of `vs` (BN's running means and variances), in name order.
-pub fn running_stats(vs: &nn::VarStore) -> Vec<Tensor> {
-    let mut named: Vec<(String, Tensor)> =
-        vs.variables().into_iter().filter(|(_, t)| !t.requires_grad() && t.is_floating_point()).collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named.into_iter().map(|(_, t)| t).collect()
 }
 
 /// Trains (or resumes) one run, as `job` says, on `data`, writing `files`.
@@ -299,7 +301,7 @@ impl<'a> Run<'a> {
         let (t, device, label) = (job.train, opts.device, job.label());
         let mut trainer = Trainer::new(job.net, t, job.seed, device)?;
         trainer.replicas = opts.replicas.clone();
-        let writes = opts.replicas.as_ref().is_none_or(|dp| dp.rank() == 0);
+        let writes = opts.is_rank0();
         let policy = LrPolicy::new(t.schedule(), t.plateau.clone());
         let warn = |msg: &str| eprintln!("{label}: warning: {msg}");
         // Rank 0 resumes first (it may set a corrupt checkpoint aside); the others then read what
