@@ -95,7 +95,8 @@ pub struct ExperimentArgs {
     /// Overrides the seeds of every network, e.g. `--seeds 0,1,2`.
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<u64>>,
-    /// CPU threads for libtorch (0: its default, one per core).
+    /// CPU threads for libtorch (0: OMP_NUM_THREADS if set, else one per core, or the process's
+    /// share of the cores as a --worker or a torchrun rank).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
     /// Image folders: keep the first N classes (sorted), for a first try on a subset.
@@ -104,7 +105,8 @@ pub struct ExperimentArgs {
     /// Image folders: keep the first N training images of each class.
     #[arg(long)]
     pub images_per_class: Option<usize>,
-    /// Image folders: decoding threads (0: one per core).
+    /// Image folders: decoding threads (0: one per core, or the process's share of them as a
+    /// --worker or a torchrun rank).
     #[arg(long, default_value_t = 0)]
     pub loader_threads: usize,
     /// Image folders: batches decoded ahead of the training step.
@@ -203,10 +205,17 @@ impl ExperimentArgs {
     pub fn runner(&self, recipe: &Recipe) -> Result<RunnerOptions> {
         crate::interrupt::install()?;
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        let share = self.worker.map_or(cores, |w| w.threads(cores));
-        match (self.threads, self.worker) {
+        let launch = Launch::from_env()?;
+        // A worker's or a rank's share of the cores, for libtorch (unless told) and the loader.
+        let share = match (&launch, self.worker) {
+            (Launch::Rank(env), _) => Some(env.cores(cores)),
+            (Launch::Single, Some(w)) => Some(w.threads(cores)),
+            (Launch::Single, None) => None,
+        };
+        match (self.threads, share) {
             (0, None) => {}
-            (0, Some(_)) => tch::set_num_threads(share as i32),
+            (0, Some(k)) if std::env::var_os("OMP_NUM_THREADS").is_none() => tch::set_num_threads(k as i32),
+            (0, Some(_)) => {}
             (n, _) => tch::set_num_threads(n),
         }
         let mut device = parse_device(&self.device)?;
@@ -221,12 +230,12 @@ impl ExperimentArgs {
             );
         }
         let threads = match self.loader_threads {
-            0 => share,
+            0 => share.unwrap_or(cores),
             n => n,
         };
         let mut train = TrainOptions::new(device);
-        if let Launch::Rank(env) = Launch::from_env()? {
-            train.replicas = Some(Arc::new(self.join(&env, &mut train.device, cores)?));
+        if let Launch::Rank(env) = launch {
+            train.replicas = Some(Arc::new(self.join(&env, &mut train.device)?));
         }
         Ok(RunnerOptions {
             store: self.store(recipe),
@@ -237,19 +246,15 @@ impl ExperimentArgs {
         })
     }
 
-    /// This process as rank `env.rank` of a data-parallel job: its GPU (`LOCAL_RANK`), its share
-    /// of the CPU's cores (unless `--threads` or OMP_NUM_THREADS says), the other ranks met.
-    fn join(&self, env: &RankEnv, device: &mut tch::Device, cores: usize) -> Result<Replicas> {
+    /// This process as rank `env.rank` of a data-parallel job: its GPU (`LOCAL_RANK`), the other
+    /// ranks met.
+    fn join(&self, env: &RankEnv, device: &mut tch::Device) -> Result<Replicas> {
         anyhow::ensure!(
             self.worker.is_none(),
             "--worker shares a sweep's runs between processes; a torchrun launch (RANK is set) trains \
              each run on all of them: use one or the other"
         );
         *device = env.device(*device)?;
-        let local = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(env.world);
-        if self.threads == 0 && std::env::var_os("OMP_NUM_THREADS").is_none() && !device.is_cuda() {
-            tch::set_num_threads((cores / local.max(1)).max(1) as i32);
-        }
         let dp = Replicas::connect(env, *device, std::time::Duration::from_secs(self.dist_timeout))?;
         if env.rank == 0 {
             eprintln!(

@@ -13,6 +13,8 @@ pub struct RankEnv {
     pub world: usize,
     /// This rank's index on its node: its GPU.
     pub local_rank: usize,
+    /// Ranks on this node (`LOCAL_WORLD_SIZE`; the world size when unset): they share its cores.
+    pub local_world: usize,
     pub master_addr: String,
     pub master_port: u16,
     /// torchrun's agent already hosts the store at MASTER_PORT (`TORCHELASTIC_USE_AGENT_STORE`):
@@ -59,6 +61,7 @@ impl Launch {
             as usize;
         ensure!(world >= 1 && rank < world, "RANK {rank} must be below WORLD_SIZE {world}");
         let local_rank = num("LOCAL_RANK")?.unwrap_or(rank as u64) as usize;
+        let local_world = (num("LOCAL_WORLD_SIZE")?.unwrap_or(world as u64) as usize).max(1);
         let master_addr = var("MASTER_ADDR")
             .with_context(|| format!("rank {rank} of {world}: MASTER_ADDR is not set: {HINT}"))?;
         let port = num("MASTER_PORT")?
@@ -69,11 +72,25 @@ impl Launch {
             .with_context(|| format!("MASTER_PORT {port} is not a port"))?;
         let agent_store = var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let restart = num("TORCHELASTIC_RESTART_COUNT")?.unwrap_or(0);
-        Ok(Launch::Rank(RankEnv { rank, world, local_rank, master_addr, master_port, agent_store, restart }))
+        Ok(Launch::Rank(RankEnv {
+            rank,
+            world,
+            local_rank,
+            local_world,
+            master_addr,
+            master_port,
+            agent_store,
+            restart,
+        }))
     }
 }
 
 impl RankEnv {
+    /// This rank's share of the node's `cores` (at least one).
+    pub fn cores(&self, cores: usize) -> usize {
+        (cores / self.local_world).max(1)
+    }
+
     /// Where the ranks meet: torchrun's agent store (each restart under its own prefix, as
     /// PyTorch's env:// rendezvous does), or a store rank 0 hosts.
     pub fn rendezvous(&self) -> Rendezvous {

@@ -31,13 +31,16 @@ mod tests {
             ("RANK", "3"),
             ("WORLD_SIZE", "8"),
             ("LOCAL_RANK", "1"),
+            ("LOCAL_WORLD_SIZE", "4"),
             ("MASTER_ADDR", "node0"),
             ("MASTER_PORT", "29500"),
             ("TORCHELASTIC_USE_AGENT_STORE", "True"),
             ("TORCHELASTIC_RESTART_COUNT", "2"),
         ];
         let Launch::Rank(r) = launch(&env).unwrap() else { panic!("a rank") };
-        assert_eq!((r.rank, r.world, r.local_rank, r.restart), (3, 8, 1, 2));
+        assert_eq!((r.rank, r.world, r.local_rank, r.local_world, r.restart), (3, 8, 1, 4, 2));
+        // The node's 16 cores shared by its 4 ranks.
+        assert_eq!((r.cores(16), r.cores(2)), (4, 1));
         let rv = r.rendezvous();
         assert_eq!((rv.host.as_str(), rv.port, rv.host_it), ("node0", 29500, false), "the agent hosts it");
         assert_eq!(rv.prefix, "/worker/attempt_2/resnet-repro/");
@@ -47,6 +50,7 @@ mod tests {
             [("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "1234")];
         let Launch::Rank(r) = launch(&plain).unwrap() else { panic!("a rank") };
         assert!(r.rendezvous().host_it && r.local_rank == 0 && !r.agent_store);
+        assert_eq!(r.local_world, 2, "all ranks on this node without LOCAL_WORLD_SIZE");
     }
 
     #[test]
