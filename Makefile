@@ -13,7 +13,7 @@ JOBS ?= 1
 # Data-parallel training (torchrun): NPROC processes per node train each run together, rank r on
 # GPU r (NCCL) or on its share of the CPU (Gloo); several nodes with NNODES, NODE_RANK,
 # MASTER_ADDR, MASTER_PORT (the same on every node). Up to MAX_RESTARTS restarts from the last
-# checkpoint when a worker dies. CIFAR-style experiments only, so far.
+# checkpoint when a worker dies. Tables 6, 2 and 3.
 NPROC ?= 1
 NNODES ?= 1
 NODE_RANK ?= 0
@@ -52,7 +52,9 @@ help:
 	@echo "make report             REPORT.md: every result under runs/ beside the paper, with the figures"
 	@echo "make reproduce-table2   Table 2, Figure 4: plain-18/34 vs ResNet-18/34 on ImageNet (runs/table2/, plots/)"
 	@echo "                        DATA_DIR=<ImageNet root or folder holding imagenet/> PRESET=full|quick DEVICE=... JOBS=N"
+	@echo "                        NPROC=8: the paper's 8 GPUs of 32 images each (NNODES=... as for reproduce-table6)"
 	@echo "make reproduce-table3   Tables 3 and 4: ResNet-34 A/B/C, ResNet-50/101/152 on ImageNet (runs/table3/)"
+	@echo "                        DATA_DIR=... PRESET=... DEVICE=... JOBS=N or NPROC=N as for reproduce-table2"
 	@echo "make reproduce-table1   Table 1: parameters and multiply-adds beside the paper's (runs/table1/)"
 	@echo "make plots              re-render every figure and summary from runs/ (no training)"
 	@echo "make crosscheck         our training against plain PyTorch's, same recipe, seeds, both inits (runs/crosscheck/)"
@@ -96,10 +98,10 @@ report: build
 	target/release/report --runs runs --plots plots --out REPORT.md
 
 reproduce-table2: build
-	scripts/workers $(JOBS) target/release/imagenet_plain_vs_resnet $(IMAGENET_ARGS)
+	$(SWEEP) target/release/imagenet_plain_vs_resnet $(IMAGENET_ARGS)
 
 reproduce-table3: build
-	scripts/workers $(JOBS) target/release/imagenet_table3 $(IMAGENET_ARGS)
+	$(SWEEP) target/release/imagenet_table3 $(IMAGENET_ARGS)
 
 plots: build
 	target/release/plot --runs runs --plots plots

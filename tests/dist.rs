@@ -3,6 +3,7 @@
 //! hangs or dies makes the others fail within the timeout with a message naming the rank and the
 //! operation instead of hanging the job.
 
+use resnet_repro::data::imagenet::Protocol;
 use resnet_repro::dist::{Launch, Replicas};
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::dist::{Backend, ProcessGroup, Rendezvous};
@@ -62,6 +63,9 @@ fn child() {
     }
     if let Some(bn) = scenario.strip_prefix("train") {
         return train(rank, world, port, bn);
+    }
+    if let Some(how) = scenario.strip_prefix("folder") {
+        return train_folder(rank, world, port, how);
     }
     let rv = Rendezvous { host: "127.0.0.1".into(), port, host_it: rank == 0, prefix: "/test/".into() };
     let timeout = Duration::from_secs(if scenario == "collectives" { 60 } else { 3 });
@@ -252,6 +256,110 @@ fn two_ranks_of_64_train_as_one_process_with_bn_batch_64() {
     // Only rank 0 wrote: one metrics file, one set of checkpoints.
     assert!(a.final_record().unwrap().is_some_and(|f| f.replicas == 2));
     assert!(r.final_record().unwrap().is_some_and(|f| f.replicas == 1));
+}
+
+/// The tiny ImageNet experiment: ResNet-18 on 32-pixel crops of the folder of
+/// `common::write_image_folder(_, 3, (8, 3), true)`, a global batch of 8, 6 iterations (2 epochs),
+/// a centre-crop validation every 2, then the 10-crop and multi-scale tests after BN re-estimation.
+fn folder_experiment(seed: u64, extra: &str) -> resnet_repro::experiment::Experiment {
+    let text = format!(
+        "name = \"dpf\"\npreset = \"quick\"\nseeds = [{seed}]\n[data]\ndataset = \"imagenet\"\n\
+         eval_batch_size = 4\nfinal_protocols = [\"ten-crop\", \"multi-scale\"]\nbn_reestimate_images = 16\n\
+         transform = {{ min_side = 36, max_side = 48, crop = 32 }}\n\
+         geometry = {{ resize = 36, crop = 32, scales = [32, 40] }}\n\
+         [train]\nbatch_size = 8\nlr = 0.05\nmilestones = []\niterations = 6\nlog_every = 2\n\
+         eval_every = 2\ncheckpoint_every = 2\n{extra}\n[[runs]]\ndepth = 18\nresidual = true\nshortcut = \"B\"\n"
+    );
+    toml::from_str(&text).unwrap()
+}
+
+/// Rank `rank` of `world` training the folder experiment in $RESNET_REPRO_DIST_DIR (`how`: empty
+/// for replicas; `-half`: replicas stopping at iteration 2, with `bn_batch = 4`, the same thing
+/// named so that one process can resume them; `-alone`: one process with `bn_batch = 4`).
+fn train_folder(rank: usize, world: usize, port: u16, how: &str) {
+    tch::set_num_threads(1);
+    let dir = std::path::PathBuf::from(std::env::var("RESNET_REPRO_DIST_DIR").unwrap());
+    let seed = seed_breaking_rank_1();
+    let mut o = runner_in(&dir);
+    o.data = resnet_repro::data::DataOptions::new(dir.join("data"));
+    o.loader.skip_corrupt = true;
+    let extra = if how.is_empty() { "" } else { "bn_batch = 4" };
+    if how == "-half" {
+        o.train.stop_after = Some(2);
+    }
+    if how != "-alone" {
+        o.train.replicas = Some(std::sync::Arc::new(join(rank, world, port)));
+    }
+    resnet_repro::experiment::run_experiment(&folder_experiment(seed, extra), &o).unwrap();
+    println!("OK rank {rank}");
+}
+
+/// A seed whose first epoch puts the folder's broken file (index 8 of 25) in rank 1's half of a
+/// batch of 8, so that rank 0 learns of it only from rank 1.
+fn seed_breaking_rank_1() -> u64 {
+    (0..100)
+        .find(|&s| {
+            let order = resnet_repro::data::loader::epoch_order(s, 0, 25);
+            let p = order.iter().position(|&i| i == 8).unwrap();
+            p < 24 && p % 8 >= 4
+        })
+        .unwrap()
+}
+
+#[test]
+fn on_an_image_folder_two_ranks_of_4_train_and_test_as_one_process_with_bn_batch_4() {
+    if !gloo() {
+        return;
+    }
+    let [dp, alone, resumed] = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    for d in [&dp, &alone, &resumed] {
+        common::write_image_folder(&d.path().join("data/imagenet"), 3, (8, 3), true);
+    }
+    for (scenario, world, d) in [
+        ("folder", 2, &dp),
+        ("folder-alone", 1, &alone),
+        ("folder-half", 2, &resumed),
+        ("folder-alone", 1, &resumed),
+    ] {
+        for (rank, out) in launch_in(scenario, world, d.path()).iter().enumerate() {
+            assert!(
+                out.status.success() && text(out).contains(&format!("OK rank {rank}")),
+                "{scenario}: {}",
+                text(out)
+            );
+        }
+    }
+    let run = |d: &tempfile::TempDir| {
+        let runs = resnet_repro::experiment::Store::new(d.path().join("runs")).runs().unwrap();
+        assert_eq!(runs.len(), 1);
+        runs.into_iter().next().unwrap().dir
+    };
+    let (a, b, r) = (run(&dp), run(&alone), run(&resumed));
+    for other in [&a, &r] {
+        let worst = largest_difference(other, &b);
+        assert!(worst < 1e-5, "final weights differ by up to {worst}");
+        println!("largest difference of the final weights: {worst:e}");
+        let (mo, mb) = (other.metrics().unwrap(), b.metrics().unwrap());
+        assert_eq!(mo.iter().map(|m| m.iteration).collect::<Vec<_>>(), [2, 4, 6]);
+        for (x, y) in mo.iter().zip(&mb) {
+            assert!((x.train_loss - y.train_loss).abs() < 1e-4, "{x:?}\n{y:?}");
+            // One of the 9 validation images may flip between near-tied classes.
+            assert!(
+                (x.val_error.unwrap() - y.val_error.unwrap()).abs() <= 100.0 / 9.0 + 1e-9,
+                "{x:?}\n{y:?}"
+            );
+            // Met by rank 1 only, counted by rank 0.
+            assert_eq!((x.skipped_images, y.skipped_images), (1, 1), "{x:?}\n{y:?}");
+        }
+        for protocol in [Protocol::TenCrop, Protocol::MultiScale] {
+            let (e, f) =
+                (other.evaluation(protocol).unwrap().unwrap(), b.evaluation(protocol).unwrap().unwrap());
+            assert_eq!((e.images, e.views, e.bn_reestimated_over), (9, f.views, Some(16)), "{e:?}");
+            assert_eq!((e.top1_error, e.top5_error), (f.top1_error, f.top5_error), "{e:?}\n{f:?}");
+            println!("{protocol}: top-1 {:.2}%, top-5 {:.2}%", e.top1_error, e.top5_error);
+        }
+    }
+    assert!(a.final_record().unwrap().is_some_and(|f| f.replicas == 2));
 }
 
 /// Two runs' metrics rows agree (within float tolerance; one image's prediction may flip).

@@ -112,7 +112,14 @@ fn a_broken_image_is_an_error_naming_it_or_is_skipped_and_counted() {
     assert!(e.contains("broken.JPEG"), "{e}");
     let folder = Arc::new(ImageFolder::scan(&base.join("train"), Subset::default()).unwrap());
     let small = TrainTransform { min_side: 64, max_side: 80, crop: 56, ..TrainTransform::default() };
-    let opts = |skip| LoaderOptions { batch_size: 2, threads: 2, prefetch: 1, seed: 0, skip_corrupt: skip };
+    let opts = |skip| LoaderOptions {
+        batch_size: 2,
+        threads: 2,
+        prefetch: 1,
+        seed: 0,
+        skip_corrupt: skip,
+        part: (0, 1),
+    };
     let mut strict = TrainLoader::start(folder.clone(), small.clone(), opts(false), 0, &[]).unwrap();
     let e = format!("{:#}", strict.next_batch().err().expect("an error"));
     assert!(e.contains("broken.JPEG") && e.contains("--skip-corrupt"), "{e}");
@@ -248,16 +255,29 @@ fn top1_and_top5_errors_count_the_right_images() {
 fn loader_batches_are_a_function_of_seed_and_iteration() {
     let folder = Arc::new(ImageFolder::scan(&root().join("train"), Subset::default()).unwrap());
     let t = TrainTransform { min_side: 72, max_side: 96, crop: 64, ..TrainTransform::default() };
-    let opts = LoaderOptions { batch_size: 4, threads: 2, prefetch: 2, seed: 5, skip_corrupt: false };
+    let opts =
+        LoaderOptions { batch_size: 4, threads: 2, prefetch: 2, seed: 5, skip_corrupt: false, part: (0, 1) };
     let mut from_zero = TrainLoader::start(folder.clone(), t.clone(), opts.clone(), 0, &[]).unwrap();
     assert_eq!(from_zero.batches_per_epoch, 5);
     let batches: Vec<_> = (0..7).map(|_| from_zero.next_batch().unwrap()).collect();
     assert_eq!(batches.iter().map(|b| b.iteration).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
     // Resuming at 6 (in the second epoch) gives batch 6 again, pixel for pixel.
-    let mut resumed = TrainLoader::start(folder.clone(), t, opts, 6, &[]).unwrap();
+    let mut resumed = TrainLoader::start(folder.clone(), t.clone(), opts.clone(), 6, &[]).unwrap();
     let b6 = resumed.next_batch().unwrap();
     assert_eq!(b6.labels, batches[6].labels);
     assert_eq!(b6.pixels, batches[6].pixels);
+    // Two replicas' parts of batch 6, one after the other, are batch 6.
+    let part = |r: usize| {
+        let o = LoaderOptions { part: (r, 2), ..opts.clone() };
+        TrainLoader::start(folder.clone(), t.clone(), o, 6, &[]).unwrap().next_batch().unwrap()
+    };
+    let (p0, p1) = (part(0), part(1));
+    assert_eq!(p0.labels.len(), 2);
+    assert_eq!([p0.labels, p1.labels].concat(), batches[6].labels);
+    assert_eq!([p0.pixels, p1.pixels].concat(), batches[6].pixels);
+    let three = LoaderOptions { part: (0, 3), ..opts.clone() };
+    let e = TrainLoader::start(folder.clone(), t, three, 0, &[]).err().expect("4 images in 3 parts");
+    assert!(format!("{e:#}").contains("batch size 4 cannot be split into 3 equal parts"), "{e:#}");
     // The first epoch's labels are those of its order.
     let order = epoch_order(5, 0, folder.len());
     let labels: Vec<i64> = order[..4].iter().map(|&i| i64::from(folder.samples[i as usize].1)).collect();

@@ -295,8 +295,8 @@ impl TrainData for Meddling<'_> {
         }
         Ok(e)
     }
-    fn skipped(&self) -> Vec<usize> {
-        self.skipped.clone()
+    fn skipped(&mut self) -> anyhow::Result<Vec<usize>> {
+        Ok(self.skipped.clone())
     }
 }
 

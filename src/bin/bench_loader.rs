@@ -90,7 +90,14 @@ fn generate(root: &Path, n: usize) -> Result<()> {
 }
 
 fn ours(folder: &Arc<ImageFolder>, args: &Args, threads: usize) -> Result<f64> {
-    let opts = LoaderOptions { batch_size: args.batch, threads, prefetch: 4, seed: 0, skip_corrupt: false };
+    let opts = LoaderOptions {
+        batch_size: args.batch,
+        threads,
+        prefetch: 4,
+        seed: 0,
+        skip_corrupt: false,
+        part: (0, 1),
+    };
     let mut loader = TrainLoader::start(folder.clone(), TrainTransform::default(), opts, 0, &[])?;
     for _ in 0..args.warmup {
         loader.next_batch()?;

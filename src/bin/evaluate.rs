@@ -117,8 +117,14 @@ fn main() -> Result<()> {
         (Some(k), Some(dir)) => {
             let train = Arc::new(ImageFolder::scan(dir, Subset::default())?);
             val.check_same_classes(&train)?;
-            let opts =
-                LoaderOptions { batch_size: args.batch, threads, prefetch: 4, seed: 0, skip_corrupt: false };
+            let opts = LoaderOptions {
+                batch_size: args.batch,
+                threads,
+                prefetch: 4,
+                seed: 0,
+                skip_corrupt: false,
+                part: (0, 1),
+            };
             let transform = TrainTransform { normalize, ..TrainTransform::default() };
             Some(reestimate_bn_from_folder((&net, &vs, format), train, &transform, opts, 0, k)?)
         }
@@ -135,6 +141,7 @@ fn main() -> Result<()> {
         device,
         format,
         progress: true,
+        replicas: None,
     };
     let r = evaluate_folder(&net, &val, indices.as_deref(), &opts)?;
     println!(

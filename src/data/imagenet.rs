@@ -358,6 +358,17 @@ impl Default for EvalGeometry {
     }
 }
 
+impl EvalGeometry {
+    /// Views per image whose softmax `protocol` averages: 1, 10, or 2 per scale.
+    pub fn views(&self, protocol: Protocol) -> usize {
+        match protocol {
+            Protocol::Center => 1,
+            Protocol::TenCrop => 10,
+            Protocol::MultiScale => 2 * self.scales.len(),
+        }
+    }
+}
+
 /// One test view: its pixels (f32 HWC) and size.
 #[derive(Debug, Clone)]
 pub struct View {

@@ -32,6 +32,10 @@ pub struct LoaderOptions {
     /// that image appears twice in that epoch: batches stay full and every other image keeps its
     /// place, whatever was skipped.
     pub skip_corrupt: bool,
+    /// (rank, world): a data-parallel replica decodes only part `rank` of `world` equal parts of
+    /// every batch of `batch_size` (the global batch), the same images and augmentations as those
+    /// positions of the whole batch. (0, 1) alone.
+    pub part: (usize, usize),
 }
 
 /// Loader settings that do not change results: threads, read-ahead, and whether undecodable
@@ -51,6 +55,7 @@ impl LoaderSettings {
             prefetch: self.prefetch,
             seed,
             skip_corrupt: self.skip_corrupt,
+            part: (0, 1),
         }
     }
 }
@@ -58,7 +63,7 @@ impl LoaderSettings {
 /// The undecodable images met so far (indices into the folder), shared with the producer.
 type BadSet = Arc<Mutex<BTreeSet<usize>>>;
 
-/// One finished batch: HWC float pixels of `batch_size` images, and their labels.
+/// One finished batch (or a replica's part of it): HWC float pixels of its images, and their labels.
 pub struct HostBatch {
     pub iteration: u64,
     pub pixels: Vec<f32>,
@@ -110,6 +115,12 @@ impl TrainLoader {
         known_bad: &[usize],
     ) -> Result<Self> {
         let n = folder.len();
+        let (rank, world) = opts.part;
+        anyhow::ensure!(
+            rank < world && opts.batch_size.is_multiple_of(world),
+            "batch size {} cannot be split into {world} equal parts (part {rank})",
+            opts.batch_size
+        );
         anyhow::ensure!(
             opts.batch_size <= n,
             "batch size {} is larger than the training set ({n} images in {})",
@@ -178,9 +189,11 @@ fn produce(
             order = Some((epoch, epoch_order(opts.seed, epoch, n)));
         }
         let ord = &order.as_ref().unwrap().1;
-        let first = (it % batches_per_epoch) as usize * opts.batch_size;
-        let mut pixels = vec![0f32; opts.batch_size * per_image];
-        let mut labels = vec![0i64; opts.batch_size];
+        let (rank, world) = opts.part;
+        let len = opts.batch_size / world;
+        let first = (it % batches_per_epoch) as usize * opts.batch_size + rank * len;
+        let mut pixels = vec![0f32; len * per_image];
+        let mut labels = vec![0i64; len];
         let result: Result<()> = pool.install(|| {
             pixels.par_chunks_mut(per_image).zip(labels.par_iter_mut()).enumerate().try_for_each_init(
                 fast_image_resize::Resizer::new,

@@ -7,6 +7,7 @@ use crate::data::imagenet::{
     test_views,
 };
 use crate::data::loader::{LoaderOptions, TrainLoader};
+use crate::dist::Replicas;
 use crate::models::ResNet;
 use crate::shim::{MemoryFormat, contiguous};
 use anyhow::{Context, Result, ensure};
@@ -77,6 +78,9 @@ pub struct EvalOptions {
     pub device: Device,
     pub format: MemoryFormat,
     pub progress: bool,
+    /// The other replicas, if any: this one evaluates its share of the images and the error counts
+    /// are summed over all of them (every replica must call, with the same images).
+    pub replicas: Option<Arc<Replicas>>,
 }
 
 impl EvalOptions {
@@ -97,6 +101,7 @@ impl EvalOptions {
             device,
             format,
             progress: false,
+            replicas: None,
         }
     }
 }
@@ -111,7 +116,8 @@ fn views_to_tensor(views: &[View], device: Device) -> Tensor {
 }
 
 /// Evaluates `net` (eval mode) on `indices` of `folder` (all when `None`) with a protocol: softmax
-/// averaged over each image's views, then top-1 and top-5 error (%).
+/// averaged over each image's views, then top-1 and top-5 error (%). With replicas, each evaluates
+/// its share and the counts are summed.
 pub fn evaluate_folder(
     net: &ResNet,
     folder: &ImageFolder,
@@ -128,16 +134,36 @@ pub fn evaluate_folder(
         }
     };
     ensure!(!indices.is_empty(), "nothing to evaluate in {}", folder.root.display());
+    let (rank, world) = o.replicas.as_ref().map_or((0, 1), |dp| (dp.rank(), dp.world()));
+    let n = indices.len();
+    let share = &indices[n * rank / world..n * (rank + 1) / world];
+    let (mut wrong1, mut wrong5) = count_wrong(net, folder, share, o)?;
+    if let Some(dp) = &o.replicas {
+        let sums = dp.sum(&[wrong1 as f64, wrong5 as f64])?;
+        (wrong1, wrong5) = (sums[0] as i64, sums[1] as i64);
+    }
+    Ok(EvalResult {
+        protocol: o.protocol,
+        top1_error: 100.0 * wrong1 as f64 / n as f64,
+        top5_error: 100.0 * wrong5 as f64 / n as f64,
+        images: n,
+        views: o.geometry.views(o.protocol),
+        bn_reestimated_over: None,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The (top-1, top-5) misclassified images of `indices` (this process's).
+fn count_wrong(net: &ResNet, folder: &ImageFolder, indices: &[usize], o: &EvalOptions) -> Result<(i64, i64)> {
     let pool =
         rayon::ThreadPoolBuilder::new().num_threads(o.threads.max(1)).build().context("starting threads")?;
     let _guard = tch::no_grad_guard();
     let bar = progress_bar(o, indices.len());
-    let (mut wrong1, mut wrong5, mut views_per_image) = (0i64, 0i64, 0usize);
+    let (mut wrong1, mut wrong5) = (0i64, 0i64);
     // Per-image views are decoded on the pool, a chunk at a time; the forward passes batch them.
     let chunk = if o.protocol == Protocol::MultiScale { o.threads.max(1) * 2 } else { o.batch.max(1) };
     for part in indices.chunks(chunk) {
         let decoded = pool.install(|| decode_views(folder, part, o))?;
-        views_per_image = decoded[0].0.len();
         let labels = Tensor::from_slice(&decoded.iter().map(|d| d.1).collect::<Vec<_>>()).to_device(o.device);
         let (w1, w5) = topk_wrong(&average_probs(net, &decoded, o)?, &labels);
         wrong1 += w1;
@@ -145,16 +171,7 @@ pub fn evaluate_folder(
         bar.inc(part.len() as u64);
     }
     bar.finish_and_clear();
-    let n = indices.len() as f64;
-    Ok(EvalResult {
-        protocol: o.protocol,
-        top1_error: 100.0 * wrong1 as f64 / n,
-        top5_error: 100.0 * wrong5 as f64 / n,
-        images: indices.len(),
-        views: views_per_image,
-        bn_reestimated_over: None,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((wrong1, wrong5))
 }
 
 fn progress_bar(o: &EvalOptions, images: usize) -> ProgressBar {

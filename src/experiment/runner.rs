@@ -3,13 +3,13 @@
 //! skip it if finished, train or resume it, record it, and make its final evaluations.
 
 use super::config::{Experiment, Preset, RunConfig};
-use super::store::{FinalRecord, RunDir, Store};
+use super::store::{FinalRecord, LoadedNet, RunDir, Store};
 use crate::data::imagenet::{FolderOptions, ImageFolder, locate_root};
 use crate::data::loader::LoaderSettings;
 use crate::data::{DataConfig, DataOptions, Dataset, Prepared, TensorOptions};
 use crate::eval::{EvalOptions, EvalResult, evaluate_folder, reestimate_bn_from_folder};
 use crate::train::{FolderFeed, TensorFeed, TrainData, TrainOptions, TrainStatus, train_run};
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use std::sync::Arc;
 
 /// Where an experiment reads and writes, and how it runs.
@@ -238,17 +238,22 @@ impl Source {
             Source::Tensors { prepared: Some(_), .. } => Ok(()),
             Source::Tensors { config, opts, prepared } => {
                 let ds = Dataset::load(config.dataset(), &o.data)?;
-                eprintln!(
-                    "{}: {} training and {} test images from {}",
-                    ds.name,
-                    ds.train.len(),
-                    ds.test.len(),
-                    ds.location.display()
-                );
+                if o.train.is_rank0() {
+                    eprintln!(
+                        "{}: {} training and {} test images from {}",
+                        ds.name,
+                        ds.train.len(),
+                        ds.test.len(),
+                        ds.location.display()
+                    );
+                }
                 *prepared = Some(Prepared::new(&ds, opts.val_split, o.train.device)?);
                 Ok(())
             }
-            Source::Folder { train, .. } => train.write_class_index(&dir.class_index_csv()),
+            Source::Folder { train, .. } if o.train.is_rank0() => {
+                train.write_class_index(&dir.class_index_csv())
+            }
+            Source::Folder { .. } => Ok(()),
         }
     }
 
@@ -262,57 +267,76 @@ impl Source {
                     None => Box::new(feed),
                 }
             }
-            Source::Folder { .. } if o.train.replicas.is_some() => bail!(
-                "data-parallel training reads CIFAR-style tensors so far; on image folders (ImageNet) \
-                 train in one process per run (JOBS=N shares a sweep's runs between GPUs)"
-            ),
             Source::Folder { opts, train, val, .. } => {
-                Box::new(FolderFeed::new((train.clone(), val.clone()), opts, b, seed, &o.loader, device))
+                let feed = FolderFeed::new((train.clone(), val.clone()), opts, b, seed, &o.loader, device);
+                match &o.train.replicas {
+                    Some(dp) => Box::new(feed.for_replica(dp.clone())?),
+                    None => Box::new(feed),
+                }
             }
         })
     }
 
-    /// The image folder's final evaluations of a finished run, each made once.
+    /// The image folder's final evaluations of a finished run, each made once (as replicas, each
+    /// over its share of the images, rank 0 writing the results).
     fn final_evaluations(&self, run: &RunConfig, dir: &RunDir, o: &RunnerOptions) -> Result<Vec<EvalResult>> {
-        let Source::Folder { opts, train, val, .. } = self else { return Ok(Vec::new()) };
-        let todo: Vec<_> =
-            opts.final_protocols.iter().filter(|p| !matches!(dir.evaluation(**p), Ok(Some(_)))).collect();
-        if !todo.is_empty() {
-            let device = o.train.device;
-            let loaded = dir.load_net(run, device)?;
-            let reestimated = match opts.bn_reestimate_images {
-                Some(k) => {
-                    let lo = o.loader.options(run.train.batch_size, run.seed);
-                    let net = (&loaded.net, &loaded.vs, loaded.format);
-                    let n = reestimate_bn_from_folder(
-                        net,
-                        train.clone(),
-                        &opts.transform,
-                        lo,
-                        run.train.iterations,
-                        k,
-                    )?;
-                    eprintln!("{}: BN statistics re-estimated over {n} training images", run.net.name());
-                    Some(n)
-                }
-                None => None,
-            };
-            for p in todo {
-                let mut eo = EvalOptions::for_folder(opts, *p, o.loader.threads, device, loaded.format);
-                eo.progress = true;
-                let mut r = evaluate_folder(&loaded.net, val, None, &eo)?;
-                r.bn_reestimated_over = reestimated;
-                eprintln!(
-                    "{}: {p} top-1 {:.2}%, top-5 {:.2}% on {} images ({:.0} s)",
-                    run.label(),
-                    r.top1_error,
-                    r.top5_error,
-                    r.images,
-                    r.seconds
-                );
-                dir.write_evaluation(&r)?;
+        let Source::Folder { opts, val, .. } = self else { return Ok(Vec::new()) };
+        let mut todo = Vec::new();
+        for p in &opts.final_protocols {
+            // Also a barrier: rank 0 has written the final weights before it gets here.
+            if !rank0_says(o, matches!(dir.evaluation(*p), Ok(Some(_))))? {
+                todo.push(*p);
             }
         }
+        if !todo.is_empty() {
+            let loaded = dir.load_net(run, o.train.device)?;
+            let reestimated = self.reestimate_bn(run, &loaded, o)?;
+            for p in todo {
+                let mut eo =
+                    EvalOptions::for_folder(opts, p, o.loader.threads, o.train.device, loaded.format);
+                eo.progress = o.train.is_rank0();
+                eo.replicas = o.train.replicas.clone();
+                let mut r = evaluate_folder(&loaded.net, val, None, &eo)?;
+                r.bn_reestimated_over = reestimated;
+                if o.train.is_rank0() {
+                    eprintln!(
+                        "{}: {p} top-1 {:.2}%, top-5 {:.2}% on {} images ({:.0} s)",
+                        run.label(),
+                        r.top1_error,
+                        r.top5_error,
+                        r.images,
+                        r.seconds
+                    );
+                    dir.write_evaluation(&r)?;
+                }
+            }
+        }
+        self.recorded_evaluations(dir, o)
+    }
+
+    /// Re-estimates the BN statistics of `loaded` over training batches when the experiment asks
+    /// for it: every replica over the same images, then rank 0's statistics everywhere (bit for
+    /// bit). Returns the images they are over.
+    fn reestimate_bn(&self, run: &RunConfig, loaded: &LoadedNet, o: &RunnerOptions) -> Result<Option<usize>> {
+        let Source::Folder { opts, train, .. } = self else { return Ok(None) };
+        let Some(k) = opts.bn_reestimate_images else { return Ok(None) };
+        let lo = o.loader.options(run.train.batch_size, run.seed);
+        let net = (&loaded.net, &loaded.vs, loaded.format);
+        let n = reestimate_bn_from_folder(net, train.clone(), &opts.transform, lo, run.train.iterations, k)?;
+        if let Some(dp) = &o.train.replicas {
+            dp.broadcast_vars(&loaded.vs)?;
+        }
+        if o.train.is_rank0() {
+            eprintln!("{}: BN statistics re-estimated over {n} training images", run.net.name());
+        }
+        Ok(Some(n))
+    }
+
+    /// The final evaluations recorded in the run's folder, in the experiment's order (with
+    /// replicas, once rank 0 has written them).
+    fn recorded_evaluations(&self, dir: &RunDir, o: &RunnerOptions) -> Result<Vec<EvalResult>> {
+        let Source::Folder { opts, .. } = self else { return Ok(Vec::new()) };
+        rank0_says(o, true)?;
         let found: Result<Vec<Option<EvalResult>>> =
             opts.final_protocols.iter().map(|p| dir.evaluation(*p)).collect();
         found?

@@ -38,9 +38,10 @@ pub trait TrainData {
     fn batch(&mut self, iteration: u64) -> Result<(Tensor, Tensor)>;
     /// Evaluates `net` (in eval mode) as the run measures progress.
     fn evaluate(&mut self, net: &ResNet, format: MemoryFormat) -> Result<Evaluation>;
-    /// Indices of the undecodable training images skipped so far, resumes included, sorted.
-    fn skipped(&self) -> Vec<usize> {
-        Vec::new()
+    /// Indices of the undecodable training images skipped so far, resumes included, sorted; as a
+    /// replica, those of every replica (all of them call it at the same points).
+    fn skipped(&mut self) -> Result<Vec<usize>> {
+        Ok(Vec::new())
     }
 }
 
@@ -144,6 +145,11 @@ pub struct FolderFeed {
     loader: Option<TrainLoader>,
     device: Device,
     val_indices: Vec<usize>,
+    /// The other replicas, if any: this one decodes its part of every global batch and
+    /// evaluates its share of the validation images.
+    replicas: Option<Arc<Replicas>>,
+    /// The undecodable images every replica knows of (with replicas).
+    skipped_everywhere: Vec<usize>,
 }
 
 impl FolderFeed {
@@ -157,7 +163,42 @@ impl FolderFeed {
     ) -> Self {
         let val_indices = spread(val.len(), opts.val_images.unwrap_or(val.len()));
         let loader_opts = settings.options(batch_size, seed);
-        FolderFeed { train, val, opts: opts.clone(), loader_opts, loader: None, device, val_indices }
+        FolderFeed {
+            train,
+            val,
+            opts: opts.clone(),
+            loader_opts,
+            loader: None,
+            device,
+            val_indices,
+            replicas: None,
+            skipped_everywhere: Vec::new(),
+        }
+    }
+
+    /// One of `dp`'s replicas: it decodes only its part of each global batch (of `batch_size`,
+    /// which the world size must divide) and evaluates its share of the validation images.
+    pub fn for_replica(mut self, dp: Arc<Replicas>) -> Result<Self> {
+        crate::dist::check_batch(self.loader_opts.batch_size, dp.world())?;
+        self.loader_opts.part = (dp.rank(), dp.world());
+        self.replicas = Some(dp);
+        Ok(self)
+    }
+
+    /// The union of the replicas' undecodable images (each meets those of its own parts): one
+    /// flag per training image summed over the replicas, when any of them has met a new one.
+    fn skipped_by_any(&mut self, dp: &Replicas, mine: Vec<usize>) -> Result<Vec<usize>> {
+        let new = mine.iter().any(|i| self.skipped_everywhere.binary_search(i).is_err());
+        if dp.sum(&[f64::from(u8::from(new))])?[0] == 0.0 {
+            return Ok(self.skipped_everywhere.clone());
+        }
+        let mut flags = vec![0f64; self.train.len()];
+        for &i in mine.iter().chain(&self.skipped_everywhere) {
+            flags[i] = 1.0;
+        }
+        let flags = dp.sum(&flags)?;
+        self.skipped_everywhere = (0..flags.len()).filter(|&i| flags[i] > 0.0).collect();
+        Ok(self.skipped_everywhere.clone())
     }
 }
 
@@ -174,6 +215,7 @@ impl TrainData for FolderFeed {
         let (folder, transform) = (self.train.clone(), self.opts.transform.clone());
         let loader = TrainLoader::start(folder, transform, self.loader_opts.clone(), iteration, skipped)?;
         self.loader = Some(loader);
+        self.skipped_everywhere = skipped.to_vec();
         Ok(())
     }
 
@@ -189,13 +231,9 @@ impl TrainData for FolderFeed {
     }
 
     fn evaluate(&mut self, net: &ResNet, format: MemoryFormat) -> Result<Evaluation> {
-        let o = EvalOptions::for_folder(
-            &self.opts,
-            Protocol::Center,
-            self.loader_opts.threads,
-            self.device,
-            format,
-        );
+        let threads = self.loader_opts.threads;
+        let mut o = EvalOptions::for_folder(&self.opts, Protocol::Center, threads, self.device, format);
+        o.replicas = self.replicas.clone();
         let r = evaluate_folder(net, &self.val, Some(&self.val_indices), &o)?;
         Ok(Evaluation {
             val_error: Some(r.top1_error),
@@ -205,7 +243,11 @@ impl TrainData for FolderFeed {
         })
     }
 
-    fn skipped(&self) -> Vec<usize> {
-        self.loader.as_ref().map_or_else(Vec::new, |l| l.skipped())
+    fn skipped(&mut self) -> Result<Vec<usize>> {
+        let mine = self.loader.as_ref().map_or_else(Vec::new, |l| l.skipped());
+        match self.replicas.clone() {
+            Some(dp) => self.skipped_by_any(&dp, mine),
+            None => Ok(mine),
+        }
     }
 }

@@ -435,7 +435,7 @@ impl<'a> Run<'a> {
         let seconds = self.seconds_before + self.started.elapsed().as_secs_f64();
         let e = eval.clone().unwrap_or_default();
         let epoch = (it * t.batch_size as u64) as f64 / n_train as f64;
-        let skipped = data.skipped();
+        let skipped = data.skipped()?;
         let row = MetricsRow {
             iteration: it,
             epoch,
@@ -469,7 +469,7 @@ impl<'a> Run<'a> {
     /// iteration, so that the resumed run writes the same rows as an uninterrupted one.
     fn pause(&mut self, data: &mut dyn TrainData) -> Result<()> {
         self.state.seconds = self.seconds_before + self.started.elapsed().as_secs_f64();
-        self.state.skipped = data.skipped();
+        self.state.skipped = data.skipped()?;
         self.checkpoint()?;
         self.progress.finish();
         Ok(())
@@ -546,7 +546,7 @@ impl<'a> Run<'a> {
             iterations: self.it,
             last: self.last,
             train_error: self.last_train_err,
-            skipped_images: data.skipped().len() as u64,
+            skipped_images: data.skipped()?.len() as u64,
             seconds: self.state.seconds,
             warmup_ended_at: LrPolicy::warmup_ended_at(&self.state.policy),
         })

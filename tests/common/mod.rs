@@ -296,3 +296,30 @@ pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
     RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// An ImageNet-layout folder at `dir` (`train/<wnid>/*.JPEG`, `val/<wnid>/*.JPEG`): `classes`
+/// classes of `per_class.0` training and `per_class.1` validation JPEGs of a few sizes, their
+/// colours depending on the class (something to learn); with `broken`, one more training file that
+/// does not decode.
+#[allow(dead_code)]
+pub fn write_image_folder(dir: &Path, classes: usize, per_class: (usize, usize), broken: bool) {
+    for (split, count) in [("train", per_class.0), ("val", per_class.1)] {
+        for c in 0..classes {
+            let class_dir = dir.join(split).join(format!("n{:08}", 1000 + c));
+            std::fs::create_dir_all(&class_dir).unwrap();
+            for i in 0..count {
+                let (w, h) = (40 + (i * 7 % 24) as u32, 40 + (i * 11 % 24) as u32);
+                let img = image::RgbImage::from_fn(w, h, |x, y| {
+                    let v = |k: u32| {
+                        ((c as u32 * 80 + x * (3 + k) + y * (5 - k) + i as u32 * 7 + k * 50) % 256) as u8
+                    };
+                    image::Rgb([v(0), v(1), v(2)])
+                });
+                img.save(class_dir.join(format!("{split}_{i:03}.JPEG"))).unwrap();
+            }
+        }
+    }
+    if broken {
+        std::fs::write(dir.join("train/n00001000/train_zzz_broken.JPEG"), b"not a JPEG").unwrap();
+    }
+}
