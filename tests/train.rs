@@ -221,8 +221,11 @@ fn a_run_folder_keeps_its_configuration_and_refuses_another() {
     run_dir.claim(&cfg).unwrap();
     let mut other = cfg.clone();
     other.train.lr = 0.2;
+    other.train.bn_batch = Some(4);
     let e = format!("{:#}", run_dir.claim(&other).unwrap_err());
-    assert!(e.contains("another configuration") && e.contains("lr = 0.2"), "{e}");
+    // Exactly the two lines that differ, the changed value paired with the old, each with its table.
+    let said = e.split_once("configuration than this one (").unwrap().1.split_once(");").unwrap().0;
+    assert_eq!(said, "`train.lr = 0.1` there, `train.lr = 0.2` here; `train.bn_batch = 4` here only", "{e}");
 }
 
 #[test]
