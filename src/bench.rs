@@ -71,6 +71,18 @@ pub fn append_csv_row<T: Serialize>(path: &Path, row: &T) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let is_new = !path.exists() || std::fs::metadata(path)?.len() == 0;
+    if !is_new {
+        let mut header = csv::Writer::from_writer(Vec::new());
+        header.serialize(row)?;
+        let ours = String::from_utf8(header.into_inner()?)?.lines().next().unwrap_or_default().to_string();
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let theirs = text.lines().next().unwrap_or_default();
+        anyhow::ensure!(
+            theirs == ours,
+            "{0} has other columns (an older benchmark's: {theirs}); move it aside (mv {0} {0}.old) and run again",
+            path.display()
+        );
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -178,5 +190,36 @@ pub fn synthetic_cifar(n: usize) -> crate::data::Dataset {
         train: crate::data::ImageSet { images, labels },
         test,
         location: "synthetic".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Old {
+        model: String,
+        ratio: f64,
+    }
+
+    #[derive(Serialize)]
+    struct New {
+        model: String,
+        ratio: f64,
+        gain: f64,
+    }
+
+    #[test]
+    fn rows_append_under_one_header_and_other_columns_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b/x.csv");
+        for r in [1.0, 2.0] {
+            append_csv_row(&path, &Old { model: "resnet20".into(), ratio: r }).unwrap();
+        }
+        let e = append_csv_row(&path, &New { model: "resnet20".into(), ratio: 1.0, gain: 1.0 }).unwrap_err();
+        assert!(format!("{e:#}").contains("has other columns (an older benchmark's: model,ratio)"), "{e:#}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "model,ratio\nresnet20,1.0\nresnet20,2.0\n");
     }
 }
