@@ -3,7 +3,7 @@
 
 use crate::data::loader::LoaderSettings;
 use crate::data::{DataOptions, DatasetName};
-use crate::dist::{Launch, RankEnv, Replicas};
+use crate::dist::{GradSync, Launch, RankEnv, Replicas};
 use crate::env::{device_name, parse_device};
 use crate::experiment::{Experiment, RunnerOptions, Store, Table};
 use crate::train::TrainOptions;
@@ -125,6 +125,26 @@ pub struct ExperimentArgs {
     /// ranks before the job fails with the rank and the operation named.
     #[arg(long, default_value_t = 600)]
     pub dist_timeout: u64,
+    /// Data-parallel runs: average the gradients `during` the backward pass, each bucket as soon
+    /// as it is ready (c10d's Reducer, DDP's engine), or `after` it, all buckets at once.
+    #[arg(long, value_enum, default_value_t = GradSyncArg::During)]
+    pub grad_sync: GradSyncArg,
+}
+
+/// `--grad-sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GradSyncArg {
+    During,
+    After,
+}
+
+impl From<GradSyncArg> for GradSync {
+    fn from(a: GradSyncArg) -> Self {
+        match a {
+            GradSyncArg::During => GradSync::DuringBackward,
+            GradSyncArg::After => GradSync::AfterBackward,
+        }
+    }
 }
 
 /// `--worker K/N`: worker K (0-based) of N.
@@ -255,14 +275,20 @@ impl ExperimentArgs {
              each run on all of them: use one or the other"
         );
         *device = env.device(*device)?;
-        let dp = Replicas::connect(env, *device, std::time::Duration::from_secs(self.dist_timeout))?;
+        let mut dp = Replicas::connect(env, *device, std::time::Duration::from_secs(self.dist_timeout))?;
+        dp.grad_sync = self.grad_sync.into();
         if env.rank == 0 {
             eprintln!(
-                "data-parallel: {} ranks over {}, rank 0 on {} ({} threads), runs and logs from rank 0",
+                "data-parallel: {} ranks over {}, rank 0 on {} ({} threads), gradients averaged {} the \
+                 backward pass, runs and logs from rank 0",
                 env.world,
                 dp.group.backend,
                 device_name(*device),
-                tch::get_num_threads()
+                tch::get_num_threads(),
+                match dp.grad_sync {
+                    GradSync::DuringBackward => "during",
+                    GradSync::AfterBackward => "after",
+                }
             );
         }
         Ok(dp)

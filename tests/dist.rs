@@ -67,6 +67,9 @@ fn child() {
     if let Some(how) = scenario.strip_prefix("folder") {
         return train_folder(rank, world, port, how);
     }
+    if scenario == "reducer-die" {
+        return reducer_die(rank, world, port);
+    }
     let rv = Rendezvous { host: "127.0.0.1".into(), port, host_it: rank == 0, prefix: "/test/".into() };
     let timeout = Duration::from_secs(if scenario == "collectives" { 60 } else { 3 });
     let pg = ProcessGroup::new(Backend::Gloo, &rv, rank, world, timeout).unwrap();
@@ -107,6 +110,10 @@ fn collectives(pg: &ProcessGroup) {
 
 /// Rank `rank` of `world` replicas on the CPU, from the variables torchrun would set.
 fn join(rank: usize, world: usize, port: u16) -> Replicas {
+    join_with(rank, world, port, Duration::from_secs(60))
+}
+
+fn join_with(rank: usize, world: usize, port: u16, timeout: Duration) -> Replicas {
     let vars = [
         ("RANK", rank.to_string()),
         ("WORLD_SIZE", world.to_string()),
@@ -118,7 +125,30 @@ fn join(rank: usize, world: usize, port: u16) -> Replicas {
     else {
         panic!("a rank")
     };
-    Replicas::connect(&env, tch::Device::Cpu, Duration::from_secs(60)).unwrap()
+    Replicas::connect(&env, tch::Device::Cpu, timeout).unwrap()
+}
+
+/// Two replicas averaging during the backward pass (c10d's reducer, a 3 s timeout): two steps
+/// together (the reducer rebuilds its buckets in the second), then rank 1 dies and rank 0's third
+/// step must fail, naming the rank and what it was doing.
+fn reducer_die(rank: usize, world: usize, port: u16) {
+    let dp = std::sync::Arc::new(join_with(rank, world, port, Duration::from_secs(3)));
+    let net = NetSpec::Cifar(CifarNet { in_channels: 1, ..CifarNet::resnet(8) });
+    let format = resnet_repro::shim::MemoryFormat::ChannelsLast;
+    let mut t = Trainer::with_format(&net, (0.9, 1e-4), 0, tch::Device::Cpu, format).unwrap();
+    t.join(dp).unwrap();
+    let x = Tensor::randn([8, 1, 12, 12], (Kind::Float, tch::Device::Cpu));
+    let y = Tensor::randint(10, [8], (Kind::Int64, tch::Device::Cpu));
+    for _ in 0..2 {
+        let _ = t.step(&x, &y, 0.1).unwrap();
+    }
+    if rank == 1 {
+        std::process::exit(3);
+    }
+    let started = Instant::now();
+    let err = t.step(&x, &y, 0.1).unwrap_err();
+    println!("FAILED after {:.1} s: {err:#}", started.elapsed().as_secs_f64());
+    std::process::exit(0); // the reducer of a failed pass is not dropped
 }
 
 /// Rank `rank` of the replicas test: a ResNet-8 built from seed `rank` (the ranks start different),
@@ -459,6 +489,23 @@ fn a_peer_that_hangs_or_dies_fails_the_others_within_the_timeout_naming_rank_and
 }
 
 #[test]
+fn a_peer_that_dies_fails_the_backward_pass_that_averages_during_it() {
+    if !gloo() {
+        return;
+    }
+    let outs = launch("reducer-die", 2);
+    let t = text(&outs[0]);
+    let line = t.lines().find_map(|l| l.split_once("FAILED after ")).unwrap_or_else(|| panic!("{t}")).1;
+    let secs: f64 = line.split(' ').next().unwrap().parse().unwrap();
+    assert!(secs < 10.0, "the 3 s timeout took {secs} s: {line}");
+    assert!(
+        line.contains("rank 0 of 2 (gloo): averaging the gradients during the backward pass failed"),
+        "{line}"
+    );
+    println!("{line}");
+}
+
+#[test]
 fn nccl_without_a_gpu_or_without_its_headers_is_an_error_naming_the_rank() {
     if tch::Cuda::is_available() {
         return; // a GPU machine: NCCL may well work here
@@ -483,7 +530,7 @@ const TORCHRUN_EXPERIMENT: &str = "name = \"tr\"\npreset = \"quick\"\nseeds = [0
 
 /// `torchrun --nproc-per-node 2` running cifar_depth_sweep on the experiment above in `dir`; with
 /// `kill_at`, rank 1 is killed (SIGKILL) once rank 0 logs that iteration. Returns (success, log).
-fn torchrun_sweep(dir: &Path, kill_at: Option<u64>) -> (bool, String) {
+fn torchrun_sweep(dir: &Path, kill_at: Option<u64>, extra: &[&str]) -> (bool, String) {
     use std::io::{BufRead, BufReader};
     std::fs::write(dir.join("exp.toml"), TORCHRUN_EXPERIMENT).unwrap();
     let mut child = Command::new("torchrun")
@@ -497,6 +544,7 @@ fn torchrun_sweep(dir: &Path, kill_at: Option<u64>) -> (bool, String) {
         .arg("--plots")
         .arg(dir.join("plots"))
         .args(["--device", "cpu", "--no-download", "--data-dir", "/usr/share/datasets/fashion-mnist"])
+        .args(extra)
         .env("RESNET_REPRO_TEST_JOB", dir) // finds this job's workers below
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -539,9 +587,14 @@ fn under_torchrun_a_killed_rank_restarts_the_job_from_its_checkpoint_and_it_ends
         return;
     }
     let [whole, killed] = [(); 2].map(|_| tempfile::tempdir().unwrap());
-    let (ok, log) = torchrun_sweep(whole.path(), None);
+    // Averaging after the backward pass (sum, then halve) or during it (c10d's reducer: halve,
+    // then sum) gives the same bits at 2 ranks: the uninterrupted job uses the one, the killed
+    // job the other.
+    let (ok, log) = torchrun_sweep(whole.path(), None, &["--grad-sync", "after"]);
     assert!(ok && log.contains("data-parallel: 2 ranks over gloo"), "{log}");
-    let (ok, log) = torchrun_sweep(killed.path(), Some(80));
+    assert!(log.contains("gradients averaged after the backward pass"), "{log}");
+    let (ok, log) = torchrun_sweep(killed.path(), Some(80), &[]);
+    assert!(log.contains("gradients averaged during the backward pass"), "{log}");
     assert!(ok, "{log}");
     assert!(log.contains("KILLED rank 1") && log.contains("resuming from"), "{log}");
     assert!(log.contains("(iteration 50)"), "resumed from the checkpoint at 50: {log}");

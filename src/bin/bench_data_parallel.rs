@@ -1,7 +1,8 @@
 //! Data-parallel training's cost: the CIFAR training loop (batch, augmentation, step) as `world`
 //! replicas (processes started here as torchrun would, one share of the cores each, Gloo on the
-//! CPU, NCCL on a GPU) against one process with all the cores, back to back, in images/s; and the
-//! replicas' time in gradient averaging per step.
+//! CPU, NCCL on a GPU) against one process with all the cores, back to back, in images/s; the
+//! replicas averaging their gradients during the backward pass (c10d's reducer, the default) and
+//! after it (with their time in averaging per step).
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
@@ -9,7 +10,7 @@ use resnet_repro::bench::{
     BenchArgs, BenchEnv, append_csv_row, git_commit, synthetic_cifar, time_steps, utc_now,
 };
 use resnet_repro::data::{Prepared, TensorOptions};
-use resnet_repro::dist::{Launch, Replicas};
+use resnet_repro::dist::{GradSync, Launch, Replicas};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::train::{Layout, TensorFeed, TrainData, Trainer};
@@ -38,6 +39,9 @@ struct Args {
     /// Internal: this process is one replica of the measurement (set by the parent).
     #[arg(long, hide = true)]
     replica: bool,
+    /// Internal: the replica averages gradients after the backward pass, not during it.
+    #[arg(long, hide = true)]
+    after_backward: bool,
 }
 
 /// What a replica measured (rank 0's, printed as JSON).
@@ -60,10 +64,12 @@ struct Row {
     world: usize,
     threads_per_replica: i32,
     replicas_images_per_s: f64,
+    after_backward_images_per_s: f64,
     averaging_ms_per_step: f64,
     single_threads: i32,
     single_images_per_s: f64,
     ratio: f64,
+    during_over_after: f64,
 }
 
 fn synthetic(n: usize, device: Device) -> Result<Prepared> {
@@ -80,7 +86,7 @@ fn measure(args: &Args, env: &BenchEnv, depth: usize, dp: Option<Arc<Replicas>>)
     let mut feed = TensorFeed::new(&data, 0, args.bench.batch, &TensorOptions::default());
     if let Some(dp) = &dp {
         dp.broadcast_vars(&trainer.vs)?;
-        trainer.replicas = Some(dp.clone());
+        trainer.join(dp.clone())?;
         feed = feed.for_replica(dp.clone())?;
     }
     let (mut it, mut result) = (0u64, Ok(()));
@@ -97,7 +103,7 @@ fn measure(args: &Args, env: &BenchEnv, depth: usize, dp: Option<Arc<Replicas>>)
 }
 
 /// Runs `args.world` replicas of this binary and returns rank 0's measurement.
-fn replicas(args: &Args, depth: usize, cores: usize) -> Result<Measured> {
+fn replicas(args: &Args, depth: usize, cores: usize, after_backward: bool) -> Result<Measured> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let exe = std::env::current_exe()?;
     let threads = (cores / args.world).max(1).to_string();
@@ -105,6 +111,7 @@ fn replicas(args: &Args, depth: usize, cores: usize) -> Result<Measured> {
         .map(|rank| {
             std::process::Command::new(&exe)
                 .args(["--replica", "--depths", &depth.to_string(), "--threads", &threads])
+                .args(after_backward.then_some("--after-backward"))
                 .args(["--batch", &args.bench.batch.to_string(), "--device", &args.bench.device])
                 .args(["--warmup", &args.bench.warmup.to_string(), "--steps", &args.bench.steps.to_string()])
                 .args(["--images", &args.images.to_string()])
@@ -129,7 +136,11 @@ fn replica(args: &Args) -> Result<()> {
     let env = args.bench.setup()?;
     let Launch::Rank(rank) = Launch::from_env()? else { anyhow::bail!("--replica without RANK") };
     let device = rank.device(env.device)?;
-    let dp = Arc::new(Replicas::connect(&rank, device, std::time::Duration::from_secs(120))?);
+    let mut dp = Replicas::connect(&rank, device, std::time::Duration::from_secs(120))?;
+    if args.after_backward {
+        dp.grad_sync = GradSync::AfterBackward;
+    }
+    let dp = Arc::new(dp);
     let env = BenchEnv { device, ..env };
     let (images_per_s, averaging_ms_per_step) = measure(args, &env, args.bench.depths[0], Some(dp))?;
     let m = Measured { images_per_s, averaging_ms_per_step, threads: tch::get_num_threads() };
@@ -150,9 +161,13 @@ fn main() -> Result<()> {
         args.world,
         env.describe()
     );
-    println!("{:<10} {:>28} {:>22} {:>8}", "model", "replicas (averaging/step)", "1 process", "ratio");
+    println!(
+        "{:<10} {:>16} {:>30} {:>22} {:>8} {:>8}",
+        "model", "replicas", "averaging after (ms/step)", "1 process", "ratio", "during/after"
+    );
     for &depth in &args.bench.depths {
-        let dp = replicas(&args, depth, cores)?;
+        let during = replicas(&args, depth, cores, false)?;
+        let after = replicas(&args, depth, cores, true)?;
         let (single, _) = measure(&args, &env, depth, None)?;
         let row = Row {
             date: utc_now(),
@@ -163,19 +178,23 @@ fn main() -> Result<()> {
             batch: args.bench.batch,
             steps: args.bench.steps,
             world: args.world,
-            threads_per_replica: dp.threads,
-            replicas_images_per_s: dp.images_per_s,
-            averaging_ms_per_step: dp.averaging_ms_per_step,
+            threads_per_replica: during.threads,
+            replicas_images_per_s: during.images_per_s,
+            after_backward_images_per_s: after.images_per_s,
+            averaging_ms_per_step: after.averaging_ms_per_step,
             single_threads: tch::get_num_threads(),
             single_images_per_s: single,
-            ratio: dp.images_per_s / single,
+            ratio: during.images_per_s / single,
+            during_over_after: during.images_per_s / after.images_per_s,
         };
         println!(
-            "{:<10} {:>28} {:>22} {:>8.3}",
+            "{:<10} {:>16.1} {:>30} {:>22} {:>8.3} {:>8.3}",
             row.model,
-            format!("{:.1} ({:.1} ms)", dp.images_per_s, dp.averaging_ms_per_step),
+            during.images_per_s,
+            format!("{:.1} ({:.1} ms)", after.images_per_s, after.averaging_ms_per_step),
             format!("{single:.1} ({} threads)", row.single_threads),
-            row.ratio
+            row.ratio,
+            row.during_over_after
         );
         append_csv_row(&args.csv, &row)?;
     }

@@ -7,7 +7,7 @@ pub mod launch;
 pub mod replicas;
 
 pub use launch::{Launch, RankEnv};
-pub use replicas::{BUCKET_BYTES, Replicas, check_batch};
+pub use replicas::{BUCKET_BYTES, GradSync, Replicas, check_batch};
 
 #[cfg(test)]
 mod tests {

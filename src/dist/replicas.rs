@@ -3,7 +3,7 @@
 //! buckets of about 25 MB, running statistics averaged when they are read (evaluation,
 //! checkpoint), scalars summed for the log.
 
-use crate::shim::dist::{Backend, ProcessGroup, Work};
+use crate::shim::dist::{Backend, GradReducer, ProcessGroup, Work};
 use anyhow::{Result, ensure};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,6 +13,19 @@ use super::launch::RankEnv;
 
 /// DDP's default bucket size.
 pub const BUCKET_BYTES: usize = 25 * 1024 * 1024;
+/// DDP's first bucket (the last layers' gradients, ready first): small, so that communication
+/// starts early in the backward pass.
+pub const FIRST_BUCKET_BYTES: usize = 1024 * 1024;
+
+/// When the replicas average their gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradSync {
+    /// During the backward pass, each bucket as soon as its gradients exist: c10d's `Reducer`,
+    /// as PyTorch's DDP does.
+    DuringBackward,
+    /// After the backward pass, all buckets at once ([`Replicas::average_grads`]).
+    AfterBackward,
+}
 
 /// This rank's side of the replicas.
 #[derive(Debug)]
@@ -21,6 +34,7 @@ pub struct Replicas {
     /// This rank's device: where its tensors, and NCCL's, live.
     pub device: Device,
     pub bucket_bytes: usize,
+    pub grad_sync: GradSync,
     /// Time spent averaging gradients and statistics (nanoseconds), for the benchmark.
     averaging_ns: AtomicU64,
 }
@@ -31,7 +45,13 @@ impl Replicas {
     pub fn connect(env: &RankEnv, device: Device, timeout: Duration) -> Result<Self> {
         let backend = Backend::for_device(device);
         let group = ProcessGroup::new(backend, &env.rendezvous(), env.rank, env.world, timeout)?;
-        Ok(Replicas { group, device, bucket_bytes: BUCKET_BYTES, averaging_ns: AtomicU64::new(0) })
+        Ok(Replicas {
+            group,
+            device,
+            bucket_bytes: BUCKET_BYTES,
+            grad_sync: GradSync::DuringBackward,
+            averaging_ns: AtomicU64::new(0),
+        })
     }
 
     pub fn rank(&self) -> usize {
@@ -75,6 +95,12 @@ impl Replicas {
             );
         }
         self.average(&grads)
+    }
+
+    /// c10d's reducer over `params` (a network's, in the same order on every rank), with this
+    /// replica's bucket size: it averages their gradients during armed backward passes.
+    pub fn reducer(&self, params: &[Tensor]) -> Result<GradReducer> {
+        self.group.reducer(params, self.bucket_bytes, FIRST_BUCKET_BYTES.min(self.bucket_bytes))
     }
 
     /// Averages the floating-point buffers of `vs` (BN's running mean and variance) across ranks;

@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef USE_C10D_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -15,7 +17,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -60,6 +64,13 @@ struct rr_group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout;
+  int kind;  // kGloo or kNccl
+};
+
+// DDP's engine: c10d's Reducer, which all-reduces each bucket of gradients as soon as the
+// backward pass has produced all of its gradients (hooks on the parameters' grad accumulators).
+struct rr_reducer {
+  std::unique_ptr<c10d::Reducer> reducer;
 };
 
 // A collective in flight.
@@ -100,7 +111,7 @@ rr_group* rr_group_new(int backend, const char* host, int port, int is_server, c
         c10::intrusive_ptr<c10d::Store> tcp = c10::make_intrusive<c10d::TCPStore>(host, o);
         auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, tcp);
         auto pg = make_backend(backend, store, rank, world, timeout);
-        return new rr_group{store, pg, timeout};
+        return new rr_group{store, pg, timeout, backend};
       },
       (rr_group*)nullptr);
 }
@@ -143,6 +154,49 @@ rr_work* rr_group_barrier(rr_group* g) {
       },
       (rr_work*)nullptr);
 }
+
+// A Reducer over the n parameters (every rank passes the same ones in the same order), as DDP
+// builds it: buckets of at most bucket_bytes (the first, of the last layers, first_bucket_bytes)
+// in reverse parameter order, roughly the order the backward pass produces their gradients;
+// gradients averaged (sum / world size) into each parameter's .grad at the end of the backward pass.
+rr_reducer* rr_reducer_new(rr_group* g, at::Tensor** params, int n, long long bucket_bytes,
+                           long long first_bucket_bytes) {
+  return guarded(
+      [&] {
+        std::vector<at::Tensor> ps;
+        for (int i = 0; i < n; ++i) ps.push_back(*params[i]);
+        std::vector<size_t> limits{size_t(first_bucket_bytes), size_t(bucket_bytes)};
+        auto [buckets, caps] = c10d::compute_bucket_assignment_by_size(ps, limits, std::vector<bool>(n, false));
+        std::reverse(buckets.begin(), buckets.end());
+        std::vector<int64_t> caps_list(caps.rbegin(), caps.rend());
+        auto pg = c10::make_intrusive<c10d::ProcessGroup>(g->store, g->backend->getRank(), g->backend->getSize());
+        auto type = g->kind == kNccl ? c10d::ProcessGroup::NCCL : c10d::ProcessGroup::GLOO;
+        pg->setBackend(ps.at(0).device().type(), type, g->backend);
+        pg->setDefaultBackend(type);
+        auto r = std::make_unique<c10d::Reducer>(ps, std::move(buckets), pg, std::vector<bool>(n, false),
+                                                 bucket_bytes, /*find_unused_parameters=*/false,
+                                                 /*gradient_as_bucket_view=*/false,
+                                                 std::unordered_map<size_t, std::string>{}, first_bucket_bytes,
+                                                 /*skip_all_reduce_unused_params=*/false,
+                                                 /*use_python_reducer=*/false, caps_list);
+        return new rr_reducer{std::move(r)};
+      },
+      (rr_reducer*)nullptr);
+}
+
+// Arms the reducer for the next backward pass (a collective the first times: the buckets are
+// rebuilt once, in the order the first pass produced the gradients, as DDP's forward does).
+int rr_reducer_expect_backward(rr_reducer* r) {
+  return guarded(
+      [&] {
+        r->reducer->rebuild_buckets();
+        r->reducer->prepare_for_backward({});
+        return 0;
+      },
+      -1);
+}
+
+void rr_reducer_free(rr_reducer* r) { delete r; }
 
 // Waits for w to complete (at most its group's timeout) and frees it: 0, or -1 if it failed or
 // timed out.

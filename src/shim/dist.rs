@@ -19,6 +19,11 @@ struct RrWork {
     _private: [u8; 0],
 }
 
+#[repr(C)]
+struct RrReducer {
+    _private: [u8; 0],
+}
+
 unsafe extern "C" {
     fn rr_dist_backends() -> c_int;
     fn rr_group_new(
@@ -36,6 +41,15 @@ unsafe extern "C" {
     fn rr_group_broadcast(g: *mut RrGroup, t: *mut C_tensor, root: c_int) -> *mut RrWork;
     fn rr_group_barrier(g: *mut RrGroup) -> *mut RrWork;
     fn rr_work_wait(w: *mut RrWork) -> c_int;
+    fn rr_reducer_new(
+        g: *mut RrGroup,
+        params: *const *mut C_tensor,
+        n: c_int,
+        bucket_bytes: c_longlong,
+        first_bucket_bytes: c_longlong,
+    ) -> *mut RrReducer;
+    fn rr_reducer_expect_backward(r: *mut RrReducer) -> c_int;
+    fn rr_reducer_free(r: *mut RrReducer);
 }
 
 /// A c10d communication backend.
@@ -174,6 +188,42 @@ impl ProcessGroup {
         self.work(w, || "barrier".into())?.wait()
     }
 
+    /// c10d's `Reducer` (DDP's engine) over `params`: from then on, a backward pass armed with
+    /// [`GradReducer::expect_backward`] all-reduces each bucket of gradients (at most
+    /// `bucket_bytes`, the first `first_bucket_bytes`) as soon as the pass has produced it, while
+    /// the rest of the pass runs, and leaves every `.grad` the mean over the ranks. Every rank
+    /// passes the same parameters in the same order.
+    pub fn reducer(
+        &self,
+        params: &[Tensor],
+        bucket_bytes: usize,
+        first_bucket_bytes: usize,
+    ) -> Result<GradReducer> {
+        ensure!(!params.is_empty(), "a reducer over no parameters");
+        let ptrs: Vec<*mut C_tensor> = params.iter().map(|t| t.as_ptr() as *mut C_tensor).collect();
+        let bytes = |b: usize| c_longlong::try_from(b).unwrap_or(c_longlong::MAX);
+        // SAFETY: the group and the tensors are live across the call; the reducer keeps its own
+        // references to them (and to the group's backend), so it may outlive this borrow.
+        let ptr = unsafe {
+            rr_reducer_new(
+                self.ptr.as_ptr(),
+                ptrs.as_ptr(),
+                ptrs.len() as c_int,
+                bytes(bucket_bytes),
+                bytes(first_bucket_bytes),
+            )
+        };
+        match NonNull::new(ptr) {
+            Some(ptr) => Ok(GradReducer { ptr, label: self.label() }),
+            None => Err(last_error(&format!("{}: creating the gradient reducer", self.label()))),
+        }
+    }
+
+    /// `rank r of w (backend)`, for messages.
+    fn label(&self) -> String {
+        format!("rank {} of {} ({})", self.rank, self.world, self.backend)
+    }
+
     fn work(&self, ptr: *mut RrWork, what: impl Fn() -> String) -> Result<Work<'_>> {
         match NonNull::new(ptr) {
             Some(ptr) => Ok(Work { ptr: Some(ptr), group: self, what: what() }),
@@ -183,9 +233,9 @@ impl ProcessGroup {
 
     fn failed(&self, what: &str, how: &str) -> anyhow::Error {
         last_error(&format!(
-            "rank {} of {} ({}): {what} {how} (a peer that died, hung or called another collective; \
-             the timeout is {:?})",
-            self.rank, self.world, self.backend, self.timeout
+            "{}: {what} {how} (a peer that died, hung or called another collective; the timeout is {:?})",
+            self.label(),
+            self.timeout
         ))
     }
 }
@@ -225,5 +275,44 @@ impl Drop for Work<'_> {
             // SAFETY: live, owned; freed by the call.
             unsafe { rr_work_wait(ptr.as_ptr()) };
         }
+    }
+}
+
+/// c10d's `Reducer` over a network's parameters: gradients averaged across the ranks in buckets
+/// during the backward pass (see [`ProcessGroup::reducer`]).
+pub struct GradReducer {
+    ptr: NonNull<RrReducer>,
+    /// `rank r of w (backend)`, for messages.
+    pub label: String,
+}
+
+// SAFETY: the Reducer is driven from one thread at a time (the training loop's, and libtorch's
+// autograd engine during a backward pass that thread started), as DDP drives it.
+unsafe impl Send for GradReducer {}
+unsafe impl Sync for GradReducer {}
+
+impl std::fmt::Debug for GradReducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GradReducer({})", self.label)
+    }
+}
+
+impl GradReducer {
+    /// Arms the reducer for the next backward pass: it will average the gradients during it.
+    /// Every rank calls it before the same backward passes (a backward pass not armed only
+    /// accumulates gradients locally, as DDP's `no_sync`).
+    pub fn expect_backward(&self) -> Result<()> {
+        // SAFETY: live, owned.
+        if unsafe { rr_reducer_expect_backward(self.ptr.as_ptr()) } != 0 {
+            return Err(last_error(&format!("{}: arming the gradient reducer", self.label)));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for GradReducer {
+    fn drop(&mut self) {
+        // SAFETY: owned, freed once.
+        unsafe { rr_reducer_free(self.ptr.as_ptr()) }
     }
 }

@@ -9,9 +9,10 @@ use super::metrics::{MetricsRow, MetricsWriter, read_metrics};
 use super::optim::Sgd;
 use super::policy::LrPolicy;
 use super::progress::{Cadence, Progress, Window};
-use crate::dist::Replicas;
+use crate::dist::{GradSync, Replicas};
 use crate::interrupt::{self, Interrupted};
 use crate::models::{NetSpec, ResNet};
+use crate::shim::dist::GradReducer;
 use crate::shim::{MemoryFormat, contiguous, set_memory_format};
 use anyhow::{Context, Result, bail, ensure};
 use std::io::IsTerminal;
@@ -113,6 +114,8 @@ pub struct Trainer {
     pub bn_batch: Option<usize>,
     /// The other replicas, whose gradients each step averages with this one's.
     pub replicas: Option<Arc<Replicas>>,
+    /// With replicas that average during the backward pass: c10d's reducer over `opt.params`.
+    reducer: Option<GradReducer>,
 }
 
 impl Trainer {
@@ -142,7 +145,18 @@ impl Trainer {
         let net = net.build(&vs.root())?;
         set_memory_format(&vs, format)?;
         let opt = Sgd::new(&vs, momentum, weight_decay);
-        Ok(Trainer { vs, net, opt, format, bn_batch: None, replicas: None })
+        Ok(Trainer { vs, net, opt, format, bn_batch: None, replicas: None, reducer: None })
+    }
+
+    /// Makes this trainer one of `dp`'s replicas: its gradients are averaged with theirs every
+    /// step, during the backward pass (c10d's reducer) or after it, as `dp.grad_sync` says.
+    pub fn join(&mut self, dp: Arc<Replicas>) -> Result<()> {
+        self.reducer = match dp.grad_sync {
+            GradSync::DuringBackward => Some(dp.reducer(&self.opt.params)?),
+            GradSync::AfterBackward => None,
+        };
+        self.replicas = Some(dp);
+        Ok(())
     }
 
     /// One update with rate `lr` on the batch `(x, y)`. Returns the batch's loss and its number of
@@ -153,9 +167,9 @@ impl Trainer {
         let n = x.size()[0] as usize;
         let out = match self.bn_batch {
             Some(g) if g < n => self.grouped_forward_backward(&x, y, g)?,
-            _ => self.forward_backward(&x, y, 1),
+            _ => self.forward_backward(&x, y, 1, true)?,
         };
-        if let Some(dp) = &self.replicas {
+        if let (Some(dp), None) = (&self.replicas, &self.reducer) {
             dp.average_grads(&self.opt.params)?;
         }
         self.opt.step(lr)?;
@@ -163,17 +177,30 @@ impl Trainer {
     }
 
     /// The batch's loss (mean) and misclassified count, its gradients accumulated (scaled by
-    /// `1 / groups`, the share of a batch this is).
-    fn forward_backward(&mut self, x: &Tensor, y: &Tensor, groups: usize) -> (Tensor, Tensor) {
+    /// `1 / groups`, the share of a batch this is); the reducer, if any, averages them across the
+    /// replicas during the `last` backward pass of the step.
+    fn forward_backward(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        groups: usize,
+        last: bool,
+    ) -> Result<(Tensor, Tensor)> {
         let logits = self.net.forward_t(x, true);
         let loss = logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0);
-        if groups == 1 {
-            loss.backward()
-        } else {
-            (&loss / groups as f64).backward()
+        let reducing = self.reducer.as_ref().filter(|_| last);
+        if let Some(r) = reducing {
+            r.expect_backward()?;
+        }
+        let scaled = if groups == 1 { loss.shallow_clone() } else { &loss / groups as f64 };
+        if let Err(e) = scaled.f_backward() {
+            match reducing {
+                Some(r) => bail!("{}: averaging the gradients during the backward pass failed: {e}", r.label),
+                None => return Err(e.into()),
+            }
         }
         let wrong = tch::no_grad(|| logits.argmax(1, false).ne_tensor(y).sum(Kind::Int64));
-        (loss.detach(), wrong)
+        Ok((loss.detach(), wrong))
     }
 
     /// BN over groups of `g` images, as `n / g` replicas of the network would see the batch: each
@@ -193,7 +220,8 @@ impl Trainer {
         for k in 0..groups {
             let (s, len) = ((k * g) as i64, g as i64);
             tch::no_grad(|| stats.iter().zip(&start).for_each(|(t, s0)| t.shallow_clone().copy_(s0)));
-            let (l, w) = self.forward_backward(&x.narrow(0, s, len), &y.narrow(0, s, len), groups);
+            let (l, w) =
+                self.forward_backward(&x.narrow(0, s, len), &y.narrow(0, s, len), groups, k + 1 == groups)?;
             tch::no_grad(|| sums.iter_mut().zip(&stats).for_each(|(acc, t)| *acc += t));
             loss += l;
             wrong += w;
@@ -300,7 +328,9 @@ impl<'a> Run<'a> {
     fn start(job: TrainJob<'a>, files: &'a RunFiles, opts: &TrainOptions) -> Result<Self> {
         let (t, device, label) = (job.train, opts.device, job.label());
         let mut trainer = Trainer::new(job.net, t, job.seed, device)?;
-        trainer.replicas = opts.replicas.clone();
+        if let Some(dp) = &opts.replicas {
+            trainer.join(dp.clone())?;
+        }
         let writes = opts.is_rank0();
         let policy = LrPolicy::new(t.schedule(), t.plateau.clone());
         let warn = |msg: &str| eprintln!("{label}: warning: {msg}");
