@@ -12,12 +12,12 @@ use resnet_repro::bench::{
 use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::dist::{GradSync, Launch, Replicas};
 use resnet_repro::env::device_name;
-use resnet_repro::models::{CifarNet, NetSpec};
+use resnet_repro::models::{CifarNet, ImageNetNet, NetSpec, Shortcut};
 use resnet_repro::train::{Layout, TensorFeed, TrainData, Trainer};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tch::Device;
+use tch::{Device, Kind, Tensor};
 
 /// Images/s of ResNet training on synthetic 32x32 images, batch 128 (global), as `--world`
 /// replicas against one process. On a CPU the replicas split the cores (2 x 1 thread against 1 x 2
@@ -34,6 +34,14 @@ struct Args {
     /// Synthetic training images.
     #[arg(long, default_value_t = 4096)]
     images: usize,
+    /// Measure this ImageNet ResNet (option B; 50 for ResNet-50) instead of the CIFAR depths: its
+    /// step on one synthetic batch of `--side`-pixel images, repeated (the loader is
+    /// bench_loader's).
+    #[arg(long)]
+    imagenet: Option<usize>,
+    /// ImageNet images' side.
+    #[arg(long, default_value_t = 224)]
+    side: i64,
     #[arg(long, default_value = "runs/bench/data_parallel.csv")]
     csv: PathBuf,
     /// Internal: this process is one replica of the measurement (set by the parent).
@@ -76,23 +84,33 @@ fn synthetic(n: usize, device: Device) -> Result<Prepared> {
     Prepared::new(&synthetic_cifar(n), 0, device)
 }
 
-/// Steps of ResNet-`depth` (as a replica of `dp` if given): (images/s of the global batch, ms of
+/// The network measured: a CIFAR ResNet, or an ImageNet one (`--imagenet`).
+fn model(args: &Args, depth: usize) -> NetSpec {
+    match args.imagenet {
+        Some(d) => NetSpec::ImageNet(ImageNetNet::resnet(d, Shortcut::B)),
+        None => NetSpec::Cifar(CifarNet::resnet(depth)),
+    }
+}
+
+/// Steps of the model (as a replica of `dp` if given): (images/s of the global batch, ms of
 /// averaging per step).
 fn measure(args: &Args, env: &BenchEnv, depth: usize, dp: Option<Arc<Replicas>>) -> Result<(f64, f64)> {
-    let data = synthetic(args.images, env.device)?;
-    let net = NetSpec::Cifar(CifarNet::resnet(depth));
+    let net = model(args, depth);
     let mut trainer =
         Trainer::with_format(&net, (0.9, 1e-4), 0, env.device, Layout::Auto.resolve(env.device))?;
-    let mut feed = TensorFeed::new(&data, 0, args.bench.batch, &TensorOptions::default());
     if let Some(dp) = &dp {
         dp.broadcast_vars(&trainer.vs)?;
         trainer.join(dp.clone())?;
-        feed = feed.for_replica(dp.clone())?;
     }
+    let data = match args.imagenet {
+        Some(_) => None,
+        None => Some(synthetic(args.images, env.device)?),
+    };
+    let mut next = batches(args, env.device, data.as_ref(), dp.clone())?;
     let (mut it, mut result) = (0u64, Ok(()));
     let secs = time_steps(env.device, args.bench.warmup, args.bench.steps, || {
         if result.is_ok() {
-            result = feed.batch(it).and_then(|(x, y)| trainer.step(&x, &y, 0.1).map(|_| ()));
+            result = next(it).and_then(|(x, y)| trainer.step(&x, &y, 0.1).map(|_| ()));
             it += 1;
         }
     });
@@ -100,6 +118,30 @@ fn measure(args: &Args, env: &BenchEnv, depth: usize, dp: Option<Arc<Replicas>>)
     let averaging =
         dp.map_or(0.0, |dp| dp.averaging_seconds()) / (args.bench.warmup + args.bench.steps) as f64;
     Ok((args.bench.batch as f64 / secs, averaging * 1e3))
+}
+
+type Batches<'a> = Box<dyn FnMut(u64) -> Result<(Tensor, Tensor)> + 'a>;
+
+/// This replica's batch of each iteration: the CIFAR training loop's (from `data`, augmented),
+/// or for an ImageNet net one synthetic batch of its share, repeated.
+fn batches<'a>(
+    args: &Args,
+    device: Device,
+    data: Option<&'a Prepared>,
+    dp: Option<Arc<Replicas>>,
+) -> Result<Batches<'a>> {
+    let world = dp.as_ref().map_or(1, |dp| dp.world());
+    let Some(data) = data else {
+        let b = resnet_repro::dist::check_batch(args.bench.batch, world)? as i64;
+        let x = Tensor::randn([b, 3, args.side, args.side], (Kind::Float, device));
+        let y = Tensor::randint(1000, [b], (Kind::Int64, device));
+        return Ok(Box::new(move |_| Ok((x.shallow_clone(), y.shallow_clone()))));
+    };
+    let mut feed = TensorFeed::new(data, 0, args.bench.batch, &TensorOptions::default());
+    if let Some(dp) = dp {
+        feed = feed.for_replica(dp)?;
+    }
+    Ok(Box::new(move |it| feed.batch(it)))
 }
 
 /// Runs `args.world` replicas of this binary and returns rank 0's measurement.
@@ -114,7 +156,8 @@ fn replicas(args: &Args, depth: usize, cores: usize, after_backward: bool) -> Re
                 .args(after_backward.then_some("--after-backward"))
                 .args(["--batch", &args.bench.batch.to_string(), "--device", &args.bench.device])
                 .args(["--warmup", &args.bench.warmup.to_string(), "--steps", &args.bench.steps.to_string()])
-                .args(["--images", &args.images.to_string()])
+                .args(["--images", &args.images.to_string(), "--side", &args.side.to_string()])
+                .args(args.imagenet.iter().flat_map(|d| ["--imagenet".to_string(), d.to_string()]))
                 .env("RANK", rank.to_string())
                 .env("LOCAL_RANK", rank.to_string())
                 .env("WORLD_SIZE", args.world.to_string())
@@ -165,7 +208,8 @@ fn main() -> Result<()> {
         "{:<10} {:>16} {:>30} {:>22} {:>8} {:>8}",
         "model", "replicas", "averaging after (ms/step)", "1 process", "ratio", "during/after"
     );
-    for &depth in &args.bench.depths {
+    let depths = if args.imagenet.is_some() { vec![0] } else { args.bench.depths.clone() };
+    for depth in depths {
         let during = replicas(&args, depth, cores, false)?;
         let after = replicas(&args, depth, cores, true)?;
         let (single, _) = measure(&args, &env, depth, None)?;
@@ -174,7 +218,10 @@ fn main() -> Result<()> {
             commit: git_commit().unwrap_or_default(),
             device: device_name(env.device),
             torch: env.torch.clone(),
-            model: format!("resnet{depth}"),
+            model: match args.imagenet {
+                Some(d) => format!("resnet{d}-imagenet"),
+                None => format!("resnet{depth}"),
+            },
             batch: args.bench.batch,
             steps: args.bench.steps,
             world: args.world,
