@@ -3,6 +3,10 @@ init, BN, in-place ReLU, global average pooling), one SGD step at a time on synt
 the way a PyTorch user would write it (torchvision's block style).
 
   python bench/pytorch_train_step.py --depth 20 --batch 128 --warmup 3 --steps 10 --device cpu --threads 2
+      [--channels-last] [--bf16] [--fused]
+
+PyTorch's switches: --channels-last (model and input in channels_last), --bf16 (the forward pass
+and loss under torch.autocast to bfloat16), --fused (SGD's fused kernel, else its foreach path).
 
 prints one line of JSON: {"depth": 20, "images_per_s": ..., "step_ms": ...}
 """
@@ -88,19 +92,25 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--cudnn-benchmark", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--fused", action="store_true")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
     torch.backends.cudnn.benchmark = a.cudnn_benchmark
-    model = CifarResNet(a.depth).to(dev).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(a.batch, 3, 32, 32, device=dev)
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    model = CifarResNet(a.depth).to(dev).to(memory_format=fmt).train()
+    sgd = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD(model.parameters(), **sgd, **({"fused": True} if a.fused else {}))
+    x = torch.randn(a.batch, 3, 32, 32, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (a.batch,), device=dev)
 
     def step():
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

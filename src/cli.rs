@@ -6,7 +6,7 @@ use crate::data::{DataOptions, DatasetName};
 use crate::dist::{GradSync, Launch, RankEnv, Replicas};
 use crate::env::{device_name, parse_device};
 use crate::experiment::{Experiment, RunnerOptions, Store, Table};
-use crate::train::TrainOptions;
+use crate::train::{Precision, TrainOptions};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -125,6 +125,10 @@ pub struct ExperimentArgs {
     /// ranks before the job fails with the rank and the operation named.
     #[arg(long, default_value_t = 600)]
     pub dist_timeout: u64,
+    /// The training forward pass's arithmetic for every run, overriding `[train] precision`:
+    /// fp32 (the paper's) or bf16 autocast (weights, SGD and BN statistics stay fp32).
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
     /// Data-parallel runs: average the gradients `during` the backward pass, each bucket as soon
     /// as it is ready (c10d's Reducer, DDP's engine), or `after` it, all buckets at once.
     #[arg(long, value_enum, default_value_t = GradSyncArg::During)]
@@ -195,6 +199,9 @@ impl ExperimentArgs {
         }
         if let Some(seeds) = &self.seeds {
             exp.set_seeds(seeds);
+        }
+        if let Some(p) = self.precision {
+            exp.train.precision = p;
         }
         match &mut exp.data {
             crate::data::DataConfig::ImageNet(o) => {

@@ -23,6 +23,8 @@ unsafe extern "C" {
         weight_decay: c_double,
         nesterov: c_int,
     ) -> c_int;
+    fn rr_autocast_enter_bf16(cuda: c_int, was_enabled: *mut c_int, was_dtype: *mut c_int) -> c_int;
+    fn rr_autocast_leave(cuda: c_int, was_enabled: c_int, was_dtype: c_int) -> c_int;
 }
 
 fn last_error(what: &str) -> anyhow::Error {
@@ -161,4 +163,34 @@ pub fn sgd_step(params: &[Tensor], buffers: &mut [Option<Tensor>], h: SgdParams)
     }
     drop(grads);
     Ok(())
+}
+
+/// A region of bfloat16 autocast on this thread (`torch.autocast(device, dtype=torch.bfloat16)`):
+/// while it lives, the ops autocast lists (convolutions, matrix products) run in bfloat16 on
+/// bfloat16 copies of their fp32 inputs and weights, and the precision-sensitive ones (softmax,
+/// losses) in fp32; the weights themselves stay fp32. Dropping it restores the state before it.
+#[must_use = "autocast lasts as long as the guard"]
+pub struct Autocast {
+    cuda: c_int,
+    was: (c_int, c_int),
+}
+
+impl Autocast {
+    /// Enters bfloat16 autocast for tensors on `device`'s type (CPU or CUDA).
+    pub fn bf16(device: tch::Device) -> Result<Self> {
+        let cuda = c_int::from(device.is_cuda());
+        let (mut enabled, mut dtype) = (0, 0);
+        // SAFETY: plain values and two out-pointers to locals.
+        if unsafe { rr_autocast_enter_bf16(cuda, &mut enabled, &mut dtype) } != 0 {
+            return Err(last_error("entering bfloat16 autocast"));
+        }
+        Ok(Autocast { cuda, was: (enabled, dtype) })
+    }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        // SAFETY: plain values; restores what bf16() saw. It cannot fail for a state it read.
+        unsafe { rr_autocast_leave(self.cuda, self.was.0, self.was.1) };
+    }
 }

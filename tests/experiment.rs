@@ -344,3 +344,26 @@ fn bn_is_a_deviation_only_where_its_batch_is_not_the_papers() {
         ["BN statistics over groups of 32 images (bn_batch) (the paper: 64 per GPU on two GPUs)"]
     );
 }
+
+#[test]
+fn bf16_is_recorded_in_the_config_and_said_as_a_deviation() {
+    let table6 = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/table6_cifar10.toml");
+    let mut runs = Experiment::from_file(&table6).unwrap().resolve(10).unwrap();
+    runs.truncate(1);
+    let said = |runs: &[resnet_repro::experiment::RunConfig]| -> Vec<String> {
+        let all = resnet_repro::experiment::summary::deviations(runs.iter().map(|r| (r, 2)));
+        all.into_iter().filter(|d| d.contains("autocast")).collect()
+    };
+    assert!(said(&runs).is_empty(), "fp32 is the paper's");
+    assert!(runs[0].to_toml().unwrap().contains("precision = \"fp32\""));
+    runs[0].train.precision = resnet_repro::train::Precision::Bf16;
+    assert_eq!(said(&runs), ["the training forward pass in bf16 autocast (the paper: fp32)"]);
+    let text = runs[0].to_toml().unwrap();
+    assert!(text.contains("precision = \"bf16\""), "{text}");
+    let back: resnet_repro::experiment::RunConfig = toml::from_str(&text).unwrap();
+    assert_eq!(back, runs[0]);
+    // A config written before precision existed reads as fp32.
+    let old = text.replace("precision = \"bf16\"\n", "");
+    let read: resnet_repro::experiment::RunConfig = toml::from_str(&old).unwrap();
+    assert_eq!(read.train.precision, resnet_repro::train::Precision::Fp32);
+}

@@ -10,7 +10,8 @@ use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::train::metrics::{METRICS_COLUMNS, read_metrics};
 use resnet_repro::train::policy::{Plateau, PlateauState, Schedule, Warmup, WarmupState};
 use resnet_repro::train::{
-    Layout, RunFiles, TensorFeed, TrainConfig, TrainData, TrainOptions, TrainStatus, Trainer, train_run,
+    Layout, Precision, RunFiles, TensorFeed, TrainConfig, TrainData, TrainOptions, TrainStatus, Trainer,
+    train_run,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -114,6 +115,7 @@ fn small_run(layout: Layout) -> RunConfig {
             eval_every: 10,
             checkpoint_every: 10,
             layout,
+            precision: Precision::Fp32,
             bn_batch: None,
         },
         data: DataConfig::Cifar10(TensorOptions { eval_batch_size: 40, ..TensorOptions::default() }),
@@ -457,4 +459,35 @@ fn bn_batch_on_one_device_trains_as_replicas_of_that_batch_would() {
     let _ = one.step(&x, &y, 0.1).unwrap();
     let (a, b) = (whole.vs.variables(), one.vs.variables());
     assert!(a.iter().any(|(name, t)| !t.allclose(&b[name], 1e-5, 1e-6, false)));
+}
+
+#[test]
+fn bf16_autocast_runs_convolutions_in_bf16_and_keeps_weights_statistics_and_gradients_fp32() {
+    let _rng = common::rng_lock();
+    let net = NetSpec::Cifar(CifarNet { image_size: 16, ..CifarNet::resnet(8) });
+    let x = Tensor::randn([16, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(10, [16], (Kind::Int64, Device::Cpu));
+    let format = resnet_repro::shim::MemoryFormat::ChannelsLast;
+    let mut fp32 = Trainer::with_format(&net, (0.9, 1e-4), 0, Device::Cpu, format).unwrap();
+    let mut bf16 = Trainer::with_format(&net, (0.9, 1e-4), 0, Device::Cpu, format).unwrap();
+    bf16.precision = Precision::Bf16;
+    // Inside the guard a convolution computes in bf16; after it, in fp32 again.
+    let conv = &bf16.net.stem_conv_bn().conv;
+    {
+        let _ac = resnet_repro::shim::Autocast::bf16(Device::Cpu).unwrap();
+        assert_eq!(conv.forward(&x).kind(), Kind::BFloat16);
+    }
+    assert_eq!(conv.forward(&x).kind(), Kind::Float);
+    let (l32, _) = fp32.step(&x, &y, 0.1).unwrap();
+    let (l16, _) = bf16.step(&x, &y, 0.1).unwrap();
+    let (l32, l16) = (l32.double_value(&[]), l16.double_value(&[]));
+    assert!((l32 - l16).abs() < 0.02 * l32, "fp32 loss {l32}, bf16 loss {l16}");
+    for (name, t) in bf16.vs.variables() {
+        assert_eq!(t.kind(), Kind::Float, "{name} is no longer fp32");
+    }
+    assert!(bf16.opt.params.iter().all(|p| p.grad().kind() == Kind::Float));
+    // Not the same arithmetic: the weights after one step differ, a little.
+    let (a, b) = (fp32.vs.variables(), bf16.vs.variables());
+    let worst = a.iter().map(|(n, t)| (t - &b[n]).abs().max().double_value(&[])).fold(0.0, f64::max);
+    assert!(worst > 0.0 && worst < 1e-2, "fp32 and bf16 weights differ by {worst} after one step");
 }

@@ -7,15 +7,17 @@ use resnet_repro::bench::{BenchArgs, BenchEnv, append_csv_row, git_commit, time_
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::{MemoryFormat, contiguous};
-use resnet_repro::train::Trainer;
+use resnet_repro::train::{Precision, Trainer};
 use serde::Serialize;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
-/// Images/s of one SGD step (forward, loss, backward, update; batch 128, fp32, momentum 0.9, weight
-/// decay 1e-4) on synthetic data, for CIFAR ResNet-20/56/110: ours in NCHW and in channels_last (NHWC)
-/// layout, and plain PyTorch eager in its default NCHW, alternated `--repeats` times (best of each
-/// kept). Prints the ratios and appends them to runs/bench/train_step.csv.
+/// Images/s of one SGD step (forward, loss, backward, update; batch 128, momentum 0.9, weight
+/// decay 1e-4) on synthetic data, for CIFAR ResNet-20/56/110, ours and plain PyTorch eager in four
+/// settings each: fp32 NCHW (PyTorch's default), channels_last, bf16 autocast, and both (PyTorch
+/// with its fused SGD in the last three), alternated `--repeats` times (best of each kept). Prints
+/// every figure and two ratios, ours at its best against PyTorch's default and against PyTorch at
+/// its best, and appends them to runs/bench/train_step.csv.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -31,6 +33,42 @@ struct Args {
     csv: PathBuf,
 }
 
+/// One setting of the switches both sides have.
+#[derive(Debug, Clone, Copy)]
+struct Setting {
+    format: MemoryFormat,
+    precision: Precision,
+}
+
+impl Setting {
+    const ALL: [Setting; 4] = [
+        Setting { format: MemoryFormat::Contiguous, precision: Precision::Fp32 },
+        Setting { format: MemoryFormat::ChannelsLast, precision: Precision::Fp32 },
+        Setting { format: MemoryFormat::Contiguous, precision: Precision::Bf16 },
+        Setting { format: MemoryFormat::ChannelsLast, precision: Precision::Bf16 },
+    ];
+
+    fn name(&self) -> String {
+        let layout = if self.format == MemoryFormat::ChannelsLast { "nhwc" } else { "nchw" };
+        format!("{}_{layout}", self.precision)
+    }
+
+    /// PyTorch's flags: the default alone without any; the others with its fused SGD.
+    fn python_flags(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        if self.format == MemoryFormat::ChannelsLast {
+            f.push("--channels-last".into());
+        }
+        if self.precision == Precision::Bf16 {
+            f.push("--bf16".into());
+        }
+        if !f.is_empty() {
+            f.push("--fused".into());
+        }
+        f
+    }
+}
+
 #[derive(Serialize)]
 struct Row {
     date: String,
@@ -41,18 +79,26 @@ struct Row {
     model: String,
     batch: usize,
     steps: usize,
-    ours_contiguous_images_per_s: f64,
-    ours_channels_last_images_per_s: f64,
-    pytorch_images_per_s: f64,
-    ratio_contiguous: f64,
-    ratio_channels_last: f64,
+    ours_fp32_nchw: f64,
+    ours_fp32_nhwc: f64,
+    ours_bf16_nchw: f64,
+    ours_bf16_nhwc: f64,
+    pytorch_fp32_nchw: f64,
+    pytorch_fp32_nhwc: f64,
+    pytorch_bf16_nchw: f64,
+    pytorch_bf16_nhwc: f64,
+    ours_best: String,
+    pytorch_best: String,
+    ratio_best_vs_pytorch_default: f64,
+    ratio_best_vs_pytorch_best: f64,
 }
 
-fn ours(args: &Args, env: &BenchEnv, depth: usize, format: MemoryFormat) -> Result<f64> {
+fn ours(args: &Args, env: &BenchEnv, depth: usize, s: Setting) -> Result<f64> {
     let (b, device) = (args.bench.batch as i64, env.device);
-    let mut trainer =
-        Trainer::with_format(&NetSpec::Cifar(CifarNet::resnet(depth)), (0.9, 1e-4), 0, device, format)?;
-    let x = contiguous(&Tensor::randn([b, 3, 32, 32], (Kind::Float, device)), format)?;
+    let net = NetSpec::Cifar(CifarNet::resnet(depth));
+    let mut trainer = Trainer::with_format(&net, (0.9, 1e-4), 0, device, s.format)?;
+    trainer.precision = s.precision;
+    let x = contiguous(&Tensor::randn([b, 3, 32, 32], (Kind::Float, device)), s.format)?;
     let y = Tensor::randint(10, [b], (Kind::Int64, device));
     // The training loop's own step (forward, loss, backward, update, and the misclassified count
     // it keeps on the device).
@@ -67,13 +113,31 @@ fn ours(args: &Args, env: &BenchEnv, depth: usize, format: MemoryFormat) -> Resu
     Ok(b as f64 / secs)
 }
 
-fn pytorch(args: &Args, env: &BenchEnv, depth: usize) -> Result<f64> {
+fn pytorch(args: &Args, env: &BenchEnv, depth: usize, s: Setting) -> Result<f64> {
     let mut a = args.bench.python_args(env);
     a.push(format!("--depth={depth}"));
+    a.extend(s.python_flags());
     if args.cudnn_benchmark {
         a.push("--cudnn-benchmark".into());
     }
     env.python_images_per_s("bench/pytorch_train_step.py", &a)
+}
+
+/// The best of each side in every setting, alternated `--repeats` times: (ours, PyTorch).
+fn measure(args: &Args, env: &BenchEnv, depth: usize) -> Result<([f64; 4], [f64; 4])> {
+    let (mut us, mut them) = ([0f64; 4], [0f64; 4]);
+    for _ in 0..args.repeats.max(1) {
+        for (i, s) in Setting::ALL.iter().enumerate() {
+            us[i] = us[i].max(ours(args, env, depth, *s)?);
+            them[i] = them[i].max(pytorch(args, env, depth, *s)?);
+        }
+    }
+    Ok((us, them))
+}
+
+/// The index and value of the largest.
+fn best(v: &[f64; 4]) -> (usize, f64) {
+    v.iter().copied().enumerate().fold((0, f64::MIN), |b, (i, x)| if x > b.1 { (i, x) } else { b })
 }
 
 fn main() -> Result<()> {
@@ -82,16 +146,12 @@ fn main() -> Result<()> {
     if args.cudnn_benchmark && env.device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     }
-    println!("train step, batch {}, fp32, SGD momentum; {}; images/s", args.bench.batch, env.describe());
-    println!("{:<10} {:>10} {:>10} {:>10} {:>8} {:>8}", "", "ours", "ours", "PyTorch", "ratio", "ratio");
-    println!("{:<10} {:>10} {:>10} {:>10} {:>8} {:>8}", "model", "NCHW", "NHWC", "NCHW", "NCHW", "NHWC");
+    println!("train step, batch {}, SGD momentum; {}; images/s", args.bench.batch, env.describe());
+    let names: Vec<String> = Setting::ALL.iter().map(Setting::name).collect();
+    println!("{:<10} {:<8} {:>10} {:>10} {:>10} {:>10}", "model", "", names[0], names[1], names[2], names[3]);
     for &depth in &args.bench.depths {
-        let (mut nchw, mut nhwc, mut theirs) = (0f64, 0f64, 0f64);
-        for _ in 0..args.repeats.max(1) {
-            nchw = nchw.max(ours(&args, &env, depth, MemoryFormat::Contiguous)?);
-            theirs = theirs.max(pytorch(&args, &env, depth)?);
-            nhwc = nhwc.max(ours(&args, &env, depth, MemoryFormat::ChannelsLast)?);
-        }
+        let (us, them) = measure(&args, &env, depth)?;
+        let ((ib, ob), (it, tb)) = (best(&us), best(&them));
         let row = Row {
             date: utc_now(),
             commit: git_commit().unwrap_or_default(),
@@ -101,15 +161,32 @@ fn main() -> Result<()> {
             model: format!("resnet{depth}"),
             batch: args.bench.batch,
             steps: args.bench.steps,
-            ours_contiguous_images_per_s: nchw,
-            ours_channels_last_images_per_s: nhwc,
-            pytorch_images_per_s: theirs,
-            ratio_contiguous: nchw / theirs,
-            ratio_channels_last: nhwc / theirs,
+            ours_fp32_nchw: us[0],
+            ours_fp32_nhwc: us[1],
+            ours_bf16_nchw: us[2],
+            ours_bf16_nhwc: us[3],
+            pytorch_fp32_nchw: them[0],
+            pytorch_fp32_nhwc: them[1],
+            pytorch_bf16_nchw: them[2],
+            pytorch_bf16_nhwc: them[3],
+            ours_best: names[ib].clone(),
+            pytorch_best: names[it].clone(),
+            ratio_best_vs_pytorch_default: ob / them[0],
+            ratio_best_vs_pytorch_best: ob / tb,
         };
+        for (who, v) in [("ours", us), ("PyTorch", them)] {
+            println!(
+                "{:<10} {who:<8} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+                row.model, v[0], v[1], v[2], v[3]
+            );
+        }
         println!(
-            "{:<10} {:>10.1} {:>10.1} {:>10.1} {:>8.3} {:>8.3}",
-            row.model, nchw, nhwc, theirs, row.ratio_contiguous, row.ratio_channels_last
+            "{:<10} ours' best ({}) / PyTorch's default {:.3}, / PyTorch's best ({}) {:.3}",
+            row.model,
+            row.ours_best,
+            row.ratio_best_vs_pytorch_default,
+            row.pytorch_best,
+            row.ratio_best_vs_pytorch_best
         );
         append_csv_row(&args.csv, &row)?;
     }

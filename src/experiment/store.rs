@@ -464,6 +464,9 @@ pub struct FinalRecord {
     /// Data-parallel replicas it trained on (at its end); 1 for one process.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub replicas: usize,
+    /// The training forward pass's arithmetic (fp32 for records written before it was recorded).
+    #[serde(default)]
+    pub precision: crate::train::Precision,
 }
 
 fn one() -> usize {
@@ -499,6 +502,7 @@ impl FinalRecord {
             warmup_ended_at: s.warmup_ended_at,
             finished: env.now,
             replicas,
+            precision: cfg.train.precision,
         }
     }
 }

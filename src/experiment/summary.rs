@@ -259,7 +259,10 @@ pub fn deviations<'a>(runs: impl IntoIterator<Item = (&'a RunConfig, usize)>) ->
             DataConfig::Cifar10(o) | DataConfig::FashionMnist(o) => cifar_deviations(c, o, replicas),
         };
         let notes = crate::models::init_notes(c.net.init()).map(String::from);
-        for l in lines.into_iter().chain(notes) {
+        let precision = (c.train.precision != crate::train::Precision::Fp32).then(|| {
+            format!("the training forward pass in {} autocast (the paper: fp32)", c.train.precision)
+        });
+        for l in lines.into_iter().chain(notes).chain(precision) {
             if !out.contains(&l) {
                 out.push(l);
             }

@@ -272,7 +272,10 @@ fn runs_section(r: &mut Report) -> Result<()> {
                     f.seed,
                     f.iterations,
                     format_duration(f.seconds),
-                    f.device,
+                    match f.precision {
+                        crate::train::Precision::Fp32 => f.device.clone(),
+                        p => format!("{}, {p}", f.device),
+                    },
                     f.torch,
                     f.commit,
                     f.finished

@@ -5,6 +5,7 @@
 // says why.
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
 
 #include <vector>
@@ -92,6 +93,37 @@ int rr_sgd_step(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int 
           }
         }
         at::_foreach_add_(p, g, -lr);
+        return 0;
+      },
+      -1);
+}
+
+// Enters autocast to bfloat16 on this thread for CPU (cuda = 0) or CUDA (1) tensors, as
+// `torch.autocast(device, dtype=torch.bfloat16)` does; *was_enabled and *was_dtype receive the
+// state to restore with rr_autocast_leave. 0, or -1 on error.
+int rr_autocast_enter_bf16(int cuda, int* was_enabled, int* was_dtype) {
+  return guarded(
+      [&] {
+        auto dev = cuda ? at::kCUDA : at::kCPU;
+        *was_enabled = at::autocast::is_autocast_enabled(dev) ? 1 : 0;
+        *was_dtype = static_cast<int>(at::autocast::get_autocast_dtype(dev));
+        at::autocast::set_autocast_dtype(dev, at::kBFloat16);
+        at::autocast::set_autocast_enabled(dev, true);
+        at::autocast::increment_nesting();
+        return 0;
+      },
+      -1);
+}
+
+// Leaves the autocast region rr_autocast_enter_bf16 entered, restoring the state before it and
+// dropping the cast weights' cache when the outermost region ends.
+int rr_autocast_leave(int cuda, int was_enabled, int was_dtype) {
+  return guarded(
+      [&] {
+        auto dev = cuda ? at::kCUDA : at::kCPU;
+        if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+        at::autocast::set_autocast_enabled(dev, was_enabled != 0);
+        at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(was_dtype));
         return 0;
       },
       -1);

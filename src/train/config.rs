@@ -29,6 +29,25 @@ impl Layout {
     }
 }
 
+/// Arithmetic of the training step's forward pass: `fp32` (the paper's), or `bf16` autocast
+/// (convolutions in bfloat16; weights, SGD, BN statistics and the loss in fp32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 fn paper_momentum() -> f64 {
     0.9
 }
@@ -70,6 +89,8 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     #[serde(default)]
     pub layout: Layout,
+    #[serde(default)]
+    pub precision: Precision,
     /// Batch-norm statistics over groups of this many images of a device's batch, as the paper's
     /// multi-GPU training had them (2 GPUs x 64 on CIFAR, 8 x 32 on ImageNet): one device then
     /// trains exactly as those replicas did. Unset: over the whole device batch.

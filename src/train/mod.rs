@@ -12,6 +12,6 @@ pub mod policy;
 pub mod progress;
 pub mod trainer;
 
-pub use config::{Layout, TrainConfig};
+pub use config::{Layout, Precision, TrainConfig};
 pub use feed::{Evaluation, FolderFeed, TensorFeed, TrainData};
 pub use trainer::{RunFiles, TrainJob, TrainOptions, TrainStatus, TrainSummary, Trainer, train_run};

@@ -3,7 +3,7 @@
 //! resumed run ends bit-identical to an uninterrupted one.
 
 use super::checkpoint::{self, TrainState};
-use super::config::TrainConfig;
+use super::config::{Precision, TrainConfig};
 use super::feed::{Evaluation, TrainData};
 use super::metrics::{MetricsRow, MetricsWriter, read_metrics};
 use super::optim::Sgd;
@@ -13,7 +13,7 @@ use crate::dist::{GradSync, Replicas};
 use crate::interrupt::{self, Interrupted};
 use crate::models::{NetSpec, ResNet};
 use crate::shim::dist::GradReducer;
-use crate::shim::{MemoryFormat, contiguous, set_memory_format};
+use crate::shim::{Autocast, MemoryFormat, contiguous, set_memory_format};
 use anyhow::{Context, Result, bail, ensure};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -112,6 +112,8 @@ pub struct Trainer {
     pub format: MemoryFormat,
     /// BN statistics over groups of this many images (`[train] bn_batch`); `None`: the batch.
     pub bn_batch: Option<usize>,
+    /// The forward pass's arithmetic (`[train] precision`).
+    pub precision: Precision,
     /// The other replicas, whose gradients each step averages with this one's.
     pub replicas: Option<Arc<Replicas>>,
     /// With replicas that average during the backward pass: c10d's reducer over `opt.params`.
@@ -124,6 +126,7 @@ impl Trainer {
         let format = train.layout.resolve(device);
         let mut t = Self::with_format(net, (train.momentum, train.weight_decay), seed, device, format)?;
         t.bn_batch = train.bn_batch;
+        t.precision = train.precision;
         Ok(t)
     }
 
@@ -145,7 +148,16 @@ impl Trainer {
         let net = net.build(&vs.root())?;
         set_memory_format(&vs, format)?;
         let opt = Sgd::new(&vs, momentum, weight_decay);
-        Ok(Trainer { vs, net, opt, format, bn_batch: None, replicas: None, reducer: None })
+        Ok(Trainer {
+            vs,
+            net,
+            opt,
+            format,
+            bn_batch: None,
+            precision: Precision::Fp32,
+            replicas: None,
+            reducer: None,
+        })
     }
 
     /// Makes this trainer one of `dp`'s replicas: its gradients are averaged with theirs every
@@ -186,8 +198,15 @@ impl Trainer {
         groups: usize,
         last: bool,
     ) -> Result<(Tensor, Tensor)> {
-        let logits = self.net.forward_t(x, true);
-        let loss = logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0);
+        let (logits, loss) = {
+            let _bf16 = match self.precision {
+                Precision::Bf16 => Some(Autocast::bf16(x.device())?),
+                Precision::Fp32 => None,
+            };
+            let logits = self.net.forward_t(x, true);
+            let loss = logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0);
+            (logits, loss)
+        };
         let reducing = self.reducer.as_ref().filter(|_| last);
         if let Some(r) = reducing {
             r.expect_backward()?;

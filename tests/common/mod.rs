@@ -235,6 +235,7 @@ pub fn fixture_run(
             warmup_ended_at: None,
             finished: "2026-11-27T00:00:00Z".into(),
             replicas: 1,
+            precision: resnet_repro::train::Precision::Fp32,
         };
         dir.write_final(&record).unwrap();
     }
