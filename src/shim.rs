@@ -22,6 +22,7 @@ unsafe extern "C" {
         dampening: c_double,
         weight_decay: c_double,
         nesterov: c_int,
+        fused: c_int,
     ) -> c_int;
     fn rr_autocast_enter_bf16(cuda: c_int, was_enabled: *mut c_int, was_dtype: *mut c_int) -> c_int;
     fn rr_autocast_leave(cuda: c_int, was_enabled: c_int, was_dtype: c_int) -> c_int;
@@ -114,6 +115,8 @@ pub struct SgdParams {
     pub dampening: f64,
     pub weight_decay: f64,
     pub nesterov: bool,
+    /// torch.optim.SGD(fused=True)'s kernel (`_fused_sgd_`) instead of the multi-tensor path.
+    pub fused: bool,
 }
 
 /// One SGD update of `params` with their `.grad()`s, the same operations as torch.optim.SGD.
@@ -150,6 +153,7 @@ pub fn sgd_step(params: &[Tensor], buffers: &mut [Option<Tensor>], h: SgdParams)
             h.dampening,
             h.weight_decay,
             c_int::from(h.nesterov),
+            c_int::from(h.fused),
         )
     };
     // New buffers, if any, were written into b_ptrs even if a later operation failed.

@@ -1,5 +1,6 @@
-//! Our SGD (src/train/optim.rs over the shim's multi-tensor step) against torch.optim.SGD: the same
-//! parameters and gradients give bit-identical parameters and momentum buffers.
+//! Our SGD (src/train/optim.rs over the shim's multi-tensor step, or its fused kernel) against
+//! torch.optim.SGD (default, or fused=True): the same parameters and gradients give bit-identical
+//! parameters and momentum buffers.
 //! The Python side is tests/python/sgd_reference.py.
 
 mod common;
@@ -15,12 +16,18 @@ fn sgd_is_bit_identical_to_torch_optim_sgd() {
     let dir = std::env::temp_dir().join(format!("resnet-repro-sgd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     common::run_python_reference("sgd_reference.py", &[dir.as_os_str()]);
-    for (case, momentum, wd, dampening, nesterov) in [
+    let cases = [
         ("paper", 0.9, 1e-4, 0.0, false),
         ("dampened", 0.9, 5e-4, 0.1, false),
         ("nesterov", 0.9, 1e-4, 0.0, true),
         ("plain", 0.0, 1e-4, 0.0, false),
-    ] {
+    ];
+    // Each case in our multi-tensor path against torch.optim.SGD's default, and in the fused
+    // kernel against torch.optim.SGD(fused=True).
+    for ((case, momentum, wd, dampening, nesterov), fused) in
+        cases.iter().copied().flat_map(|c| [(c, false), (c, true)])
+    {
+        let case = if fused { format!("{case}-fused") } else { case.to_string() };
         let t: HashMap<String, Tensor> =
             Tensor::read_safetensors(dir.join(format!("{case}.safetensors"))).unwrap().into_iter().collect();
         let n = (0..).take_while(|i| t.contains_key(&format!("init.{i}"))).count();
@@ -31,6 +38,7 @@ fn sgd_is_bit_identical_to_torch_optim_sgd() {
         let mut opt = Sgd::new(&vs, momentum, wd);
         opt.dampening = dampening;
         opt.nesterov = nesterov;
+        opt.fused = fused;
         let lrs = Vec::<f64>::try_from(&t["lr"]).unwrap();
         for (k, lr) in lrs.iter().enumerate() {
             opt.zero_grad().unwrap();

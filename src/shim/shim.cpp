@@ -25,6 +25,23 @@ std::vector<at::Tensor> list(at::Tensor** ts, int n) {
   for (int i = 0; i < n; ++i) v.push_back(*ts[i]);
   return v;
 }
+
+// torch.optim.SGD's _fused_sgd: on the first step (no buffers yet) new empty buffers, which the
+// kernel fills with the first d_p, as PyTorch passes them.
+void fused_sgd(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int n, double lr, double momentum,
+               double dampening, double weight_decay, int nesterov) {
+  auto p = list(params, n);
+  auto g = list(grads, n);
+  std::vector<at::Tensor> b;
+  bool first = momentum != 0 && bufs[0] == nullptr;
+  if (momentum != 0) {
+    for (int i = 0; i < n; ++i) {
+      if (first) bufs[i] = new at::Tensor(at::empty_like(g[i]));
+      b.push_back(*bufs[i]);
+    }
+  }
+  at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, dampening, nesterov != 0, /*maximize=*/false, first);
+}
 }  // namespace
 
 extern "C" {
@@ -59,12 +76,22 @@ int rr_clear_grads(at::Tensor** ts, int n) {
 // dampening) * d_p; d_p = buf (nesterov: d_p + momentum * buf); param -= lr * d_p.
 // bufs[i] == nullptr means "no momentum buffer yet": a new handle is stored there.
 // Returns 0, or -1 on error. Runs without recording autograd history.
+//
+// fused != 0: torch.optim.SGD(fused=True)'s kernel instead (at::_fused_sgd_, one pass over each
+// tensor: weight decay, momentum and update together), where every momentum buffer exists or none
+// does (PyTorch's own condition: none on the first step).
 int rr_sgd_step(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int n, double lr,
-                double momentum, double dampening, double weight_decay, int nesterov) {
+                double momentum, double dampening, double weight_decay, int nesterov, int fused) {
   return guarded(
       [&] {
         if (n == 0) return 0;
         c10::NoGradGuard no_grad;
+        int with_buffers = 0;
+        for (int i = 0; i < n; ++i) with_buffers += bufs[i] != nullptr;
+        if (fused && (with_buffers == 0 || with_buffers == n)) {
+          fused_sgd(params, grads, bufs, n, lr, momentum, dampening, weight_decay, nesterov);
+          return 0;
+        }
         auto p = list(params, n);
         auto g = list(grads, n);
         if (weight_decay != 0) g = at::_foreach_add(g, p, weight_decay);

@@ -18,6 +18,10 @@ pub struct Sgd {
     pub dampening: f64,
     pub weight_decay: f64,
     pub nesterov: bool,
+    /// One fused kernel per tensor (`torch.optim.SGD(fused=True)`) instead of the multi-tensor
+    /// path: the default on CUDA, where it saves kernel launches; on the CPU the multi-tensor path
+    /// stays, so CPU runs keep their bytes.
+    pub fused: bool,
 }
 
 impl Sgd {
@@ -31,7 +35,8 @@ impl Sgd {
         names.sort();
         let params: Vec<Tensor> = names.iter().map(|n| vars[n].shallow_clone()).collect();
         let buffers = (0..params.len()).map(|_| None).collect();
-        Sgd { names, params, buffers, momentum, dampening: 0.0, weight_decay, nesterov: false }
+        let fused = vs.device().is_cuda();
+        Sgd { names, params, buffers, momentum, dampening: 0.0, weight_decay, nesterov: false, fused }
     }
 
     /// Drops every parameter's gradient (PyTorch's `zero_grad()`, set_to_none).
@@ -47,6 +52,7 @@ impl Sgd {
             dampening: self.dampening,
             weight_decay: self.weight_decay,
             nesterov: self.nesterov,
+            fused: self.fused,
         };
         sgd_step(&self.params, &mut self.buffers, h)
     }

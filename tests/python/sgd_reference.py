@@ -17,6 +17,8 @@ CASES = {
     "nesterov": dict(momentum=0.9, weight_decay=1e-4, dampening=0.0, nesterov=True),
     "plain": dict(momentum=0.0, weight_decay=1e-4, dampening=0.0, nesterov=False),
 }
+# The same cases with torch.optim.SGD(fused=True): its one-kernel update.
+CASES.update({f"{k}-fused": dict(v, fused=True) for k, v in list(CASES.items())})
 SHAPES = [(16, 3, 3, 3), (16,), (10, 64), (10,)]
 LRS = [0.1, 0.1, 0.1, 0.01, 0.01, 0.001]
 
