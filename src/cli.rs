@@ -325,3 +325,30 @@ pub fn run_table(args: &ExperimentArgs, recipe: &Recipe) -> Result<()> {
     println!("wrote {} and {}", opts.store.summary_csv().display(), opts.store.summary_md().display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ExperimentArgs,
+    }
+
+    fn parse(flags: &[&str]) -> ExperimentArgs {
+        Cli::try_parse_from(std::iter::once("x").chain(flags.iter().copied())).unwrap().args
+    }
+
+    #[test]
+    fn precision_and_grad_sync_flags_override_the_experiment_file() {
+        let plain = parse(&["--quick"]);
+        assert_eq!(plain.grad_sync, GradSyncArg::During);
+        assert_eq!(plain.experiment(&TABLE6).unwrap().train.precision, Precision::Fp32);
+        let bf16 = parse(&["--quick", "--precision", "bf16", "--grad-sync", "after"]);
+        assert_eq!(bf16.experiment(&TABLE6).unwrap().train.precision, Precision::Bf16);
+        assert_eq!(GradSync::from(bf16.grad_sync), GradSync::AfterBackward);
+        assert!(Cli::try_parse_from(["x", "--precision", "fp16"]).is_err(), "fp16 is not offered");
+    }
+}
