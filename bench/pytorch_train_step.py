@@ -3,10 +3,12 @@ init, BN, in-place ReLU, global average pooling), one SGD step at a time on synt
 the way a PyTorch user would write it (torchvision's block style).
 
   python bench/pytorch_train_step.py --depth 20 --batch 128 --warmup 3 --steps 10 --device cpu --threads 2
-      [--channels-last] [--bf16] [--fused]
+      [--channels-last] [--bf16] [--fused] [--compile]
 
 PyTorch's switches: --channels-last (model and input in channels_last), --bf16 (the forward pass
-and loss under torch.autocast to bfloat16), --fused (SGD's fused kernel, else its foreach path).
+and loss under torch.autocast to bfloat16), --fused (SGD's fused kernel, else its foreach path),
+--compile (the model through torch.compile; mode "reduce-overhead", which replays CUDA graphs, on
+CUDA; the default mode on the CPU).
 
 prints one line of JSON: {"depth": 20, "images_per_s": ..., "step_ms": ...}
 """
@@ -95,6 +97,7 @@ def main():
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--fused", action="store_true")
+    p.add_argument("--compile", action="store_true")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -105,6 +108,8 @@ def main():
     model = CifarResNet(a.depth).to(dev).to(memory_format=fmt).train()
     sgd = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)
     opt = torch.optim.SGD(model.parameters(), **sgd, **({"fused": True} if a.fused else {}))
+    if a.compile:
+        model = torch.compile(model, mode="reduce-overhead" if dev.type == "cuda" else None)
     x = torch.randn(a.batch, 3, 32, 32, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (a.batch,), device=dev)
 

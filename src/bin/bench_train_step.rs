@@ -15,7 +15,9 @@ use tch::{Kind, Tensor};
 /// Images/s of one SGD step (forward, loss, backward, update; batch 128, momentum 0.9, weight
 /// decay 1e-4) on synthetic data, for CIFAR ResNet-20/56/110, ours and plain PyTorch eager in four
 /// settings each: fp32 NCHW (PyTorch's default), channels_last, bf16 autocast, and both (PyTorch
-/// with its fused SGD in the last three), alternated `--repeats` times (best of each kept). Prints
+/// with its fused SGD in the last three), alternated `--repeats` times (best of each kept); on CUDA
+/// (or with `--pytorch-compile`) also PyTorch's bf16 channels_last step through torch.compile
+/// (CUDA graphs on CUDA), where it runs. Prints
 /// every figure and two ratios, ours at its best against PyTorch's default and against PyTorch at
 /// its best, and appends them to runs/bench/train_step.csv.
 #[derive(Parser)]
@@ -29,6 +31,10 @@ struct Args {
     /// Let cuDNN benchmark its kernels (both sides; CUDA only).
     #[arg(long)]
     cudnn_benchmark: bool,
+    /// Also measure PyTorch through torch.compile on the CPU (always on CUDA; each measurement
+    /// compiles first, about 40 s here).
+    #[arg(long)]
+    pytorch_compile: bool,
     #[arg(long, default_value = "runs/bench/train_step.csv")]
     csv: PathBuf,
 }
@@ -87,6 +93,8 @@ struct Row {
     pytorch_fp32_nhwc: f64,
     pytorch_bf16_nchw: f64,
     pytorch_bf16_nhwc: f64,
+    /// PyTorch bf16 channels_last through torch.compile, if measured and it ran.
+    pytorch_bf16_nhwc_compiled: Option<f64>,
     ours_best: String,
     pytorch_best: String,
     ratio_best_vs_pytorch_default: f64,
@@ -113,14 +121,34 @@ fn ours(args: &Args, env: &BenchEnv, depth: usize, s: Setting) -> Result<f64> {
     Ok(b as f64 / secs)
 }
 
-fn pytorch(args: &Args, env: &BenchEnv, depth: usize, s: Setting) -> Result<f64> {
+fn pytorch(args: &Args, env: &BenchEnv, depth: usize, s: Setting, compile: bool) -> Result<f64> {
     let mut a = args.bench.python_args(env);
     a.push(format!("--depth={depth}"));
     a.extend(s.python_flags());
+    if compile {
+        a.push("--compile".into());
+    }
     if args.cudnn_benchmark {
         a.push("--cudnn-benchmark".into());
     }
     env.python_images_per_s("bench/pytorch_train_step.py", &a)
+}
+
+/// PyTorch's best setting through torch.compile, best of `--repeats`; `None` (and why, printed)
+/// where it does not run.
+fn pytorch_compiled(args: &Args, env: &BenchEnv, depth: usize) -> Option<f64> {
+    let best = Setting::ALL[3];
+    let mut result = None;
+    for _ in 0..args.repeats.max(1) {
+        match pytorch(args, env, depth, best, true) {
+            Ok(v) => result = Some(result.map_or(v, |r: f64| r.max(v))),
+            Err(e) => {
+                println!("PyTorch with torch.compile did not run: {e:#}");
+                return None;
+            }
+        }
+    }
+    result
 }
 
 /// The best of each side in every setting, alternated `--repeats` times: (ours, PyTorch).
@@ -129,7 +157,7 @@ fn measure(args: &Args, env: &BenchEnv, depth: usize) -> Result<([f64; 4], [f64;
     for _ in 0..args.repeats.max(1) {
         for (i, s) in Setting::ALL.iter().enumerate() {
             us[i] = us[i].max(ours(args, env, depth, *s)?);
-            them[i] = them[i].max(pytorch(args, env, depth, *s)?);
+            them[i] = them[i].max(pytorch(args, env, depth, *s, false)?);
         }
     }
     Ok((us, them))
@@ -151,7 +179,14 @@ fn main() -> Result<()> {
     println!("{:<10} {:<8} {:>10} {:>10} {:>10} {:>10}", "model", "", names[0], names[1], names[2], names[3]);
     for &depth in &args.bench.depths {
         let (us, them) = measure(&args, &env, depth)?;
-        let ((ib, ob), (it, tb)) = (best(&us), best(&them));
+        let compiled = (args.pytorch_compile || env.device.is_cuda())
+            .then(|| pytorch_compiled(&args, &env, depth))
+            .flatten();
+        let ((ib, ob), (it, eager)) = (best(&us), best(&them));
+        let (pytorch_best, tb) = match compiled {
+            Some(c) if c > eager => (format!("{}_compiled", names[3]), c),
+            _ => (names[it].clone(), eager),
+        };
         let row = Row {
             date: utc_now(),
             commit: git_commit().unwrap_or_default(),
@@ -169,8 +204,9 @@ fn main() -> Result<()> {
             pytorch_fp32_nhwc: them[1],
             pytorch_bf16_nchw: them[2],
             pytorch_bf16_nhwc: them[3],
+            pytorch_bf16_nhwc_compiled: compiled,
             ours_best: names[ib].clone(),
-            pytorch_best: names[it].clone(),
+            pytorch_best,
             ratio_best_vs_pytorch_default: ob / them[0],
             ratio_best_vs_pytorch_best: ob / tb,
         };
@@ -179,6 +215,9 @@ fn main() -> Result<()> {
                 "{:<10} {who:<8} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
                 row.model, v[0], v[1], v[2], v[3]
             );
+        }
+        if let Some(c) = compiled {
+            println!("{:<10} PyTorch bf16_nhwc through torch.compile: {c:.1}", row.model);
         }
         println!(
             "{:<10} ours' best ({}) / PyTorch's default {:.3}, / PyTorch's best ({}) {:.3}",
