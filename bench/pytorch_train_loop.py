@@ -46,6 +46,7 @@ def main():
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="forward pass and loss under bfloat16 autocast")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -79,7 +80,8 @@ def main():
     def step():
         x, y = next(it)
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

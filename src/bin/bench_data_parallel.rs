@@ -13,7 +13,7 @@ use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::dist::{GradSync, Launch, Replicas};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, ImageNetNet, NetSpec, Shortcut};
-use resnet_repro::train::{Layout, TensorFeed, TrainData, Trainer};
+use resnet_repro::train::{Layout, Precision, TensorFeed, TrainData, Trainer};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +39,9 @@ struct Args {
     /// bench_loader's).
     #[arg(long)]
     imagenet: Option<usize>,
+    /// The forward pass: fp32, or bf16 autocast (both the replicas and the one process).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
     /// ImageNet images' side.
     #[arg(long, default_value_t = 224)]
     side: i64,
@@ -70,6 +73,7 @@ struct Row {
     batch: usize,
     steps: usize,
     world: usize,
+    precision: Precision,
     threads_per_replica: i32,
     replicas_images_per_s: f64,
     after_backward_images_per_s: f64,
@@ -98,6 +102,7 @@ fn measure(args: &Args, env: &BenchEnv, depth: usize, dp: Option<Arc<Replicas>>)
     let net = model(args, depth);
     let mut trainer =
         Trainer::with_format(&net, (0.9, 1e-4), 0, env.device, Layout::Auto.resolve(env.device))?;
+    trainer.precision = args.precision;
     if let Some(dp) = &dp {
         dp.broadcast_vars(&trainer.vs)?;
         trainer.join(dp.clone())?;
@@ -157,6 +162,7 @@ fn replicas(args: &Args, depth: usize, cores: usize, after_backward: bool) -> Re
                 .args(["--batch", &args.bench.batch.to_string(), "--device", &args.bench.device])
                 .args(["--warmup", &args.bench.warmup.to_string(), "--steps", &args.bench.steps.to_string()])
                 .args(["--images", &args.images.to_string(), "--side", &args.side.to_string()])
+                .args(["--precision", &args.precision.to_string()])
                 .args(args.imagenet.iter().flat_map(|d| ["--imagenet".to_string(), d.to_string()]))
                 .env("RANK", rank.to_string())
                 .env("LOCAL_RANK", rank.to_string())
@@ -225,6 +231,7 @@ fn main() -> Result<()> {
             batch: args.bench.batch,
             steps: args.bench.steps,
             world: args.world,
+            precision: args.precision,
             threads_per_replica: during.threads,
             replicas_images_per_s: during.images_per_s,
             after_backward_images_per_s: after.images_per_s,

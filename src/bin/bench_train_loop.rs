@@ -10,7 +10,7 @@ use resnet_repro::bench::{
 use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
-use resnet_repro::train::{Layout, TensorFeed, TrainData, Trainer};
+use resnet_repro::train::{Layout, Precision, TensorFeed, TrainData, Trainer};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -32,6 +32,9 @@ struct Args {
     /// DataLoader worker counts tried for PyTorch (the best is kept).
     #[arg(long, value_delimiter = ',', default_value = "0,2")]
     workers: Vec<usize>,
+    /// Both sides' forward pass: fp32, or bf16 autocast.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
     #[arg(long, default_value = "runs/bench/train_loop.csv")]
     csv: PathBuf,
 }
@@ -47,6 +50,7 @@ struct Row {
     batch: usize,
     steps: usize,
     layout: String,
+    precision: Precision,
     ours_images_per_s: f64,
     pytorch_images_per_s: f64,
     pytorch_workers: usize,
@@ -57,6 +61,7 @@ fn ours(args: &Args, env: &BenchEnv, depth: usize, data: &Prepared) -> Result<(f
     let net = NetSpec::Cifar(CifarNet::resnet(depth));
     let format = Layout::Auto.resolve(env.device);
     let mut trainer = Trainer::with_format(&net, (0.9, 1e-4), 0, env.device, format)?;
+    trainer.precision = args.precision;
     let mut batches = TensorFeed::new(data, 0, args.bench.batch, &TensorOptions::default());
     let layout = trainer.format.to_string();
     let mut it = 0u64;
@@ -83,6 +88,9 @@ fn pytorch(args: &Args, env: &BenchEnv, depth: usize, workers: usize) -> Result<
         format!("--images={}", args.images),
         format!("--workers={workers}"),
     ]);
+    if args.precision == Precision::Bf16 {
+        a.push("--bf16".into());
+    }
     env.python_images_per_s("bench/pytorch_train_loop.py", &a)
 }
 
@@ -120,6 +128,7 @@ fn main() -> Result<()> {
             batch: args.bench.batch,
             steps: args.bench.steps,
             layout: layout.clone(),
+            precision: args.precision,
             ours_images_per_s: best_ours,
             pytorch_images_per_s: best_theirs,
             pytorch_workers: best_workers,
