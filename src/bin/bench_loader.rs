@@ -6,7 +6,7 @@ use clap::Parser;
 use rand::{Rng, SeedableRng};
 use resnet_repro::bench::{BenchEnv, append_csv_row, git_commit, time_steps, utc_now};
 use resnet_repro::data::imagenet::{ImageFolder, Subset, TrainTransform};
-use resnet_repro::data::loader::{LoaderOptions, TrainLoader};
+use resnet_repro::data::loader::{LoaderSettings, TrainLoader};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{ImageNetNet, NetSpec, Shortcut};
 use resnet_repro::train::{Layout, Trainer};
@@ -90,14 +90,7 @@ fn generate(root: &Path, n: usize) -> Result<()> {
 }
 
 fn ours(folder: &Arc<ImageFolder>, args: &Args, threads: usize) -> Result<f64> {
-    let opts = LoaderOptions {
-        batch_size: args.batch,
-        threads,
-        prefetch: 4,
-        seed: 0,
-        skip_corrupt: false,
-        part: (0, 1),
-    };
+    let opts = LoaderSettings { threads, prefetch: 4, skip_corrupt: false }.options(args.batch, 0);
     let mut loader = TrainLoader::start(folder.clone(), TrainTransform::default(), opts, 0, &[])?;
     for _ in 0..args.warmup {
         loader.next_batch()?;

@@ -6,7 +6,7 @@ use clap::Parser;
 use resnet_repro::bench::append_csv_row;
 use resnet_repro::data::DataConfig;
 use resnet_repro::data::imagenet::{EvalGeometry, ImageFolder, Normalize, Protocol, Subset, TrainTransform};
-use resnet_repro::data::loader::LoaderOptions;
+use resnet_repro::data::loader::LoaderSettings;
 use resnet_repro::env::{device_name, parse_device, utc_now};
 use resnet_repro::eval::{EvalOptions, evaluate_folder, reestimate_bn_from_folder, spread};
 use resnet_repro::experiment::RunDir;
@@ -117,14 +117,7 @@ fn main() -> Result<()> {
         (Some(k), Some(dir)) => {
             let train = Arc::new(ImageFolder::scan(dir, Subset::default())?);
             val.check_same_classes(&train)?;
-            let opts = LoaderOptions {
-                batch_size: args.batch,
-                threads,
-                prefetch: 4,
-                seed: 0,
-                skip_corrupt: false,
-                part: (0, 1),
-            };
+            let opts = LoaderSettings { threads, prefetch: 4, skip_corrupt: false }.options(args.batch, 0);
             let transform = TrainTransform { normalize, ..TrainTransform::default() };
             Some(reestimate_bn_from_folder((&net, &vs, format), train, &transform, opts, 0, k)?)
         }
