@@ -109,6 +109,13 @@ impl Replicas {
         tch::no_grad(|| self.average(&crate::models::running_stats(vs)))
     }
 
+    /// This rank's share of `n` items split in order over the ranks (sizes differ by one at most):
+    /// what it evaluates of a test set.
+    pub fn share(&self, n: usize) -> std::ops::Range<usize> {
+        let (r, w) = (self.rank(), self.world());
+        n * r / w..n * (r + 1) / w
+    }
+
     /// `values` summed across ranks (losses and error counts for the log).
     pub fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
         let t = Tensor::from_slice(values).to_device(self.device);

@@ -134,9 +134,8 @@ pub fn evaluate_folder(
         }
     };
     ensure!(!indices.is_empty(), "nothing to evaluate in {}", folder.root.display());
-    let (rank, world) = o.replicas.as_ref().map_or((0, 1), |dp| (dp.rank(), dp.world()));
     let n = indices.len();
-    let share = &indices[n * rank / world..n * (rank + 1) / world];
+    let share = &indices[o.replicas.as_ref().map_or(0..n, |dp| dp.share(n))];
     let (mut wrong1, mut wrong5) = count_wrong(net, folder, share, o)?;
     if let Some(dp) = &o.replicas {
         let sums = dp.sum(&[wrong1 as f64, wrong5 as f64])?;

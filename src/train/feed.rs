@@ -83,15 +83,9 @@ impl<'a> TensorFeed<'a> {
         let batch = self.opts.eval_batch_size;
         let Some(dp) = &self.replicas else { return error_rate(net, x, y, batch, format) };
         let n = y.size()[0];
-        let (r, w) = (dp.rank() as i64, dp.world() as i64);
-        let (start, end) = (n * r / w, n * (r + 1) / w);
-        let wrong = wrong_count(
-            net,
-            &x.narrow(0, start, end - start),
-            &y.narrow(0, start, end - start),
-            batch,
-            format,
-        )?;
+        let part = dp.share(n as usize);
+        let (start, len) = (part.start as i64, part.len() as i64);
+        let wrong = wrong_count(net, &x.narrow(0, start, len), &y.narrow(0, start, len), batch, format)?;
         Ok(100.0 * dp.sum(&[wrong as f64])?[0] / n as f64)
     }
 }

@@ -114,8 +114,9 @@ pub struct Trainer {
     pub bn_batch: Option<usize>,
     /// The forward pass's arithmetic (`[train] precision`).
     pub precision: Precision,
-    /// The other replicas, whose gradients each step averages with this one's.
-    pub replicas: Option<Arc<Replicas>>,
+    /// The other replicas, whose gradients each step averages with this one's (set by
+    /// [`Trainer::join`]).
+    replicas: Option<Arc<Replicas>>,
     /// With replicas that average during the backward pass: c10d's reducer over `opt.params`.
     reducer: Option<GradReducer>,
 }
