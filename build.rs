@@ -3,16 +3,18 @@
 //!    it is referenced (without `--no-as-needed` the linker drops it and `tch::Cuda::is_available()`
 //!    is false on a GPU machine).
 //! 2. Compiles src/shim/shim.cpp, the few libtorch calls tch 0.24 does not expose, and
-//!    src/shim/dist.cpp, c10d's process groups, against the same libtorch's headers; dist.cpp gets
-//!    Gloo where Gloo's headers are found (GLOO_INCLUDE, else /usr/include or /usr/local/include:
-//!    Debian's libgloo-dev), and says what to install where they are not.
+//!    src/shim/dist.cpp, c10d's process groups, and src/shim/graph.cpp, CUDA graphs, against the
+//!    same libtorch's headers; dist.cpp gets Gloo where Gloo's headers are found (GLOO_INCLUDE, else
+//!    /usr/include or /usr/local/include: Debian's libgloo-dev), and says what to install where they
+//!    are not; graph.cpp and NCCL need the CUDA runtime's headers, which the CUDA wheel's NVIDIA
+//!    packages carry.
 
 use std::env;
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    for f in ["shim.cpp", "dist.cpp", "guard.hpp"] {
+    for f in ["shim.cpp", "dist.cpp", "graph.cpp", "guard.hpp"] {
         println!("cargo:rerun-if-changed=src/shim/{f}");
     }
     let lib = PathBuf::from(env::var_os("DEP_TCH_LIBTORCH_LIB").expect(
@@ -22,7 +24,8 @@ fn main() {
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
         if lib.join("libtorch_cuda.so").exists() {
-            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+            // c10_cuda too: graph.cpp calls its stream functions.
+            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-lc10_cuda,--as-needed");
         }
     }
 
@@ -44,12 +47,13 @@ fn main() {
             "cargo:warning=Gloo's headers not found: distributed training on CPUs is disabled (apt-get install libgloo-dev, then touch build.rs)"
         );
     }
-    if let Some(dirs) = nccl_includes(&lib) {
-        for d in &dirs {
-            println!("cargo:rerun-if-changed={}", d.display());
-            build.include(d);
+    if let Some(cuda) = cuda_include(&lib) {
+        println!("cargo:rerun-if-changed={}", cuda.display());
+        build.include(&cuda).define("RR_HAVE_CUDA", None);
+        if let Some(nccl) = nccl_include(&lib) {
+            println!("cargo:rerun-if-changed={}", nccl.display());
+            build.include(nccl).define("USE_C10D_NCCL", None).define("USE_CUDA", None);
         }
-        build.define("USE_C10D_NCCL", None).define("USE_CUDA", None);
     }
     build
         .cpp(true)
@@ -62,20 +66,26 @@ fn main() {
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .file("src/shim/shim.cpp")
         .file("src/shim/dist.cpp")
+        .file("src/shim/graph.cpp")
         .compile("resnet_repro_shim");
 }
 
-/// NCCL's and the CUDA runtime's headers, where the torch wheel's NVIDIA packages beside it
+/// The CUDA runtime's headers, where the torch wheel's NVIDIA packages beside it
 /// (site-packages/nvidia/) have them and libtorch has its CUDA half: scripts/with-torch installs
 /// `nvidia-cuda-crt` and `nvidia-cuda-cccl` for the CUDA runtime headers the wheel leaves out.
-fn nccl_includes(lib: &Path) -> Option<Vec<PathBuf>> {
+fn cuda_include(lib: &Path) -> Option<PathBuf> {
     let nvidia = lib.parent()?.parent()?.join("nvidia");
     let cuda = ["cu13", "cuda_runtime"]
         .map(|d| nvidia.join(d).join("include"))
         .into_iter()
         .find(|d| d.join("cuda_runtime.h").is_file() && d.join("crt/host_config.h").is_file())?;
-    let nccl = nvidia.join("nccl/include");
-    (nccl.join("nccl.h").is_file() && lib.join("libtorch_cuda.so").exists()).then(|| vec![cuda, nccl])
+    (lib.join("libtorch_cuda.so").exists() && lib.join("libc10_cuda.so").exists()).then_some(cuda)
+}
+
+/// NCCL's headers, from the same NVIDIA packages.
+fn nccl_include(lib: &Path) -> Option<PathBuf> {
+    let nccl = lib.parent()?.parent()?.join("nvidia/nccl/include");
+    nccl.join("nccl.h").is_file().then_some(nccl)
 }
 
 /// The folder holding `gloo/config.h`: GLOO_INCLUDE, else the system's.

@@ -133,6 +133,10 @@ pub struct ExperimentArgs {
     /// as it is ready (c10d's Reducer, DDP's engine), or `after` it, all buckets at once.
     #[arg(long, value_enum, default_value_t = GradSyncArg::During)]
     pub grad_sync: GradSyncArg,
+    /// On a GPU, issue every step op by op instead of capturing the CIFAR step once as a CUDA
+    /// graph and replaying it (the capture changes no arithmetic; it saves kernel launches).
+    #[arg(long)]
+    pub no_cuda_graph: bool,
 }
 
 /// `--grad-sync`.
@@ -261,6 +265,7 @@ impl ExperimentArgs {
             n => n,
         };
         let mut train = TrainOptions::new(device);
+        train.cuda_graph = !self.no_cuda_graph;
         if let Launch::Rank(env) = launch {
             train.replicas = Some(Arc::new(self.join(&env, &mut train.device)?));
         }

@@ -1,6 +1,7 @@
 //! Safe wrappers over src/shim/shim.cpp: libtorch calls that tch 0.24 does not expose.
 
 pub mod dist;
+pub mod graph;
 
 use anyhow::{Result, bail};
 use std::ffi::{CStr, c_char, c_double, c_int};
@@ -23,6 +24,17 @@ unsafe extern "C" {
         weight_decay: c_double,
         nesterov: c_int,
         fused: c_int,
+    ) -> c_int;
+    fn rr_fused_sgd_tensor_lr(
+        params: *mut *mut C_tensor,
+        grads: *mut *mut C_tensor,
+        bufs: *mut *mut C_tensor,
+        n: c_int,
+        lr: *mut C_tensor,
+        momentum: c_double,
+        dampening: c_double,
+        weight_decay: c_double,
+        nesterov: c_int,
     ) -> c_int;
     fn rr_autocast_enter_bf16(cuda: c_int, was_enabled: *mut c_int, was_dtype: *mut c_int) -> c_int;
     fn rr_autocast_leave(cuda: c_int, was_enabled: c_int, was_dtype: c_int) -> c_int;
@@ -166,6 +178,47 @@ pub fn sgd_step(params: &[Tensor], buffers: &mut [Option<Tensor>], h: SgdParams)
         return Err(last_error("sgd step"));
     }
     drop(grads);
+    Ok(())
+}
+
+/// torch.optim.SGD(fused=True)'s update with the learning rate read from `lr`, a scalar tensor on
+/// the parameters' device (float32 on CUDA, as its kernel reads it; float64 on the CPU, whose
+/// kernel reads a double, so that the step equals [`sgd_step`]'s fused one bit for bit): the
+/// operation a captured CUDA graph replays at any rate. Every parameter needs a gradient and a
+/// momentum buffer (with momentum); `h.lr` and `h.fused` are not used.
+pub fn fused_sgd_step_lr_tensor(
+    params: &[Tensor],
+    buffers: &[Option<Tensor>],
+    lr: &Tensor,
+    h: SgdParams,
+) -> Result<()> {
+    assert_eq!(params.len(), buffers.len(), "one momentum buffer slot per parameter");
+    let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+    if let Some(i) = grads.iter().position(|g| !g.defined()) {
+        bail!("sgd step with a device learning rate: parameter {i} has no gradient");
+    }
+    let ptr = |t: &Tensor| t.as_ptr() as *mut C_tensor;
+    let mut p: Vec<_> = params.iter().map(ptr).collect();
+    let mut g: Vec<_> = grads.iter().map(ptr).collect();
+    let mut b: Vec<_> = buffers.iter().map(|b| b.as_ref().map_or(std::ptr::null_mut(), ptr)).collect();
+    // SAFETY: every pointer is a live tch tensor borrowed (or held in `grads`) for the call; the
+    // shim creates no buffers here (a missing one is an error).
+    let rc = unsafe {
+        rr_fused_sgd_tensor_lr(
+            p.as_mut_ptr(),
+            g.as_mut_ptr(),
+            b.as_mut_ptr(),
+            p.len() as c_int,
+            ptr(lr),
+            h.momentum,
+            h.dampening,
+            h.weight_decay,
+            c_int::from(h.nesterov),
+        )
+    };
+    if rc != 0 {
+        return Err(last_error("sgd step with a device learning rate"));
+    }
     Ok(())
 }
 

@@ -367,7 +367,7 @@ fn a_few_iterations_end_to_end_write_metrics_and_evaluations() {
         store: Store::new(out.path()),
         data: DataOptions::new(fixture()), // found through <dir>/imagenet
         loader: LoaderSettings { threads: 2, prefetch: 2, skip_corrupt: false },
-        train: TrainOptions { device: Device::Cpu, replicas: None, stop_after: None, progress_bar: false },
+        train: TrainOptions { progress_bar: false, ..TrainOptions::new(Device::Cpu) },
         only: vec![],
     };
     let outcomes = run_experiment(&exp, &opts).unwrap();

@@ -141,7 +141,7 @@ fn run(cfg: &RunConfig, data: &Prepared, dir: &Path, opts: &TrainOptions) -> any
 }
 
 fn quiet() -> TrainOptions {
-    TrainOptions { device: Device::Cpu, replicas: None, stop_after: None, progress_bar: false }
+    TrainOptions { progress_bar: false, ..TrainOptions::new(Device::Cpu) }
 }
 
 fn weights(dir: &Path) -> HashMap<String, Tensor> {

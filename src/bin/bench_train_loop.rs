@@ -10,14 +10,17 @@ use resnet_repro::bench::{
 use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
-use resnet_repro::train::{Layout, Precision, TensorFeed, TrainData, Trainer};
+use resnet_repro::train::capture::WARMUP_STEPS;
+use resnet_repro::train::{Layout, Precision, Stepper, TensorFeed, TrainData, Trainer};
 use serde::Serialize;
 use std::path::PathBuf;
 
 /// Images/s of the CIFAR training loop on synthetic uint8 32x32 images: batch 128, pad-crop-flip
 /// augmentation, ResNet-20/56/110 step (SGD momentum). Ours draws batches from the device-resident
-/// dataset in the training's default layout; PyTorch runs torchvision transforms in a DataLoader,
-/// with 0 and with 2 worker processes (the better is kept). Appends to runs/bench/train_loop.csv.
+/// dataset in the training's default layout, and on a GPU replays its step captured as a CUDA graph
+/// as training does (the warm-up covers the capture); PyTorch runs torchvision transforms in a
+/// DataLoader, with 0 and with 2 worker processes (the better is kept). Appends to
+/// runs/bench/train_loop.csv.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -35,6 +38,9 @@ struct Args {
     /// Both sides' forward pass: fp32, or bf16 autocast.
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     precision: Precision,
+    /// On a GPU, our steps op by op instead of a captured CUDA graph (training's --no-cuda-graph).
+    #[arg(long)]
+    no_cuda_graph: bool,
     #[arg(long, default_value = "runs/bench/train_loop.csv")]
     csv: PathBuf,
 }
@@ -51,34 +57,39 @@ struct Row {
     steps: usize,
     layout: String,
     precision: Precision,
+    /// Whether our steps replayed a CUDA graph.
+    cuda_graph: bool,
     ours_images_per_s: f64,
     pytorch_images_per_s: f64,
     pytorch_workers: usize,
     ratio: f64,
 }
 
-fn ours(args: &Args, env: &BenchEnv, depth: usize, data: &Prepared) -> Result<(f64, String)> {
+/// Our loop's images/s, its layout and whether its step was captured.
+fn ours(args: &Args, env: &BenchEnv, depth: usize, data: &Prepared) -> Result<(f64, String, bool)> {
     let net = NetSpec::Cifar(CifarNet::resnet(depth));
     let format = Layout::Auto.resolve(env.device);
     let mut trainer = Trainer::with_format(&net, (0.9, 1e-4), 0, env.device, format)?;
     trainer.precision = args.precision;
     let mut batches = TensorFeed::new(data, 0, args.bench.batch, &TensorOptions::default());
     let layout = trainer.format.to_string();
+    batches.start(0, &[])?;
+    let (mut stepper, why_not) = Stepper::for_run(!args.no_cuda_graph, &trainer, &mut batches);
+    if let Some(why) = why_not.filter(|_| env.device.is_cuda()) {
+        eprintln!("resnet{depth}: not captured: {why}");
+    }
+    // The warm-up covers the eager steps before a capture and the capture itself.
+    let warmup = args.bench.warmup.max(WARMUP_STEPS as usize + 2);
     let mut it = 0u64;
-    let mut step = || -> Result<()> {
-        let (x, y) = batches.batch(it)?;
-        let _ = trainer.step(&x, &y, 0.1)?;
-        it += 1;
-        Ok(())
-    };
     let mut result = Ok(());
-    let secs = time_steps(env.device, args.bench.warmup, args.bench.steps, || {
+    let secs = time_steps(env.device, warmup, args.bench.steps, || {
         if result.is_ok() {
-            result = step();
+            result = stepper.step(&mut trainer, &mut batches, it, 0.1).map(|_| ());
+            it += 1;
         }
     });
     result?;
-    Ok((args.bench.batch as f64 / secs, layout))
+    Ok((args.bench.batch as f64 / secs, layout, stepper.is_captured()))
 }
 
 fn pytorch(args: &Args, env: &BenchEnv, depth: usize, workers: usize) -> Result<f64> {
@@ -107,10 +118,11 @@ fn main() -> Result<()> {
     println!("{:<10} {:>24} {:>24} {:>8}", "model", "ours", "PyTorch", "ratio");
     for &depth in &args.bench.depths {
         let (mut best_ours, mut best_theirs, mut best_workers, mut layout) = (0f64, 0f64, 0, String::new());
+        let mut captured = false;
         for _ in 0..args.repeats.max(1) {
-            let (v, l) = ours(&args, &env, depth, &data)?;
+            let (v, l, c) = ours(&args, &env, depth, &data)?;
             best_ours = best_ours.max(v);
-            layout = l;
+            (layout, captured) = (l, c);
             for &w in &args.workers {
                 let v = pytorch(&args, &env, depth, w)?;
                 if v > best_theirs {
@@ -129,6 +141,7 @@ fn main() -> Result<()> {
             steps: args.bench.steps,
             layout: layout.clone(),
             precision: args.precision,
+            cuda_graph: captured,
             ours_images_per_s: best_ours,
             pytorch_images_per_s: best_theirs,
             pytorch_workers: best_workers,
@@ -137,7 +150,7 @@ fn main() -> Result<()> {
         println!(
             "{:<10} {:>24} {:>24} {:>8.3}",
             row.model,
-            format!("{best_ours:.1} ({layout})"),
+            format!("{best_ours:.1} ({layout}{})", if captured { ", graph" } else { "" }),
             format!("{best_theirs:.1} ({best_workers} workers)"),
             row.ratio
         );

@@ -120,3 +120,100 @@ pub fn pad_crop_flip(x: &Tensor, pad: i64, offset_y: &Tensor, offset_x: &Tensor,
     let ci = Tensor::arange(c, (Kind::Int64, dev)).view([1, c, 1, 1]);
     padded.index(&[Some(bi), Some(ci), Some(rows.view([b, 1, h, 1])), Some(cols.view([b, 1, 1, w]))])
 }
+
+/// Where update `iteration` falls for `n` images in batches of `batch_size`: (epoch, batch of the
+/// epoch). The last partial batch of an epoch is dropped.
+pub fn locate(iteration: u64, n: usize, batch_size: usize) -> (u64, usize) {
+    let per_epoch = (n / batch_size) as u64;
+    (iteration / per_epoch, (iteration % per_epoch) as usize)
+}
+
+/// An [`EpochPlan`] kept in fixed device buffers, with the start of the current batch in a device
+/// scalar: each batch is then drawn by device operations on unchanging tensors, which a CUDA graph
+/// can capture once and replay for every batch. [`StagedPlan::stage`] writes the buffers (a new
+/// epoch's plan, a batch's start); [`StagedPlan::part`] is the captured part, and gives the same
+/// images, crops and flips as [`EpochPlan::part`].
+#[derive(Debug)]
+pub struct StagedPlan {
+    seed: u64,
+    n: usize,
+    batch_size: usize,
+    pad: i64,
+    augment: bool,
+    /// This replica's part of every batch: (i, parts).
+    part: (usize, usize),
+    epoch: Option<u64>,
+    plan: EpochPlan,
+    /// Where this part of the current batch starts in the epoch's plan (int64 scalar).
+    start: Tensor,
+    /// 0..part length, added to `start`.
+    offsets: Tensor,
+}
+
+impl StagedPlan {
+    pub fn new(
+        seed: u64,
+        n: usize,
+        batch_size: usize,
+        pad: i64,
+        augment: bool,
+        part: (usize, usize),
+        device: Device,
+    ) -> Self {
+        let plan = EpochPlan::new(seed, 0, n, batch_size, pad, augment, device);
+        let len = (batch_size / part.1) as i64;
+        StagedPlan {
+            seed,
+            n,
+            batch_size,
+            pad,
+            augment,
+            part,
+            epoch: Some(0),
+            plan,
+            start: Tensor::zeros([], (Kind::Int64, device)),
+            offsets: Tensor::arange(len, (Kind::Int64, device)),
+        }
+    }
+
+    /// Points the buffers at update `iteration`'s batch: copies in its epoch's plan when the epoch
+    /// changes, and sets the start. Writes into the existing tensors only.
+    pub fn stage(&mut self, iteration: u64) {
+        let (epoch, k) = locate(iteration, self.n, self.batch_size);
+        if self.epoch != Some(epoch) {
+            let dev = self.start.device();
+            let new = EpochPlan::new(self.seed, epoch, self.n, self.batch_size, self.pad, self.augment, dev);
+            for (to, from) in [
+                (&self.plan.order, &new.order),
+                (&self.plan.offset_y, &new.offset_y),
+                (&self.plan.offset_x, &new.offset_x),
+                (&self.plan.flip, &new.flip),
+            ] {
+                to.shallow_clone().copy_(from);
+            }
+            self.plan.epoch = epoch;
+            self.epoch = Some(epoch);
+        }
+        let (i, parts) = self.part;
+        let start = k * self.batch_size + i * (self.batch_size / parts);
+        let _ = self.start.shallow_clone().fill_(start as i64);
+    }
+
+    /// Images in this part of a batch.
+    pub fn images(&self) -> usize {
+        self.batch_size / self.part.1
+    }
+
+    /// The staged batch's part of `images` (N x C x H x W) and `labels`, augmented: device
+    /// operations on the buffers only.
+    pub fn part(&self, images: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
+        let at = &self.offsets + &self.start;
+        let idx = self.plan.order.index_select(0, &at);
+        let x = images.index_select(0, &idx);
+        let y = labels.index_select(0, &idx);
+        let oy = self.plan.offset_y.index_select(0, &at);
+        let ox = self.plan.offset_x.index_select(0, &at);
+        let flip = self.plan.flip.index_select(0, &at);
+        (pad_crop_flip(&x, self.pad, &oy, &ox, &flip), y)
+    }
+}

@@ -125,6 +125,31 @@ int rr_sgd_step(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int 
       -1);
 }
 
+// torch.optim.SGD(fused=True)'s kernel with the learning rate read from a device tensor (the
+// _fused_sgd_.tensor_lr overload), which a captured CUDA graph replays with whatever rate the tensor
+// holds. Every momentum buffer must exist (a capture follows warm-up steps). On CUDA `lr` is a
+// float32 scalar on the parameters' device (the kernel reads a float*); on the CPU the kernel reads
+// it as a double. 0, or -1 on error.
+int rr_fused_sgd_tensor_lr(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int n, at::Tensor* lr,
+                           double momentum, double dampening, double weight_decay, int nesterov) {
+  return guarded(
+      [&] {
+        if (n == 0) return 0;
+        c10::NoGradGuard no_grad;
+        std::vector<at::Tensor> b;
+        if (momentum != 0) {
+          for (int i = 0; i < n; ++i) {
+            TORCH_CHECK(bufs[i] != nullptr, "a step with a device learning rate needs every momentum buffer");
+            b.push_back(*bufs[i]);
+          }
+        }
+        at::_fused_sgd_(list(params, n), list(grads, n), b, weight_decay, momentum, *lr, dampening,
+                        nesterov != 0, /*maximize=*/false, /*is_first_step=*/false);
+        return 0;
+      },
+      -1);
+}
+
 // Enters autocast to bfloat16 on this thread for CPU (cuda = 0) or CUDA (1) tensors, as
 // `torch.autocast(device, dtype=torch.bfloat16)` does; *was_enabled and *was_dtype receive the
 // state to restore with rr_autocast_leave. 0, or -1 on error.

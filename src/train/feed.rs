@@ -4,7 +4,7 @@
 
 use crate::data::Prepared;
 use crate::data::TensorOptions;
-use crate::data::augment::EpochPlan;
+use crate::data::augment::{EpochPlan, StagedPlan, locate};
 use crate::data::imagenet::{FolderOptions, ImageFolder, Protocol};
 use crate::data::loader::{LoaderOptions, LoaderSettings, TrainLoader};
 use crate::dist::Replicas;
@@ -43,6 +43,43 @@ pub trait TrainData {
     fn skipped(&mut self) -> Result<Vec<usize>> {
         Ok(Vec::new())
     }
+    /// The batches as a captured step draws them (see [`Staged`]); `None`, the default, where
+    /// batches come from the host (an image folder's decoded images).
+    fn staged(&mut self) -> Option<&mut dyn Staged> {
+        None
+    }
+}
+
+/// Batches drawn on the device from buffers that never move, so that a CUDA graph can capture the
+/// drawing with the step: [`Staged::stage`] points the buffers at an iteration (outside the graph),
+/// [`Staged::batch`] draws it (inside). Its batches equal [`TrainData::batch`]'s.
+pub trait Staged {
+    /// Points the buffers at the batch of update `iteration`.
+    fn stage(&mut self, iteration: u64);
+    /// The staged batch: device operations on the buffers only.
+    fn batch(&self) -> (Tensor, Tensor);
+    /// Images in a batch.
+    fn images(&self) -> u64;
+}
+
+/// A [`TensorFeed`]'s staged batches.
+struct StagedTensors<'a> {
+    data: &'a Prepared,
+    plan: StagedPlan,
+}
+
+impl Staged for StagedTensors<'_> {
+    fn stage(&mut self, iteration: u64) {
+        self.plan.stage(iteration);
+    }
+
+    fn batch(&self) -> (Tensor, Tensor) {
+        self.plan.part(&self.data.train_x, &self.data.train_y)
+    }
+
+    fn images(&self) -> u64 {
+        self.plan.images() as u64
+    }
 }
 
 /// CIFAR-sized data resident on the device, batches drawn by [`EpochPlan`].
@@ -56,13 +93,24 @@ pub struct TensorFeed<'a> {
     /// The other replicas, if any: this one trains on its part of every global batch and
     /// evaluates its part of the test (and validation) set.
     replicas: Option<Arc<Replicas>>,
+    /// Made at the first call of [`TrainData::staged`].
+    staged: Option<StagedTensors<'a>>,
 }
 
 impl<'a> TensorFeed<'a> {
     pub fn new(data: &'a Prepared, seed: u64, batch_size: usize, opts: &TensorOptions) -> Self {
         let n_test = data.test_y.size()[0];
         let test_images = opts.test_subset.map_or(n_test, |k| (k as i64).min(n_test));
-        TensorFeed { data, seed, batch_size, opts: opts.clone(), test_images, plan: None, replicas: None }
+        TensorFeed {
+            data,
+            seed,
+            batch_size,
+            opts: opts.clone(),
+            test_images,
+            plan: None,
+            replicas: None,
+            staged: None,
+        }
     }
 
     /// One of `dp`'s replicas: its slice of each global batch (of `batch_size`, which the world
@@ -107,15 +155,23 @@ impl TrainData for TensorFeed<'_> {
 
     fn batch(&mut self, iteration: u64) -> Result<(Tensor, Tensor)> {
         let (n, pad) = (self.train_len(), self.opts.pad);
-        let per_epoch = (n / self.batch_size) as u64;
-        let epoch = iteration / per_epoch;
+        let (epoch, k) = locate(iteration, n, self.batch_size);
         if self.plan.as_ref().is_none_or(|p| p.epoch != epoch) {
             let dev = self.data.train_x.device();
             let augment = self.opts.augment;
             self.plan = Some(EpochPlan::new(self.seed, epoch, n, self.batch_size, pad, augment, dev));
         }
-        let k = (iteration % per_epoch) as usize;
         Ok(self.plan.as_ref().unwrap().part(k, self.part(), &self.data.train_x, &self.data.train_y, pad))
+    }
+
+    fn staged(&mut self) -> Option<&mut dyn Staged> {
+        if self.staged.is_none() {
+            let (n, dev) = (self.train_len(), self.data.train_x.device());
+            let (pad, augment) = (self.opts.pad, self.opts.augment);
+            let plan = StagedPlan::new(self.seed, n, self.batch_size, pad, augment, self.part(), dev);
+            self.staged = Some(StagedTensors { data: self.data, plan });
+        }
+        self.staged.as_mut().map(|s| s as &mut dyn Staged)
     }
 
     fn evaluate(&mut self, net: &ResNet, format: MemoryFormat) -> Result<Evaluation> {

@@ -3,6 +3,7 @@
 //! [`progress`] its cadence and display, [`checkpoint`], [`metrics`] and [`optim`] what it saves
 //! and how it updates.
 
+pub mod capture;
 pub mod checkpoint;
 pub mod config;
 pub mod feed;
@@ -12,6 +13,7 @@ pub mod policy;
 pub mod progress;
 pub mod trainer;
 
+pub use capture::Stepper;
 pub use config::{Layout, Precision, TrainConfig};
-pub use feed::{Evaluation, FolderFeed, TensorFeed, TrainData};
-pub use trainer::{RunFiles, TrainJob, TrainOptions, TrainStatus, TrainSummary, Trainer, train_run};
+pub use feed::{Evaluation, FolderFeed, Staged, TensorFeed, TrainData};
+pub use trainer::{Rate, RunFiles, TrainJob, TrainOptions, TrainStatus, TrainSummary, Trainer, train_run};

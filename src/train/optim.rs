@@ -2,7 +2,7 @@
 //! momentum buffers inside libtorch, where they cannot be saved). Each step runs the same operations
 //! as `torch.optim.SGD` (tested against it in tests/optim.rs).
 
-use crate::shim::{SgdParams, clear_grads, sgd_step};
+use crate::shim::{SgdParams, clear_grads, fused_sgd_step_lr_tensor, sgd_step};
 use anyhow::Result;
 use tch::{Tensor, nn};
 
@@ -46,15 +46,31 @@ impl Sgd {
 
     /// One update with learning rate `lr`.
     pub fn step(&mut self, lr: f64) -> Result<()> {
-        let h = SgdParams {
+        let h = self.hyper(lr);
+        sgd_step(&self.params, &mut self.buffers, h)
+    }
+
+    /// One update in the fused kernel with the learning rate read from the device scalar `lr`
+    /// (see [`fused_sgd_step_lr_tensor`]), the update a captured CUDA graph replays. Needs every
+    /// momentum buffer: one step with [`Sgd::step`] first.
+    pub fn step_lr_tensor(&mut self, lr: &Tensor) -> Result<()> {
+        fused_sgd_step_lr_tensor(&self.params, &self.buffers, lr, self.hyper(f64::NAN))
+    }
+
+    /// Whether every parameter has its momentum buffer (or there is no momentum).
+    pub fn has_buffers(&self) -> bool {
+        self.momentum == 0.0 || self.buffers.iter().all(Option::is_some)
+    }
+
+    fn hyper(&self, lr: f64) -> SgdParams {
+        SgdParams {
             lr,
             momentum: self.momentum,
             dampening: self.dampening,
             weight_decay: self.weight_decay,
             nesterov: self.nesterov,
             fused: self.fused,
-        };
-        sgd_step(&self.params, &mut self.buffers, h)
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! the same loop for every data family, which differ only in their [`TrainData`]. On the CPU a
 //! resumed run ends bit-identical to an uninterrupted one.
 
+use super::capture::Stepper;
 use super::checkpoint::{self, TrainState};
 use super::config::{Precision, TrainConfig};
 use super::feed::{Evaluation, TrainData};
@@ -33,6 +34,8 @@ pub struct TrainOptions {
     pub stop_after: Option<u64>,
     /// Show a progress bar (on a terminal) rather than log lines.
     pub progress_bar: bool,
+    /// Capture the step as a CUDA graph where that applies (see [`crate::train::capture`]).
+    pub cuda_graph: bool,
 }
 
 impl TrainOptions {
@@ -52,6 +55,7 @@ impl TrainOptions {
             replicas: None,
             stop_after: None,
             progress_bar: std::io::stderr().is_terminal(),
+            cuda_graph: true,
         }
     }
 }
@@ -101,6 +105,15 @@ pub enum TrainStatus {
     Finished(TrainSummary),
     /// Stopped by `stop_after` at this iteration; resumable.
     Paused(u64),
+}
+
+/// A step's learning rate.
+#[derive(Debug, Clone, Copy)]
+pub enum Rate<'a> {
+    Value(f64),
+    /// A scalar on the training device, read when the step runs (fused SGD only; see
+    /// [`Sgd::step_lr_tensor`]): a captured step's rate, changed without a new capture.
+    Device(&'a Tensor),
 }
 
 /// A network and its optimizer, one SGD step at a time: [`train_run`] adds the policy, metrics
@@ -175,6 +188,11 @@ impl Trainer {
     /// One update with rate `lr` on the batch `(x, y)`. Returns the batch's loss and its number of
     /// misclassified images, left on the device.
     pub fn step(&mut self, x: &Tensor, y: &Tensor, lr: f64) -> Result<(Tensor, Tensor)> {
+        self.step_at(x, y, Rate::Value(lr))
+    }
+
+    /// [`Trainer::step`] at a rate that may be a device scalar (the step a CUDA graph captures).
+    pub fn step_at(&mut self, x: &Tensor, y: &Tensor, lr: Rate) -> Result<(Tensor, Tensor)> {
         let x = contiguous(x, self.format)?;
         self.opt.zero_grad()?;
         let n = x.size()[0] as usize;
@@ -185,7 +203,10 @@ impl Trainer {
         if let (Some(dp), None) = (&self.replicas, &self.reducer) {
             dp.average_grads(&self.opt.params)?;
         }
-        self.opt.step(lr)?;
+        match lr {
+            Rate::Value(lr) => self.opt.step(lr)?,
+            Rate::Device(lr) => self.opt.step_lr_tensor(lr)?,
+        }
         Ok(out)
     }
 
@@ -252,6 +273,11 @@ impl Trainer {
         Ok((loss / groups as f64, wrong))
     }
 
+    /// Whether this trainer is one of a data-parallel job's replicas.
+    pub fn is_replica(&self) -> bool {
+        self.replicas.is_some()
+    }
+
     /// Whether every weight and BN statistic is finite.
     pub fn weights_finite(&self) -> bool {
         tch::no_grad(|| self.vs.variables().values().all(|t| t.isfinite().all().int64_value(&[]) == 1))
@@ -298,6 +324,7 @@ pub fn train_run(
     let mut run = Run::start(job, files, opts)?;
     let stop_at = run.stop_at(opts.stop_after)?;
     data.start(run.state.iteration, &run.state.skipped)?;
+    run.choose_stepper(opts, data);
     let n_train = data.train_len();
     while run.it < stop_at {
         run.step(data)?;
@@ -324,6 +351,8 @@ struct Run<'a> {
     job: TrainJob<'a>,
     files: &'a RunFiles,
     trainer: Trainer,
+    /// Eager or captured steps.
+    stepper: Stepper,
     policy: LrPolicy,
     cadence: Cadence,
     state: TrainState,
@@ -406,6 +435,7 @@ impl<'a> Run<'a> {
             job,
             files,
             trainer,
+            stepper: Stepper::eager(),
             policy,
             cadence: Cadence::of(t),
             it: state.iteration,
@@ -435,17 +465,34 @@ impl<'a> Run<'a> {
         Ok(stop_at)
     }
 
+    /// Captures the step as a CUDA graph where `opts` wants it and it applies; says why not where
+    /// it does not, on a GPU.
+    fn choose_stepper(&mut self, opts: &TrainOptions, data: &mut dyn TrainData) {
+        let (stepper, why_not) = Stepper::for_run(opts.cuda_graph, &self.trainer, data);
+        let label = self.job.label();
+        match why_not {
+            Some(why) if opts.device.is_cuda() && opts.is_rank0() => {
+                eprintln!("{label}: the step is not captured as a CUDA graph: {why}")
+            }
+            None if opts.cuda_graph && opts.device.is_cuda() && opts.is_rank0() => eprintln!(
+                "{label}: the step is captured as a CUDA graph after {} eager steps",
+                super::capture::WARMUP_STEPS
+            ),
+            _ => {}
+        }
+        self.stepper = stepper;
+    }
+
     /// One update, and the warm-up's check when it is due.
     fn step(&mut self, data: &mut dyn TrainData) -> Result<()> {
         self.lr = self.policy.lr(self.it, &self.state.policy);
-        let (x, y) = data.batch(self.it)?;
-        let (mut loss, wrong) = self.trainer.step(&x, &y, self.lr)?;
-        if let Some(dp) = self.dp.as_ref().filter(|dp| dp.world() > 1) {
-            loss /= dp.world() as f64; // this replica's share of the global batch's loss
-        }
-        let images = y.size()[0] as u64;
-        self.window.add(&loss, &wrong, images);
-        self.warm_window.add(&loss, &wrong, images);
+        let out = self.stepper.step(&mut self.trainer, data, self.it, self.lr)?;
+        let loss = match self.dp.as_ref().filter(|dp| dp.world() > 1) {
+            Some(dp) => &out.loss / dp.world() as f64, // this replica's share of the global batch's loss
+            None => out.loss,
+        };
+        self.window.add(&loss, &out.wrong, out.images);
+        self.warm_window.add(&loss, &out.wrong, out.images);
         self.it += 1;
         self.progress.set_position(self.it);
         if self.policy.warmup_check_due(self.it, &self.state.policy) {

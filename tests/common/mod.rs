@@ -265,10 +265,8 @@ pub fn runner_over(
         data,
         loader: LoaderSettings { threads: 1, prefetch: 1, skip_corrupt: false },
         train: resnet_repro::train::TrainOptions {
-            device: tch::Device::Cpu,
-            replicas: None,
-            stop_after: None,
             progress_bar: false,
+            ..resnet_repro::train::TrainOptions::new(tch::Device::Cpu)
         },
         only: vec![],
     }

@@ -1,0 +1,202 @@
+//! The CIFAR training step as one CUDA graph: a ResNet-20 step at batch 128 is hundreds of small
+//! kernels, and on a large GPU their launches, not their arithmetic, take the time. After a few
+//! eager warm-up steps on a side stream (cuDNN picks its kernels, the momentum buffers exist), one
+//! step is captured whole: the batch drawn and augmented from staged device buffers
+//! ([`Staged`]), forward, loss, backward and the fused SGD update with the learning rate read from a
+//! device scalar. Every later step writes the batch's start and the rate into those buffers and
+//! replays the graph: one launch instead of hundreds, and a schedule change needs no new capture.
+//!
+//! Capture applies to a single process training from device-resident tensors on a GPU. Elsewhere
+//! (the CPU, an image folder's host-decoded batches, data-parallel replicas, a build without the
+//! CUDA headers, or a capture that fails) the step runs eagerly, and [`Stepper::for_run`] says why.
+
+use super::feed::{Staged, TrainData};
+use super::trainer::{Rate, Trainer};
+use crate::shim::graph::{CudaGraph, graphs_supported};
+use anyhow::{Context, Result};
+use tch::{Kind, Tensor};
+
+/// Eager steps before the capture, on the capture's side stream (PyTorch's docs warm up 3).
+pub const WARMUP_STEPS: u32 = 3;
+
+/// How each update of a run is issued.
+pub struct Stepper {
+    mode: Mode,
+}
+
+enum Mode {
+    /// Op by op.
+    Eager,
+    /// Eager steps on the graph's side stream, `left` more before the capture.
+    Warming { graph: CudaGraph, left: u32 },
+    /// The captured step, replayed (or, without a graph, run as captured: see
+    /// [`Stepper::staged_without_graph`]).
+    Captured(Program),
+}
+
+/// The captured step and the tensors it reads and writes.
+struct Program {
+    graph: Option<CudaGraph>,
+    /// The learning rate it reads.
+    lr: Tensor,
+    /// What it writes: the batch's loss and misclassified count.
+    loss: Tensor,
+    wrong: Tensor,
+}
+
+/// What one update measured, on the device.
+pub struct StepOut {
+    pub loss: Tensor,
+    pub wrong: Tensor,
+    pub images: u64,
+}
+
+impl Stepper {
+    /// Every step op by op.
+    pub fn eager() -> Self {
+        Stepper { mode: Mode::Eager }
+    }
+
+    /// A run's steps: captured as a CUDA graph where `want`ed and applicable, else eager, with the
+    /// reason capture does not apply (`None` when it does, or was not wanted).
+    pub fn for_run(want: bool, trainer: &Trainer, data: &mut dyn TrainData) -> (Self, Option<String>) {
+        if !want {
+            return (Self::eager(), None);
+        }
+        let blocker = capture_blocker(
+            trainer.vs.device(),
+            graphs_supported(),
+            trainer.is_replica(),
+            data.staged().is_some(),
+        );
+        if let Some(why) = blocker {
+            return (Self::eager(), Some(why.to_string()));
+        }
+        match CudaGraph::new(trainer.vs.device()) {
+            Ok(graph) => (Stepper { mode: Mode::Warming { graph, left: WARMUP_STEPS } }, None),
+            Err(e) => (Self::eager(), Some(format!("{e:#}"))),
+        }
+    }
+
+    /// Runs the program a capture records, op by op and without a graph, from the first step on:
+    /// the staged batch and the rate in a device scalar. On the CPU its steps equal eager fused-SGD
+    /// steps bit for bit (tests/capture.rs), which checks what is captured without a GPU.
+    pub fn staged_without_graph(trainer: &Trainer) -> Self {
+        Stepper { mode: Mode::Captured(Program::new(trainer, None)) }
+    }
+
+    /// Whether the steps now replay a captured graph.
+    pub fn is_captured(&self) -> bool {
+        matches!(&self.mode, Mode::Captured(p) if p.graph.is_some())
+    }
+
+    /// Update `it` at rate `lr`. A capture that fails leaves the steps eager, with a note on stderr.
+    pub fn step(
+        &mut self,
+        trainer: &mut Trainer,
+        data: &mut dyn TrainData,
+        it: u64,
+        lr: f64,
+    ) -> Result<StepOut> {
+        match &mut self.mode {
+            Mode::Eager => eager_step(trainer, data, it, lr),
+            Mode::Warming { graph, left } if *left > 0 => {
+                *left -= 1;
+                graph.on_side_stream(|| eager_step(trainer, data, it, lr))
+            }
+            Mode::Warming { .. } => {
+                let Mode::Warming { graph, .. } = std::mem::replace(&mut self.mode, Mode::Eager) else {
+                    unreachable!()
+                };
+                match Program::capture(graph, trainer, data) {
+                    Ok(p) => self.mode = Mode::Captured(p),
+                    Err(e) => {
+                        eprintln!("the step could not be captured as a CUDA graph ({e:#}); it runs eagerly")
+                    }
+                }
+                self.step(trainer, data, it, lr)
+            }
+            Mode::Captured(p) => p.run(trainer, data, it, lr),
+        }
+    }
+}
+
+/// Why a step on `device` cannot be captured, if it cannot.
+pub fn capture_blocker(
+    device: tch::Device,
+    supported: bool,
+    replica: bool,
+    staged: bool,
+) -> Option<&'static str> {
+    if !device.is_cuda() {
+        Some("CUDA graphs are for GPUs, and this run trains on the CPU")
+    } else if !supported {
+        Some(
+            "this build has no CUDA graphs: the CUDA runtime's headers were not found when the shim was compiled",
+        )
+    } else if replica {
+        Some(
+            "a data-parallel replica averages its gradients through c10d, which the capture does not include",
+        )
+    } else if !staged {
+        Some("this data's batches are decoded on the host, not drawn on the device")
+    } else {
+        None
+    }
+}
+
+/// A step op by op: the feed's batch, the rate as a number.
+fn eager_step(trainer: &mut Trainer, data: &mut dyn TrainData, it: u64, lr: f64) -> Result<StepOut> {
+    let (x, y) = data.batch(it)?;
+    let (loss, wrong) = trainer.step(&x, &y, lr)?;
+    Ok(StepOut { loss, wrong, images: y.size()[0] as u64 })
+}
+
+fn staged(data: &mut dyn TrainData) -> Result<&mut dyn Staged> {
+    data.staged().context("this data has no staged batches")
+}
+
+impl Program {
+    /// Before its first run: outputs to be written by it.
+    fn new(trainer: &Trainer, graph: Option<CudaGraph>) -> Self {
+        let dev = trainer.vs.device();
+        // The fused kernel reads the rate as a float on CUDA and as a double on the CPU.
+        let kind = if dev.is_cuda() { Kind::Float } else { Kind::Double };
+        Program {
+            graph,
+            lr: Tensor::zeros([], (kind, dev)),
+            loss: Tensor::zeros([], (Kind::Float, dev)),
+            wrong: Tensor::zeros([], (Kind::Int64, dev)),
+        }
+    }
+
+    /// Records the step into `graph` (nothing runs).
+    fn capture(mut graph: CudaGraph, trainer: &mut Trainer, data: &mut dyn TrainData) -> Result<Self> {
+        anyhow::ensure!(trainer.opt.has_buffers(), "the momentum buffers do not exist yet");
+        let mut p = Program::new(trainer, None);
+        let staged = staged(data)?;
+        let lr = &p.lr;
+        let (loss, wrong) = graph.capture(|| {
+            let (x, y) = staged.batch();
+            trainer.step_at(&x, &y, Rate::Device(lr))
+        })?;
+        (p.loss, p.wrong, p.graph) = (loss, wrong, Some(graph));
+        Ok(p)
+    }
+
+    /// Update `it` at `lr`: the buffers written, then the graph replayed (or the program run).
+    fn run(&mut self, trainer: &mut Trainer, data: &mut dyn TrainData, it: u64, lr: f64) -> Result<StepOut> {
+        let staged = staged(data)?;
+        staged.stage(it);
+        let _ = self.lr.fill_(lr);
+        match &mut self.graph {
+            Some(g) => g.replay()?,
+            None => {
+                let (x, y) = staged.batch();
+                (self.loss, self.wrong) = trainer.step_at(&x, &y, Rate::Device(&self.lr))?;
+            }
+        }
+        let images = staged.images();
+        Ok(StepOut { loss: self.loss.shallow_clone(), wrong: self.wrong.shallow_clone(), images })
+    }
+}
