@@ -193,6 +193,55 @@ pub fn synthetic_cifar(n: usize) -> crate::data::Dataset {
     }
 }
 
+/// One batch for every step, as the step benchmarks feed it; staged too, so that a captured step
+/// (`Stepper`) can draw it: the batch is then the same tensors every replay.
+pub struct FixedBatch {
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+impl crate::train::TrainData for FixedBatch {
+    fn train_len(&self) -> usize {
+        self.y.size()[0] as usize
+    }
+
+    fn has_validation(&self) -> bool {
+        false
+    }
+
+    fn start(&mut self, _iteration: u64, _skipped: &[usize]) -> Result<()> {
+        Ok(())
+    }
+
+    fn batch(&mut self, _iteration: u64) -> Result<(Tensor, Tensor)> {
+        Ok((self.x.shallow_clone(), self.y.shallow_clone()))
+    }
+
+    fn evaluate(
+        &mut self,
+        _: &crate::models::ResNet,
+        _: crate::shim::MemoryFormat,
+    ) -> Result<crate::train::Evaluation> {
+        bail!("a benchmark's fixed batch has nothing to evaluate on")
+    }
+
+    fn staged(&mut self) -> Option<&mut dyn crate::train::Staged> {
+        Some(self)
+    }
+}
+
+impl crate::train::Staged for FixedBatch {
+    fn stage(&mut self, _iteration: u64) {}
+
+    fn batch(&self) -> (Tensor, Tensor) {
+        (self.x.shallow_clone(), self.y.shallow_clone())
+    }
+
+    fn images(&self) -> u64 {
+        self.y.size()[0] as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

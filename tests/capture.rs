@@ -121,3 +121,33 @@ fn capture_falls_back_and_says_why_where_it_does_not_apply() {
         assert!(format!("{e:#}").contains("CUDA graph"), "{e:#}");
     }
 }
+
+#[test]
+fn the_step_benchmarks_fixed_batch_is_drawn_by_the_captured_program_as_it_is() {
+    let _rng = common::rng_lock();
+    let (x, y) = (
+        Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu)),
+        Tensor::randint(10, [8], (Kind::Int64, Device::Cpu)),
+    );
+    let mut batch = resnet_repro::bench::FixedBatch { x: x.copy(), y: y.copy() };
+    let net = NetSpec::Cifar(CifarNet::resnet(8));
+    let make = || {
+        let mut t =
+            Trainer::with_format(&net, (0.9, 1e-4), 1, Device::Cpu, MemoryFormat::Contiguous).unwrap();
+        t.opt.fused = true;
+        t
+    };
+    let (mut eager, mut staged) = (make(), make());
+    for t in [&mut eager, &mut staged] {
+        let _ = t.step(&x, &y, 0.1).unwrap(); // the momentum buffers
+    }
+    let mut stepper = Stepper::staged_without_graph(&staged);
+    for it in 1..4 {
+        let lr = 0.1 / it as f64;
+        let (want, _) = eager.step(&x, &y, lr).unwrap();
+        let got = stepper.step(&mut staged, &mut batch, it, lr).unwrap();
+        assert_eq!(got.images, 8);
+        assert_eq!(bits(&got.loss), bits(&want), "step {it}");
+    }
+    assert!(batch.evaluate(&staged.net, MemoryFormat::Contiguous).is_err(), "nothing to evaluate on");
+}

@@ -10,6 +10,7 @@ use resnet_repro::bench::{
 use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
+use resnet_repro::shim::contiguous;
 use resnet_repro::train::capture::WARMUP_STEPS;
 use resnet_repro::train::{Layout, Precision, Stepper, TensorFeed, TrainData, Trainer};
 use serde::Serialize;
@@ -60,13 +61,26 @@ struct Row {
     /// Whether our steps replayed a CUDA graph.
     cuda_graph: bool,
     ours_images_per_s: f64,
+    /// Our bare step (one fixed batch, eager) in the same process, and loop / step.
+    ours_step_images_per_s: f64,
+    loop_vs_step: f64,
     pytorch_images_per_s: f64,
     pytorch_workers: usize,
     ratio: f64,
 }
 
-/// Our loop's images/s, its layout and whether its step was captured.
-fn ours(args: &Args, env: &BenchEnv, depth: usize, data: &Prepared) -> Result<(f64, String, bool)> {
+/// What one measurement of ours gives.
+struct Ours {
+    /// The loop's images/s.
+    loop_rate: f64,
+    /// The same trainer's eager step alone on one fixed batch (bench_train_step's), images/s.
+    step_rate: f64,
+    layout: String,
+    captured: bool,
+}
+
+/// Our loop, then the bare step of the same trainer: their ratio is what the loop adds or saves.
+fn ours(args: &Args, env: &BenchEnv, depth: usize, data: &Prepared) -> Result<Ours> {
     let net = NetSpec::Cifar(CifarNet::resnet(depth));
     let format = Layout::Auto.resolve(env.device);
     let mut trainer = Trainer::with_format(&net, (0.9, 1e-4), 0, env.device, format)?;
@@ -89,7 +103,17 @@ fn ours(args: &Args, env: &BenchEnv, depth: usize, data: &Prepared) -> Result<(f
         }
     });
     result?;
-    Ok((args.bench.batch as f64 / secs, layout, stepper.is_captured()))
+    let (x, y) = batches.batch(0)?;
+    let x = contiguous(&x, trainer.format)?;
+    let mut result = Ok(());
+    let step_secs = time_steps(env.device, args.bench.warmup, args.bench.steps, || {
+        if result.is_ok() {
+            result = trainer.step(&x, &y, 0.1).map(|_| ());
+        }
+    });
+    result?;
+    let b = args.bench.batch as f64;
+    Ok(Ours { loop_rate: b / secs, step_rate: b / step_secs, layout, captured: stepper.is_captured() })
 }
 
 fn pytorch(args: &Args, env: &BenchEnv, depth: usize, workers: usize) -> Result<f64> {
@@ -115,14 +139,15 @@ fn main() -> Result<()> {
         args.images,
         env.describe()
     );
-    println!("{:<10} {:>24} {:>24} {:>8}", "model", "ours", "PyTorch", "ratio");
+    println!("{:<10} {:>30} {:>24} {:>8} {:>14}", "model", "ours", "PyTorch", "ratio", "ours loop/step");
     for &depth in &args.bench.depths {
         let (mut best_ours, mut best_theirs, mut best_workers, mut layout) = (0f64, 0f64, 0, String::new());
-        let mut captured = false;
+        let (mut captured, mut best_step) = (false, 0f64);
         for _ in 0..args.repeats.max(1) {
-            let (v, l, c) = ours(&args, &env, depth, &data)?;
-            best_ours = best_ours.max(v);
-            (layout, captured) = (l, c);
+            let o = ours(&args, &env, depth, &data)?;
+            best_ours = best_ours.max(o.loop_rate);
+            best_step = best_step.max(o.step_rate);
+            (layout, captured) = (o.layout, o.captured);
             for &w in &args.workers {
                 let v = pytorch(&args, &env, depth, w)?;
                 if v > best_theirs {
@@ -143,16 +168,19 @@ fn main() -> Result<()> {
             precision: args.precision,
             cuda_graph: captured,
             ours_images_per_s: best_ours,
+            ours_step_images_per_s: best_step,
+            loop_vs_step: best_ours / best_step,
             pytorch_images_per_s: best_theirs,
             pytorch_workers: best_workers,
             ratio: best_ours / best_theirs,
         };
         println!(
-            "{:<10} {:>24} {:>24} {:>8.3}",
+            "{:<10} {:>30} {:>24} {:>8.3} {:>14.3}",
             row.model,
             format!("{best_ours:.1} ({layout}{})", if captured { ", graph" } else { "" }),
             format!("{best_theirs:.1} ({best_workers} workers)"),
-            row.ratio
+            row.ratio,
+            row.loop_vs_step
         );
         append_csv_row(&args.csv, &row)?;
     }

@@ -3,11 +3,12 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::bench::{BenchArgs, BenchEnv, append_csv_row, git_commit, time_steps, utc_now};
+use resnet_repro::bench::{BenchArgs, BenchEnv, FixedBatch, append_csv_row, git_commit, time_steps, utc_now};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::{MemoryFormat, contiguous};
-use resnet_repro::train::{Precision, Trainer};
+use resnet_repro::train::capture::WARMUP_STEPS;
+use resnet_repro::train::{Precision, Stepper, Trainer};
 use serde::Serialize;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
@@ -17,7 +18,8 @@ use tch::{Kind, Tensor};
 /// settings each: fp32 NCHW (PyTorch's default), channels_last, bf16 autocast, and both (PyTorch
 /// with its fused SGD in the last three), alternated `--repeats` times (best of each kept); on CUDA
 /// (or with `--pytorch-compile`) also PyTorch's bf16 channels_last step through torch.compile
-/// (CUDA graphs on CUDA), where it runs. Prints
+/// (CUDA graphs on CUDA), where it runs, and on CUDA ours in that setting captured as a CUDA graph
+/// (as training runs it). Prints
 /// every figure and two ratios, ours at its best against PyTorch's default and against PyTorch at
 /// its best, and appends them to runs/bench/train_step.csv.
 #[derive(Parser)]
@@ -95,19 +97,29 @@ struct Row {
     pytorch_bf16_nhwc: f64,
     /// PyTorch bf16 channels_last through torch.compile, if measured and it ran.
     pytorch_bf16_nhwc_compiled: Option<f64>,
+    /// Ours bf16 channels_last captured as a CUDA graph (CUDA only).
+    ours_bf16_nhwc_graph: Option<f64>,
     ours_best: String,
     pytorch_best: String,
     ratio_best_vs_pytorch_default: f64,
     ratio_best_vs_pytorch_best: f64,
 }
 
-fn ours(args: &Args, env: &BenchEnv, depth: usize, s: Setting) -> Result<f64> {
+/// A trainer in setting `s` and one synthetic batch in its layout.
+fn setup(args: &Args, env: &BenchEnv, depth: usize, s: Setting) -> Result<(Trainer, Tensor, Tensor)> {
     let (b, device) = (args.bench.batch as i64, env.device);
     let net = NetSpec::Cifar(CifarNet::resnet(depth));
     let mut trainer = Trainer::with_format(&net, (0.9, 1e-4), 0, device, s.format)?;
     trainer.precision = s.precision;
     let x = contiguous(&Tensor::randn([b, 3, 32, 32], (Kind::Float, device)), s.format)?;
     let y = Tensor::randint(10, [b], (Kind::Int64, device));
+    Ok((trainer, x, y))
+}
+
+/// Our step in setting `s`, images/s.
+fn ours(args: &Args, env: &BenchEnv, depth: usize, s: Setting) -> Result<f64> {
+    let (mut trainer, x, y) = setup(args, env, depth, s)?;
+    let (b, device) = (args.bench.batch as i64, env.device);
     // The training loop's own step (forward, loss, backward, update, and the misclassified count
     // it keeps on the device).
     let mut step = || -> Result<()> { trainer.step(&x, &y, 0.1).map(|_| ()) };
@@ -132,6 +144,36 @@ fn pytorch(args: &Args, env: &BenchEnv, depth: usize, s: Setting, compile: bool)
         a.push("--cudnn-benchmark".into());
     }
     env.python_images_per_s("bench/pytorch_train_step.py", &a)
+}
+
+/// Our step in setting `s` captured as a CUDA graph and replayed, as training runs it, best of
+/// `--repeats`; `None` (and why, printed) where it is not captured.
+fn ours_graph(args: &Args, env: &BenchEnv, depth: usize, s: Setting) -> Result<Option<f64>> {
+    let mut best = None;
+    for _ in 0..args.repeats.max(1) {
+        let (mut trainer, x, y) = setup(args, env, depth, s)?;
+        let mut batch = FixedBatch { x, y };
+        let (mut stepper, why_not) = Stepper::for_run(true, &trainer, &mut batch);
+        if let Some(why) = why_not {
+            println!("ours captured did not run: {why}");
+            return Ok(None);
+        }
+        let (mut it, mut result) = (0u64, Ok(()));
+        let warmup = args.bench.warmup.max(WARMUP_STEPS as usize + 2);
+        let secs = time_steps(env.device, warmup, args.bench.steps, || {
+            if result.is_ok() {
+                result = stepper.step(&mut trainer, &mut batch, it, 0.1).map(|_| ());
+                it += 1;
+            }
+        });
+        result?;
+        if !stepper.is_captured() {
+            return Ok(None); // the capture failed, and said why
+        }
+        let v = args.bench.batch as f64 / secs;
+        best = Some(best.map_or(v, |b: f64| b.max(v)));
+    }
+    Ok(best)
 }
 
 /// PyTorch's best setting through torch.compile, best of `--repeats`; `None` (and why, printed)
@@ -182,7 +224,13 @@ fn main() -> Result<()> {
         let compiled = (args.pytorch_compile || env.device.is_cuda())
             .then(|| pytorch_compiled(&args, &env, depth))
             .flatten();
-        let ((ib, ob), (it, eager)) = (best(&us), best(&them));
+        let graph =
+            if env.device.is_cuda() { ours_graph(&args, &env, depth, Setting::ALL[3])? } else { None };
+        let ((ib, eager_ours), (it, eager)) = (best(&us), best(&them));
+        let (ours_best, ob) = match graph {
+            Some(g) if g > eager_ours => (format!("{}_graph", names[3]), g),
+            _ => (names[ib].clone(), eager_ours),
+        };
         let (pytorch_best, tb) = match compiled {
             Some(c) if c > eager => (format!("{}_compiled", names[3]), c),
             _ => (names[it].clone(), eager),
@@ -205,7 +253,8 @@ fn main() -> Result<()> {
             pytorch_bf16_nchw: them[2],
             pytorch_bf16_nhwc: them[3],
             pytorch_bf16_nhwc_compiled: compiled,
-            ours_best: names[ib].clone(),
+            ours_bf16_nhwc_graph: graph,
+            ours_best,
             pytorch_best,
             ratio_best_vs_pytorch_default: ob / them[0],
             ratio_best_vs_pytorch_best: ob / tb,
@@ -218,6 +267,9 @@ fn main() -> Result<()> {
         }
         if let Some(c) = compiled {
             println!("{:<10} PyTorch bf16_nhwc through torch.compile: {c:.1}", row.model);
+        }
+        if let Some(g) = graph {
+            println!("{:<10} ours bf16_nhwc captured as a CUDA graph: {g:.1}", row.model);
         }
         println!(
             "{:<10} ours' best ({}) / PyTorch's default {:.3}, / PyTorch's best ({}) {:.3}",

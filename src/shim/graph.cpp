@@ -11,6 +11,7 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/core/Event.h>
 #include <c10/core/StreamGuard.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
 
@@ -118,13 +119,14 @@ int rr_graph_leave_side(rr_graph* g) {
       -1);
 }
 
-// Starts capturing this thread's work on the side stream, with autocast's cache of cast weights off
-// (a cached cast made during capture would be memory of the graph's pool; torch.cuda.graph's
-// callers turn it off too).
+// Starts capturing this thread's work on the side stream, after the device is idle (as
+// torch.cuda.graph does), with autocast's cache of cast weights off (a cached cast made during
+// capture would be memory of the graph's pool; make_graphed_callables requires it off too).
 int rr_graph_capture_begin(rr_graph* g) {
   return guarded(
       [&] {
 #ifdef RR_HAVE_CUDA
+        c10::cuda::device_synchronize();
         enter_side(g);
         g->autocast_cache = at::autocast::is_autocast_cache_enabled();
         at::autocast::set_autocast_cache_enabled(false);

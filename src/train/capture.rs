@@ -63,12 +63,10 @@ impl Stepper {
         if !want {
             return (Self::eager(), None);
         }
-        let blocker = capture_blocker(
-            trainer.vs.device(),
-            graphs_supported(),
-            trainer.is_replica(),
-            data.staged().is_some(),
-        );
+        let device = trainer.vs.device();
+        // (Staged batches are only made where they could be used.)
+        let staged = device.is_cuda() && data.staged().is_some();
+        let blocker = capture_blocker(device, graphs_supported(), trainer.is_replica(), staged);
         if let Some(why) = blocker {
             return (Self::eager(), Some(why.to_string()));
         }
