@@ -9,6 +9,7 @@
 #include <ATen/autocast_mode.h>
 #ifdef RR_HAVE_CUDA
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/core/DeviceGuard.h>
 #include <c10/core/Event.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -126,8 +127,8 @@ int rr_graph_capture_begin(rr_graph* g) {
   return guarded(
       [&] {
 #ifdef RR_HAVE_CUDA
+        enter_side(g);  // also makes the graph's GPU the current device
         c10::cuda::device_synchronize();
-        enter_side(g);
         g->autocast_cache = at::autocast::is_autocast_cache_enabled();
         at::autocast::set_autocast_cache_enabled(false);
         g->capturing = true;
@@ -196,11 +197,13 @@ int rr_graph_capture_abort(rr_graph* g) {
   return 0;
 }
 
-// Launches the captured work on the current stream.
+// Launches the captured work on the current stream of the graph's GPU (made the current device for
+// the call: a worker may train on a GPU other than the current one).
 int rr_graph_replay(rr_graph* g) {
   return guarded(
       [&] {
 #ifdef RR_HAVE_CUDA
+        c10::DeviceGuard on_device(g->side.device());
         g->graph.replay();
         return 0;
 #else

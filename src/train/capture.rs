@@ -173,6 +173,9 @@ impl Program {
         anyhow::ensure!(trainer.opt.has_buffers(), "the momentum buffers do not exist yet");
         let mut p = Program::new(trainer, None);
         let staged = staged(data)?;
+        // As PyTorch's whole-network capture does: no gradients before it, so that the backward
+        // pass makes them in the graph's memory.
+        trainer.opt.zero_grad()?;
         let lr = &p.lr;
         let (loss, wrong) = graph.capture(|| {
             let (x, y) = staged.batch();
