@@ -76,9 +76,10 @@ impl Stepper {
         }
     }
 
-    /// Runs the program a capture records, op by op and without a graph, from the first step on:
-    /// the staged batch and the rate in a device scalar. On the CPU its steps equal eager fused-SGD
-    /// steps bit for bit (tests/capture.rs), which checks what is captured without a GPU.
+    /// Runs the program a capture records, op by op and without a graph: the staged batch and the
+    /// rate in a device scalar. Like a capture it needs the momentum buffers (one eager step
+    /// first). On the CPU its steps equal eager fused-SGD steps bit for bit (tests/capture.rs),
+    /// which checks what is captured without a GPU.
     pub fn staged_without_graph(trainer: &Trainer) -> Self {
         Stepper { mode: Mode::Captured(Program::new(trainer, None)) }
     }
