@@ -137,12 +137,11 @@ pub fn locate(iteration: u64, n: usize, batch_size: usize) -> (u64, usize) {
 pub struct StagedPlan {
     seed: u64,
     n: usize,
-    batch_size: usize,
     pad: i64,
     augment: bool,
     /// This replica's part of every batch: (i, parts).
     part: (usize, usize),
-    epoch: Option<u64>,
+    /// The buffers, holding the plan of `plan.epoch`.
     plan: EpochPlan,
     /// Where this part of the current batch starts in the epoch's plan (int64 scalar).
     start: Tensor,
@@ -165,11 +164,9 @@ impl StagedPlan {
         StagedPlan {
             seed,
             n,
-            batch_size,
             pad,
             augment,
             part,
-            epoch: Some(0),
             plan,
             start: Tensor::zeros([], (Kind::Int64, device)),
             offsets: Tensor::arange(len, (Kind::Int64, device)),
@@ -179,10 +176,11 @@ impl StagedPlan {
     /// Points the buffers at update `iteration`'s batch: copies in its epoch's plan when the epoch
     /// changes, and sets the start. Writes into the existing tensors only.
     pub fn stage(&mut self, iteration: u64) {
-        let (epoch, k) = locate(iteration, self.n, self.batch_size);
-        if self.epoch != Some(epoch) {
+        let batch_size = self.plan.batch_size;
+        let (epoch, k) = locate(iteration, self.n, batch_size);
+        if self.plan.epoch != epoch {
             let dev = self.start.device();
-            let new = EpochPlan::new(self.seed, epoch, self.n, self.batch_size, self.pad, self.augment, dev);
+            let new = EpochPlan::new(self.seed, epoch, self.n, batch_size, self.pad, self.augment, dev);
             for (to, from) in [
                 (&self.plan.order, &new.order),
                 (&self.plan.offset_y, &new.offset_y),
@@ -192,16 +190,14 @@ impl StagedPlan {
                 to.shallow_clone().copy_(from);
             }
             self.plan.epoch = epoch;
-            self.epoch = Some(epoch);
         }
-        let (i, parts) = self.part;
-        let start = k * self.batch_size + i * (self.batch_size / parts);
+        let start = k * batch_size + self.part.0 * self.images();
         let _ = self.start.shallow_clone().fill_(start as i64);
     }
 
     /// Images in this part of a batch.
     pub fn images(&self) -> usize {
-        self.batch_size / self.part.1
+        self.plan.batch_size / self.part.1
     }
 
     /// The staged batch's part of `images` (N x C x H x W) and `labels`, augmented: device

@@ -40,6 +40,14 @@ void wait_stream(const c10::Stream& to, const c10::Stream& from) {
 #endif
 }  // namespace
 
+// A shim call made of CUDA-only statements: 0, or -1 with the error; without CUDA, always the
+// error (the statements are not compiled).
+#ifdef RR_HAVE_CUDA
+#define RR_CUDA_CALL(...) guarded([&] { __VA_ARGS__; return 0; }, -1)
+#else
+#define RR_CUDA_CALL(...) guarded([&]() -> int { no_cuda(); }, -1)
+#endif
+
 // A graph, the side stream its warm-up and capture run on, and what capture changed.
 struct rr_graph {
 #ifdef RR_HAVE_CUDA
@@ -91,88 +99,48 @@ void rr_graph_free(rr_graph* g) { delete g; }
 
 // Makes the side stream current (after it waits for the current one): the warm-up steps before a
 // capture run there, as torch.cuda.graphs' docs do. rr_graph_leave_side goes back.
-int rr_graph_enter_side(rr_graph* g) {
-  return guarded(
-      [&] {
-#ifdef RR_HAVE_CUDA
-        enter_side(g);
-        return 0;
-#else
-        (void)g;
-        no_cuda();
-#endif
-      },
-      -1);
-}
+int rr_graph_enter_side(rr_graph* g) { return RR_CUDA_CALL(enter_side(g)); }
 
 // Back to the stream current before rr_graph_enter_side, which then waits for the side stream.
-int rr_graph_leave_side(rr_graph* g) {
-  return guarded(
-      [&] {
-#ifdef RR_HAVE_CUDA
-        leave_side(g);
-        return 0;
-#else
-        (void)g;
-        no_cuda();
-#endif
-      },
-      -1);
-}
+int rr_graph_leave_side(rr_graph* g) { return RR_CUDA_CALL(leave_side(g)); }
 
 // Starts capturing this thread's work on the side stream, after the device is idle (as
 // torch.cuda.graph does), with autocast's cache of cast weights off (a cached cast made during
 // capture would be memory of the graph's pool; make_graphed_callables requires it off too).
 int rr_graph_capture_begin(rr_graph* g) {
-  return guarded(
-      [&] {
-#ifdef RR_HAVE_CUDA
-        enter_side(g);  // also makes the graph's GPU the current device
-        c10::cuda::device_synchronize();
-        g->autocast_cache = at::autocast::is_autocast_cache_enabled();
-        at::autocast::set_autocast_cache_enabled(false);
-        g->capturing = true;
-        try {
-          g->graph.capture_begin();
-        } catch (...) {
-          g->capturing = false;
-          at::autocast::set_autocast_cache_enabled(g->autocast_cache);
-          leave_side(g);
-          throw;
-        }
-        return 0;
-#else
-        (void)g;
-        no_cuda();
-#endif
-      },
-      -1);
+  return RR_CUDA_CALL({
+    enter_side(g);  // also makes the graph's GPU the current device
+    c10::cuda::device_synchronize();
+    g->autocast_cache = at::autocast::is_autocast_cache_enabled();
+    at::autocast::set_autocast_cache_enabled(false);
+    g->capturing = true;
+    try {
+      g->graph.capture_begin();
+    } catch (...) {
+      g->capturing = false;
+      at::autocast::set_autocast_cache_enabled(g->autocast_cache);
+      leave_side(g);
+      throw;
+    }
+  });
 }
 
 // Ends the capture and instantiates the graph; on error (an operation that cannot be captured) the
 // capture is over all the same, and the state before rr_graph_capture_begin restored.
 int rr_graph_capture_end(rr_graph* g) {
-  return guarded(
-      [&] {
-#ifdef RR_HAVE_CUDA
-        if (!g->capturing) throw std::runtime_error("no capture in progress");
-        g->capturing = false;
-        try {
-          g->graph.capture_end();
-        } catch (...) {
-          at::autocast::set_autocast_cache_enabled(g->autocast_cache);
-          leave_side(g);
-          throw;
-        }
-        at::autocast::set_autocast_cache_enabled(g->autocast_cache);
-        leave_side(g);
-        return 0;
-#else
-        (void)g;
-        no_cuda();
-#endif
-      },
-      -1);
+  return RR_CUDA_CALL({
+    if (!g->capturing) throw std::runtime_error("no capture in progress");
+    g->capturing = false;
+    try {
+      g->graph.capture_end();
+    } catch (...) {
+      at::autocast::set_autocast_cache_enabled(g->autocast_cache);
+      leave_side(g);
+      throw;
+    }
+    at::autocast::set_autocast_cache_enabled(g->autocast_cache);
+    leave_side(g);
+  });
 }
 
 // Abandons a capture that failed part-way (what torch.cuda.graph's __exit__ does when its body
@@ -200,18 +168,10 @@ int rr_graph_capture_abort(rr_graph* g) {
 // Launches the captured work on the current stream of the graph's GPU (made the current device for
 // the call: a worker may train on a GPU other than the current one).
 int rr_graph_replay(rr_graph* g) {
-  return guarded(
-      [&] {
-#ifdef RR_HAVE_CUDA
-        c10::DeviceGuard on_device(g->side.device());
-        g->graph.replay();
-        return 0;
-#else
-        (void)g;
-        no_cuda();
-#endif
-      },
-      -1);
+  return RR_CUDA_CALL({
+    c10::DeviceGuard on_device(g->side.device());
+    g->graph.replay();
+  });
 }
 
 // 1 if this build can capture CUDA graphs, else 0.
