@@ -134,7 +134,8 @@ pub struct ExperimentArgs {
     #[arg(long, value_enum, default_value_t = GradSyncArg::During)]
     pub grad_sync: GradSyncArg,
     /// On a GPU, issue every step op by op instead of capturing the CIFAR step once as a CUDA
-    /// graph and replaying it (the capture changes no arithmetic; it saves kernel launches).
+    /// graph and replaying it (the same kernels, launched at once; only the learning rate is read
+    /// as a float32 from the GPU instead of a double).
     #[arg(long)]
     pub no_cuda_graph: bool,
 }
