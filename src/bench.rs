@@ -193,6 +193,26 @@ pub fn synthetic_cifar(n: usize) -> crate::data::Dataset {
     }
 }
 
+/// Seconds per update of `stepper` on `data` (rate 0.1), timed as [`time_steps`] times; the untimed
+/// steps cover a capture's eager warm-up and the capture itself, whatever `warmup` says.
+pub fn time_stepper(
+    device: Device,
+    (warmup, steps): (usize, usize),
+    stepper: &mut crate::train::Stepper,
+    trainer: &mut crate::train::Trainer,
+    data: &mut dyn crate::train::TrainData,
+) -> Result<f64> {
+    let warmup = warmup.max(crate::train::capture::WARMUP_STEPS as usize + 2);
+    let (mut it, mut result) = (0u64, Ok(()));
+    let secs = time_steps(device, warmup, steps, || {
+        if result.is_ok() {
+            result = stepper.step(trainer, data, it, 0.1).map(|_| ());
+            it += 1;
+        }
+    });
+    result.map(|_| secs)
+}
+
 /// One batch for every step, as the step benchmarks feed it; staged too, so that a captured step
 /// (`Stepper`) can draw it: the batch is then the same tensors every replay.
 pub struct FixedBatch {

@@ -5,13 +5,12 @@
 use anyhow::Result;
 use clap::Parser;
 use resnet_repro::bench::{
-    BenchArgs, BenchEnv, append_csv_row, git_commit, synthetic_cifar, time_steps, utc_now,
+    BenchArgs, BenchEnv, append_csv_row, git_commit, synthetic_cifar, time_stepper, time_steps, utc_now,
 };
 use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::contiguous;
-use resnet_repro::train::capture::WARMUP_STEPS;
 use resnet_repro::train::{Layout, Precision, Stepper, TensorFeed, TrainData, Trainer};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -92,17 +91,8 @@ fn ours(args: &Args, env: &BenchEnv, depth: usize, data: &Prepared) -> Result<Ou
     if let Some(why) = why_not.filter(|_| env.device.is_cuda()) {
         eprintln!("resnet{depth}: not captured: {why}");
     }
-    // The warm-up covers the eager steps before a capture and the capture itself.
-    let warmup = args.bench.warmup.max(WARMUP_STEPS as usize + 2);
-    let mut it = 0u64;
-    let mut result = Ok(());
-    let secs = time_steps(env.device, warmup, args.bench.steps, || {
-        if result.is_ok() {
-            result = stepper.step(&mut trainer, &mut batches, it, 0.1).map(|_| ());
-            it += 1;
-        }
-    });
-    result?;
+    let counts = (args.bench.warmup, args.bench.steps);
+    let secs = time_stepper(env.device, counts, &mut stepper, &mut trainer, &mut batches)?;
     let (x, y) = batches.batch(0)?;
     let x = contiguous(&x, trainer.format)?;
     let mut result = Ok(());

@@ -3,11 +3,12 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::bench::{BenchArgs, BenchEnv, FixedBatch, append_csv_row, git_commit, time_steps, utc_now};
+use resnet_repro::bench::{
+    BenchArgs, BenchEnv, FixedBatch, append_csv_row, git_commit, time_stepper, time_steps, utc_now,
+};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::{MemoryFormat, contiguous};
-use resnet_repro::train::capture::WARMUP_STEPS;
 use resnet_repro::train::{Precision, Stepper, Trainer};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -158,15 +159,8 @@ fn ours_graph(args: &Args, env: &BenchEnv, depth: usize, s: Setting) -> Result<O
             println!("ours captured did not run: {why}");
             return Ok(None);
         }
-        let (mut it, mut result) = (0u64, Ok(()));
-        let warmup = args.bench.warmup.max(WARMUP_STEPS as usize + 2);
-        let secs = time_steps(env.device, warmup, args.bench.steps, || {
-            if result.is_ok() {
-                result = stepper.step(&mut trainer, &mut batch, it, 0.1).map(|_| ());
-                it += 1;
-            }
-        });
-        result?;
+        let counts = (args.bench.warmup, args.bench.steps);
+        let secs = time_stepper(env.device, counts, &mut stepper, &mut trainer, &mut batch)?;
         if !stepper.is_captured() {
             return Ok(None); // the capture failed, and said why
         }
