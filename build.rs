@@ -7,7 +7,8 @@
 //!    same libtorch's headers; dist.cpp gets Gloo where Gloo's headers are found (GLOO_INCLUDE, else
 //!    /usr/include or /usr/local/include: Debian's libgloo-dev), and says what to install where they
 //!    are not; graph.cpp and NCCL need the CUDA runtime's headers, which the CUDA wheel's NVIDIA
-//!    packages carry.
+//!    packages carry. Headers installed or removed after a build are noticed by the next one
+//!    (see `watch`), so `apt-get install libgloo-dev` after a first build needs no `touch`.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -37,21 +38,18 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH_INCLUDE");
     let mut build = cc::Build::new();
     if let Some(gloo) = gloo_include() {
-        println!("cargo:rerun-if-changed={}", gloo.join("gloo/config.h").display());
         if gloo != Path::new("/usr/include") {
             build.include(gloo); // never -I/usr/include: it breaks libstdc++'s #include_next
         }
         build.define("USE_C10D_GLOO", None);
     } else {
         println!(
-            "cargo:warning=Gloo's headers not found: distributed training on CPUs is disabled (apt-get install libgloo-dev, then touch build.rs)"
+            "cargo:warning=Gloo's headers not found: distributed training on CPUs is disabled until they are (apt-get install libgloo-dev, or GLOO_INCLUDE=<folder holding gloo/>; the next build notices them)"
         );
     }
     if let Some(cuda) = cuda_include(&lib) {
-        println!("cargo:rerun-if-changed={}", cuda.display());
         build.include(&cuda).define("RR_HAVE_CUDA", None);
         if let Some(nccl) = nccl_include(&lib) {
-            println!("cargo:rerun-if-changed={}", nccl.display());
             build.include(nccl).define("USE_C10D_NCCL", None).define("USE_CUDA", None);
         }
     }
@@ -70,13 +68,33 @@ fn main() {
         .compile("resnet_repro_shim");
 }
 
+/// Has cargo rerun this script when `file` appears, changes or disappears, so that a build never
+/// stays without headers installed after it (or keeps headers since removed): the file where it
+/// exists, else the nearest folder above it, up to `top`, that exists (cargo scans a folder's
+/// whole tree for changes; adding an entry changes a folder's time). Never a missing path: cargo
+/// would rerun the script, and recompile the shim, on every build.
+fn watch(file: &Path, top: &Path) {
+    let mut p = file;
+    while !p.exists() {
+        match p.parent() {
+            Some(up) if p != top => p = up,
+            _ => return,
+        }
+    }
+    println!("cargo:rerun-if-changed={}", p.display());
+}
+
 /// The CUDA runtime's headers, where the torch wheel's NVIDIA packages beside it
 /// (site-packages/nvidia/) have them and libtorch has its CUDA half: scripts/with-torch installs
 /// `nvidia-cuda-crt` and `nvidia-cuda-cccl` for the CUDA runtime headers the wheel leaves out.
 fn cuda_include(lib: &Path) -> Option<PathBuf> {
     let nvidia = lib.parent()?.parent()?.join("nvidia");
-    let cuda = ["cu13", "cuda_runtime"]
-        .map(|d| nvidia.join(d).join("include"))
+    let dirs = ["cu13", "cuda_runtime"].map(|d| nvidia.join(d).join("include"));
+    for d in &dirs {
+        watch(&d.join("cuda_runtime.h"), &nvidia);
+        watch(&d.join("crt/host_config.h"), &nvidia);
+    }
+    let cuda = dirs
         .into_iter()
         .find(|d| d.join("cuda_runtime.h").is_file() && d.join("crt/host_config.h").is_file())?;
     (lib.join("libtorch_cuda.so").exists() && lib.join("libc10_cuda.so").exists()).then_some(cuda)
@@ -84,7 +102,9 @@ fn cuda_include(lib: &Path) -> Option<PathBuf> {
 
 /// NCCL's headers, from the same NVIDIA packages.
 fn nccl_include(lib: &Path) -> Option<PathBuf> {
-    let nccl = lib.parent()?.parent()?.join("nvidia/nccl/include");
+    let nvidia = lib.parent()?.parent()?.join("nvidia");
+    let nccl = nvidia.join("nccl/include");
+    watch(&nccl.join("nccl.h"), &nvidia);
     nccl.join("nccl.h").is_file().then_some(nccl)
 }
 
@@ -95,5 +115,8 @@ fn gloo_include() -> Option<PathBuf> {
         Some(p) => vec![PathBuf::from(p)],
         None => vec![PathBuf::from("/usr/include"), PathBuf::from("/usr/local/include")],
     };
+    for d in &candidates {
+        watch(&d.join("gloo/config.h"), d);
+    }
     candidates.into_iter().find(|d| d.join("gloo/config.h").is_file())
 }

@@ -41,7 +41,7 @@ c10::intrusive_ptr<c10d::Backend> make_backend(int backend, const c10::intrusive
 #else
     throw std::runtime_error(
         "this build has no Gloo (its headers were not found when the shim was compiled): install "
-        "them (Debian: apt-get install libgloo-dev), then `touch build.rs` and rebuild");
+        "them (Debian: apt-get install libgloo-dev) and rebuild (the build notices them)");
 #endif
   }
   if (backend == kNccl) {
@@ -52,7 +52,7 @@ c10::intrusive_ptr<c10d::Backend> make_backend(int backend, const c10::intrusive
 #else
     throw std::runtime_error(
         "this build has no NCCL (nccl.h and the CUDA runtime headers were not found when the shim was "
-        "compiled): see the README's \"Several GPUs\" section, then `touch build.rs` and rebuild");
+        "compiled): see the README's \"Several GPUs\" section, and rebuild");
 #endif
   }
   throw std::runtime_error("unknown backend " + std::to_string(backend));

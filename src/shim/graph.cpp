@@ -35,7 +35,7 @@ void wait_stream(const c10::Stream& to, const c10::Stream& from) {
 [[noreturn]] void no_cuda() {
   throw std::runtime_error(
       "this build has no CUDA graphs (the CUDA runtime headers were not found beside the torch wheel "
-      "when the shim was compiled): `touch build.rs` and rebuild against a CUDA build of libtorch");
+      "when the shim was compiled): rebuild against a CUDA build of libtorch");
 }
 #endif
 }  // namespace
