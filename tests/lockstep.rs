@@ -67,13 +67,15 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 fn a_dozen_training_steps_match_pytorch_losses_weights_statistics_and_logits() {
     let dir = std::env::temp_dir().join(format!("resnet-repro-lockstep-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    // (case, residual, our layout, tolerance): in NCHW both sides run the same kernels on the same
-    // numbers in the same order, so the results are bit-identical; channels_last (our CPU default)
-    // runs the NHWC kernels, whose sums go in another order: close (~1e-6 after 12 steps), not equal.
+    // (case, residual, our layout, bit-identical?): in NCHW both sides run the same kernels on the
+    // same numbers in the same order, so the results are bit-identical; channels_last (our CPU
+    // default) runs the NHWC kernels, whose sums go in another order: close, not equal, and
+    // "close" is measured against what the dozen steps changed (a step unlike PyTorch's, another
+    // rate or momentum, moves the weights by a share of that).
     let cases = [
-        ("plain8", false, MemoryFormat::Contiguous, 0.0),
-        ("resnet8", true, MemoryFormat::Contiguous, 0.0),
-        ("resnet8-channels-last", true, MemoryFormat::ChannelsLast, 1e-4),
+        ("plain8", false, MemoryFormat::Contiguous, true),
+        ("resnet8", true, MemoryFormat::Contiguous, true),
+        ("resnet8-channels-last", true, MemoryFormat::ChannelsLast, false),
     ];
     tch::manual_seed(0);
     let ours: Vec<_> = cases.iter().map(|&(c, r, f, _)| ours(&dir, c, r, f)).collect();
@@ -81,8 +83,9 @@ fn a_dozen_training_steps_match_pytorch_losses_weights_statistics_and_logits() {
     let mut args = vec![dir.as_os_str(), std::ffi::OsStr::new(&threads)];
     args.extend(cases.iter().map(|c| std::ffi::OsStr::new(c.0)));
     common::run_python_reference("lockstep_reference.py", &args);
-    for ((case, _, _, tol), (losses, finals, logits)) in cases.iter().zip(ours) {
+    for ((case, _, _, exact), (losses, finals, logits)) in cases.iter().zip(ours) {
         let theirs = read(&dir.join(format!("{case}.torch.safetensors")));
+        let init = read(&dir.join(format!("{case}.safetensors")));
         let their_losses = Vec::<f64>::try_from(&theirs["loss"]).unwrap();
         assert_eq!(their_losses.len(), STEPS as usize);
         let loss_diff = losses.iter().zip(&their_losses).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
@@ -103,9 +106,31 @@ fn a_dozen_training_steps_match_pytorch_losses_weights_statistics_and_logits() {
             weight_diff.0
         );
         assert!(losses[STEPS as usize - 1] < losses[0], "{case}: training did not lower the loss");
-        assert!(loss_diff <= *tol, "{case}: losses differ by {loss_diff:.3e} (tolerance {tol:.0e})");
-        assert!(weight_diff.1 <= *tol, "{case}: {} differs by {:.3e}", weight_diff.0, weight_diff.1);
-        assert!(logit_diff <= 10.0 * tol, "{case}: test logits differ by {logit_diff:.3e}");
+        if *exact {
+            assert_eq!(loss_diff, 0.0, "{case}: losses differ by {loss_diff:.3e}");
+            assert_eq!(weight_diff.1, 0.0, "{case}: {} differs by {:.3e}", weight_diff.0, weight_diff.1);
+            assert_eq!(logit_diff, 0.0, "{case}: test logits differ by {logit_diff:.3e}");
+            continue;
+        }
+        let pairs = || finals.iter().map(|(name, t)| (t, &theirs[&format!("final.{name}")]));
+        // What the steps changed: the least any tensor moved, relative to its scale.
+        let change = finals
+            .iter()
+            .map(|(name, t)| common::relative_difference_of([(&init[&format!("init.{name}")], t)]))
+            .fold(f64::INFINITY, f64::min);
+        common::assert_far_below(
+            common::relative_difference_of(pairs()),
+            change,
+            &format!("{case}: weights"),
+        );
+        let loss_change = (losses[0] - losses[STEPS as usize - 1]).abs();
+        common::assert_far_below(loss_diff, loss_change, &format!("{case}: losses"));
+        let logit_scale = theirs["test_logits"].abs().max().double_value(&[]);
+        common::assert_far_below(
+            logit_diff / logit_scale,
+            change,
+            &format!("{case}: test logits (relative)"),
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -246,6 +246,7 @@ fn fan_out_init_scales_the_same_draws_to_n_equal_k2_c_out() {
     net.apply_init(HeInit::FanOut);
     for (c, w) in net.convs().iter().zip(&before) {
         let ratio = (c.in_channels as f64 / c.out_channels as f64).sqrt();
+        // One multiplication per weight (~0.1): float32 rounding is ~1e-8.
         let diff = (&c.weight - w * ratio).abs().max().double_value(&[]);
         assert!(
             diff < 1e-6,

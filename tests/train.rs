@@ -403,6 +403,17 @@ fn bn_batch_on_one_device_trains_as_replicas_of_that_batch_would() {
     let net = NetSpec::Cifar(CifarNet { image_size: 12, ..CifarNet::resnet(8) });
     let format = resnet_repro::shim::MemoryFormat::ChannelsLast;
     let make = || Trainer::with_format(&net, (0.9, 1e-4), 5, Device::Cpu, format).unwrap();
+    // The effect guarded: one step with BN over the whole batch of 12 instead of groups of 4.
+    let effect = {
+        let (mut whole, mut one) = (make(), make());
+        one.bn_batch = Some(4);
+        tch::manual_seed(50);
+        let x = Tensor::randn([12, 3, 12, 12], (Kind::Float, Device::Cpu));
+        let y = Tensor::randint(10, [12], (Kind::Int64, Device::Cpu));
+        let _ = whole.step(&x, &y, 0.1).unwrap();
+        let _ = one.step(&x, &y, 0.1).unwrap();
+        common::relative_difference(&whole.vs.variables(), &one.vs.variables())
+    };
     let mut grouped = make();
     grouped.bn_batch = Some(4);
     let mut replicas: Vec<Trainer> = (0..3).map(|_| make()).collect();
@@ -441,24 +452,12 @@ fn bn_batch_on_one_device_trains_as_replicas_of_that_batch_would() {
             }
         }
         replicas.iter_mut().for_each(|r| r.opt.step(0.1).unwrap());
+        // A loss of about 2.3: 1e-5 is 4e-6 of it, above float32 rounding in another order.
         assert!((loss.double_value(&[]) - losses).abs() < 1e-5, "step {step}: loss");
         assert_eq!(wrong.int64_value(&[]), wrongs, "step {step}: misclassified");
-        let (a, b) = (grouped.vs.variables(), replicas[0].vs.variables());
-        for (name, t) in &a {
-            assert!(t.allclose(&b[name], 1e-5, 1e-6, false), "step {step}: {name} differs");
-        }
+        let diff = common::relative_difference(&grouped.vs.variables(), &replicas[0].vs.variables());
+        common::assert_far_below(diff, effect, &format!("step {step}: bn_batch 4 and 3 replicas of 4"));
     }
-    // And not vacuous: BN over the whole batch trains otherwise.
-    let mut whole = make();
-    tch::manual_seed(50);
-    let x = Tensor::randn([12, 3, 12, 12], (Kind::Float, Device::Cpu));
-    let y = Tensor::randint(10, [12], (Kind::Int64, Device::Cpu));
-    let _ = whole.step(&x, &y, 0.1).unwrap();
-    let mut one = make();
-    one.bn_batch = Some(4);
-    let _ = one.step(&x, &y, 0.1).unwrap();
-    let (a, b) = (whole.vs.variables(), one.vs.variables());
-    assert!(a.iter().any(|(name, t)| !t.allclose(&b[name], 1e-5, 1e-6, false)));
 }
 
 #[test]
@@ -486,8 +485,17 @@ fn bf16_autocast_runs_convolutions_in_bf16_and_keeps_weights_statistics_and_grad
         assert_eq!(t.kind(), Kind::Float, "{name} is no longer fp32");
     }
     assert!(bf16.opt.params.iter().all(|p| p.grad().kind() == Kind::Float));
-    // Not the same arithmetic: the weights after one step differ, a little.
+    // Not the same arithmetic: the weights after one step differ, but each tensor by well under
+    // what the step moved it (0.22 of it at most on an AMD EPYC with AVX512-BF16). A weight stored
+    // or updated in bf16 would be off by its own rounding, ~4e-3 of a BN gamma of 1: several
+    // times that gamma's update of ~1e-3.
     let (a, b) = (fp32.vs.variables(), bf16.vs.variables());
-    let worst = a.iter().map(|(n, t)| (t - &b[n]).abs().max().double_value(&[])).fold(0.0, f64::max);
-    assert!(worst > 0.0 && worst < 1e-2, "fp32 and bf16 weights differ by {worst} after one step");
+    let start = Trainer::with_format(&net, (0.9, 1e-4), 0, Device::Cpu, format).unwrap().vs.variables();
+    let largest = |x: &Tensor, y: &Tensor| (x - y).abs().max().double_value(&[]);
+    let (name, share) = a
+        .iter()
+        .map(|(n, t)| (n, largest(&b[n], t) / largest(t, &start[n])))
+        .fold((None, 0.0f64), |acc, (n, r)| if r > acc.1 { (Some(n), r) } else { acc });
+    println!("bf16 moves a tensor's one-step update by {share:.2} of it at most ({name:?})");
+    assert!(share > 0.0 && share < 0.5, "{name:?}: bf16 changed the step by {share} of it");
 }

@@ -322,3 +322,34 @@ pub fn write_image_folder(dir: &Path, classes: usize, per_class: (usize, usize),
         std::fs::write(dir.join("train/n00001000/train_zzz_broken.JPEG"), b"not a JPEG").unwrap();
     }
 }
+
+/// How far apart two sets of named tensors are, each tensor's difference taken relative to its
+/// own scale: the largest `max |a - b| / max |b|` over the tensors (a BN running variance of 300
+/// and a conv weight of 0.05 are compared alike; float32 in another summation order moves either
+/// by ~1e-7 of itself, whatever the CPU). Both sets must have the same names.
+pub fn relative_difference(a: &HashMap<String, tch::Tensor>, b: &HashMap<String, tch::Tensor>) -> f64 {
+    assert_eq!(a.len(), b.len(), "different variables");
+    relative_difference_of(a.iter().map(|(name, t)| (t, &b[name])))
+}
+
+/// [`relative_difference`] over pairs of tensors, each relative to the scale of the second.
+pub fn relative_difference_of<'a>(
+    pairs: impl IntoIterator<Item = (&'a tch::Tensor, &'a tch::Tensor)>,
+) -> f64 {
+    let scale = |t: &tch::Tensor| t.abs().max().double_value(&[]).max(f64::MIN_POSITIVE);
+    pairs.into_iter().map(|(a, b)| (a - b).abs().max().double_value(&[]) / scale(b)).fold(0.0, f64::max)
+}
+
+/// Summation order, not a bug: `diff`, the difference between two computations that should agree,
+/// is at least `RATIO` times below `effect`, the difference the behaviour under test makes (the
+/// same comparison with the behaviour removed). A tolerance derived from the effect it guards
+/// holds on any CPU, unlike a fixed one: rounding is ~1e-7 relative, an effect ~1e-3 or more.
+pub fn assert_far_below(diff: f64, effect: f64, what: &str) {
+    const RATIO: f64 = 100.0;
+    println!("{what}: differ by {diff:.2e}, the effect guarded is {effect:.2e} ({:.0}x)", effect / diff);
+    assert!(effect > 0.0, "{what}: the effect guarded is zero: the test would pass vacuously");
+    assert!(
+        diff * RATIO < effect,
+        "{what}: differ by {diff:.3e}, not {RATIO}x below the effect guarded, {effect:.3e}"
+    );
+}
