@@ -25,6 +25,58 @@ pub struct TorchInfo {
     pub mkl: bool,
     pub mkldnn: bool,
     pub openmp: bool,
+    /// The CPU's model name (`/proc/cpuinfo`), if known.
+    pub cpu_model: Option<String>,
+    pub cpu_bf16: CpuBf16,
+}
+
+/// What the CPU offers bf16 autocast (`--precision bf16`): oneDNN's bf16 convolutions run on
+/// AMX tiles where there are some, else on AVX512-BF16 dot products, else are emulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuBf16 {
+    /// Intel AMX (`amx_bf16`): bf16 matrix tiles.
+    Amx,
+    /// `avx512_bf16` without AMX (e.g. AMD EPYC Zen 4 and later).
+    Avx512Bf16,
+    /// Neither: bf16 is converted in software and can be slower than fp32.
+    None,
+}
+
+impl CpuBf16 {
+    /// From the `flags` line of `/proc/cpuinfo`.
+    pub fn from_flags(flags: &str) -> Self {
+        let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+        if has("amx_bf16") {
+            CpuBf16::Amx
+        } else if has("avx512_bf16") {
+            CpuBf16::Avx512Bf16
+        } else {
+            CpuBf16::None
+        }
+    }
+
+    /// What bf16 gains here, as measured (README, "Precision").
+    pub fn describe(self) -> &'static str {
+        match self {
+            CpuBf16::Amx => "AMX (bf16 matrix tiles; bf16 autocast about 1.9x fp32 measured on such a CPU)",
+            CpuBf16::Avx512Bf16 => {
+                "AVX512-BF16, no AMX (bf16 dot products; bf16 autocast about 1.3x fp32 measured on such a CPU)"
+            }
+            CpuBf16::None => "none (bf16 is emulated: bf16 autocast may be slower than fp32 here)",
+        }
+    }
+}
+
+/// The CPU's model name and bf16 support, from `/proc/cpuinfo` (Linux; none known elsewhere).
+fn cpu_features() -> (Option<String>, CpuBf16) {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    (field("model name"), CpuBf16::from_flags(&field("flags").unwrap_or_default()))
 }
 
 impl TorchInfo {
@@ -33,6 +85,7 @@ impl TorchInfo {
         let version = loaded_library.as_deref().and_then(|l| l.parent()).and_then(version_near);
         let cuda_available = tch::Cuda::is_available();
         let cudnn_available = cuda_available && tch::Cuda::cudnn_is_available();
+        let (cpu_model, cpu_bf16) = cpu_features();
         TorchInfo {
             version,
             loaded_library,
@@ -45,6 +98,8 @@ impl TorchInfo {
             mkl: tch::utils::has_mkl(),
             mkldnn: tch::utils::has_mkldnn(),
             openmp: tch::utils::has_openmp(),
+            cpu_model,
+            cpu_bf16,
         }
     }
 }
@@ -66,6 +121,8 @@ impl fmt::Display for TorchInfo {
             Some(v) => writeln!(f, "cuDNN              yes ({v})")?,
             None => writeln!(f, "cuDNN              {}", yes(self.cudnn_available))?,
         }
+        writeln!(f, "CPU                {}", self.cpu_model.as_deref().unwrap_or("unknown"))?;
+        writeln!(f, "CPU bf16           {}", self.cpu_bf16.describe())?;
         writeln!(f, "CPU threads        {} (inter-op {})", self.threads, self.interop_threads)?;
         write!(f, "MKL {} / oneDNN {} / OpenMP {}", yes(self.mkl), yes(self.mkldnn), yes(self.openmp))
     }
@@ -150,5 +207,21 @@ impl Provenance {
             commit: git_commit().unwrap_or_default(),
             now: utc_now(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuBf16;
+
+    #[test]
+    fn bf16_support_is_read_from_the_cpu_flags() {
+        // Flags as /proc/cpuinfo lists them on a Sapphire Rapids Xeon, a Zen 4 EPYC, a Skylake.
+        let xeon = "fpu avx512f avx512_bf16 amx_bf16 amx_tile amx_int8";
+        let epyc = "fpu sse avx2 avx512f avx512_bf16 avx512_vnni";
+        assert_eq!(CpuBf16::from_flags(xeon), CpuBf16::Amx);
+        assert_eq!(CpuBf16::from_flags(epyc), CpuBf16::Avx512Bf16);
+        assert_eq!(CpuBf16::from_flags("fpu avx2 avx512f"), CpuBf16::None);
+        assert_eq!(CpuBf16::from_flags("avx512_bf16x"), CpuBf16::None, "whole flags only");
     }
 }

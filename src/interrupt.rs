@@ -80,11 +80,31 @@ pub fn exit_status(result: Result<()>) -> std::process::ExitCode {
                 std::process::ExitCode::from(EXIT_INTERRUPTED)
             }
             None => {
-                eprintln!("Error: {e:?}");
+                eprintln!("{}", error_report(&e));
                 std::process::ExitCode::FAILURE
             }
         },
     }
+}
+
+/// An error as the binaries print it: the message (with its HINT lines) and the causes under it,
+/// without the stack backtrace anyhow captures when RUST_BACKTRACE is set. An expected error
+/// (missing data, a bad file) is not a bug: backtraces stay for panics.
+pub fn error_report(e: &anyhow::Error) -> String {
+    let mut out = format!("Error: {e}");
+    let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+    if !causes.is_empty() {
+        out.push_str("\n\nCaused by:");
+    }
+    for (i, cause) in causes.iter().enumerate() {
+        let label = if causes.len() == 1 { String::new() } else { format!("{i}: ") };
+        let indent = " ".repeat(4 + label.len());
+        for (j, line) in cause.lines().enumerate() {
+            let lead = if j == 0 { format!("    {label}") } else { indent.clone() };
+            out.push_str(&format!("\n{lead}{line}"));
+        }
+    }
+    out
 }
 
 /// `a` as one shell word (quoted if it needs to be).
@@ -99,6 +119,23 @@ fn shell_word(a: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_error_report_has_the_message_hint_and_causes_but_no_backtrace() {
+        // What RUST_BACKTRACE=1 makes anyhow capture (forced here, whatever the environment).
+        let inner = anyhow::Error::msg("no such file").context("reading data/x.bin");
+        let e = inner.context("CIFAR-10 cannot be downloaded\nHINT: place the archive in data/");
+        assert!(format!("{e:?}").contains("Caused by"), "anyhow's own rendering, for comparison");
+        let text = super::error_report(&e);
+        assert_eq!(
+            text,
+            "Error: CIFAR-10 cannot be downloaded\nHINT: place the archive in data/\n\nCaused by:\n    \
+             0: reading data/x.bin\n    1: no such file"
+        );
+        let one = super::error_report(&anyhow::Error::msg("bad").context("top"));
+        assert_eq!(one, "Error: top\n\nCaused by:\n    bad");
+        assert!(!super::error_report(&e).contains("backtrace"));
+    }
+
     #[test]
     fn shell_words_are_quoted_only_when_needed() {
         assert_eq!(super::shell_word("--config=experiments/quick.toml"), "--config=experiments/quick.toml");

@@ -367,3 +367,34 @@ fn bf16_is_recorded_in_the_config_and_said_as_a_deviation() {
     let read: resnet_repro::experiment::RunConfig = toml::from_str(&old).unwrap();
     assert_eq!(read.train.precision, resnet_repro::train::Precision::Fp32);
 }
+
+#[test]
+fn an_expected_error_prints_its_hint_without_a_backtrace_even_with_rust_backtrace_set() {
+    // CIFAR-10 absent and downloads off: an expected error, not a bug.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cifar_depth_sweep"))
+        .args(["--quick", "--no-download", "--device", "cpu", "--only", "resnet20"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--out")
+        .arg(dir.path().join("runs"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Error: ") && err.contains("HINT: download"), "{err}");
+    assert!(!err.to_lowercase().contains("backtrace"), "a backtrace for an expected error:\n{err}");
+    // The same for a binary that used to return its error from main (Rust's own printing).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .arg("--weights")
+        .arg(dir.path().join("no-such-run"))
+        .arg("--val-dir")
+        .arg(dir.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("Error: ") && !err.to_lowercase().contains("backtrace"), "{err}");
+}

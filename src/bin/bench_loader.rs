@@ -103,7 +103,11 @@ fn ours(folder: &Arc<ImageFolder>, args: &Args, threads: usize) -> Result<f64> {
     Ok((args.batches * args.batch) as f64 / t0.elapsed().as_secs_f64())
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run())
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let threads = if args.threads > 0 {
         args.threads

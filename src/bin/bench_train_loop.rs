@@ -119,7 +119,11 @@ fn pytorch(args: &Args, env: &BenchEnv, depth: usize, workers: usize) -> Result<
     env.python_images_per_s("bench/pytorch_train_loop.py", &a)
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run())
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let env = args.bench.setup()?;
     let data = Prepared::new(&synthetic_cifar(args.images), 0, env.device)?;

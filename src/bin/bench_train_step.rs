@@ -204,7 +204,11 @@ fn best(v: &[f64; 4]) -> (usize, f64) {
     v.iter().copied().enumerate().fold((0, f64::MIN), |b, (i, x)| if x > b.1 { (i, x) } else { b })
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run())
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let env = args.bench.setup()?;
     if args.cudnn_benchmark && env.device.is_cuda() {

@@ -101,7 +101,11 @@ fn resolve(args: &Args, classes: usize) -> Result<(ImageNetNet, Normalize, EvalG
     Ok((net, normalize, EvalGeometry::default(), file))
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run())
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let device = parse_device(&args.device)?;
     let threads = if args.threads > 0 {

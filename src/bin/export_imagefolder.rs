@@ -77,7 +77,11 @@ fn export(
     Ok(written.iter().sum())
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run())
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let ds = Dataset::load(args.from, &DataOptions::new(&args.data_dir))?;
     let names: &[&str] = match args.from {

@@ -22,7 +22,11 @@ struct Args {
     plots: PathBuf,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run())
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     let runs = Runs::new(&args.runs);
     let mut written = Vec::new();

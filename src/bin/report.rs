@@ -21,7 +21,11 @@ struct Args {
     out: PathBuf,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run())
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     write_report(&ReportPaths { runs: args.runs, plots: args.plots, out: args.out.clone() })?;
     println!("wrote {}", args.out.display());

@@ -17,7 +17,11 @@ struct Args {
     out: PathBuf,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    resnet_repro::interrupt::exit_status(run())
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     // Progress only on a terminal; ResNet-152 and ResNet-1202 take a moment to build.
