@@ -210,6 +210,9 @@ pub fn time_stepper(
             it += 1;
         }
     });
+    if let Some(note) = stepper.take_note() {
+        eprintln!("{note}");
+    }
     result.map(|_| secs)
 }
 

@@ -1,7 +1,10 @@
 //! The CUDA-graph step (src/train/capture.rs) on the CPU: the program a capture records (staged
 //! batches, the learning rate in a device scalar, the fused update) trains exactly as eager steps
-//! do, and capture says why it does not apply where it does not. The capture and replay themselves
-//! need a GPU: `target/release/bench_train_loop --device cuda` runs them.
+//! do, capture says why it does not apply where it does not, and a capture that fails (an operation
+//! that cannot be captured, or the capture's end) is abandoned and the run goes on eagerly, with
+//! the process left as it was (on a stand-in for the CUDA graph). The capture and replay
+//! themselves need a GPU: `target/release/doctor --selftest` and `bench_train_loop --device cuda`
+//! run them.
 
 mod common;
 
@@ -10,9 +13,10 @@ use resnet_repro::data::augment::{EpochPlan, StagedPlan, locate};
 use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::MemoryFormat;
-use resnet_repro::shim::graph::CudaGraph;
+use resnet_repro::shim::graph::{CudaGraph, Graph};
 use resnet_repro::train::capture::capture_blocker;
 use resnet_repro::train::{Precision, Stepper, TensorFeed, TrainData, Trainer};
+use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, Tensor};
 
 fn bits(t: &Tensor) -> Vec<u8> {
@@ -150,4 +154,208 @@ fn the_step_benchmarks_fixed_batch_is_drawn_by_the_captured_program_as_it_is() {
         assert_eq!(bits(&got.loss), bits(&want), "step {it}");
     }
     assert!(batch.evaluate(&staged.net, MemoryFormat::Contiguous).is_err(), "nothing to evaluate on");
+}
+
+/// What the stand-in graph models of the process: the stream being captured, and, as libtorch's
+/// default CUDA generator does, a capture state set when a capture begins and cleared by its
+/// epilogue. While it is set, the next draw of random numbers fails ("Offset increment outside
+/// graph capture"): the next run's initial weights.
+#[derive(Default, Debug)]
+struct Process {
+    capturing: bool,
+    generator_capturing: bool,
+    on_side: bool,
+    calls: Vec<&'static str>,
+}
+
+/// A stand-in for a CUDA graph on the CPU: work issued during its "capture" runs at once (there is
+/// no stream to record it), and `fail_end` makes its end fail as libtorch 2.11's capture_end does
+/// when the capture was invalidated: the stream's capture is over, but the generator's epilogue
+/// (and the allocator's pool) was skipped, for `abandon` to undo.
+struct StandIn {
+    process: Arc<Mutex<Process>>,
+    fail_end: bool,
+}
+
+impl Graph for StandIn {
+    fn enter_side(&mut self) -> anyhow::Result<()> {
+        let mut p = self.process.lock().unwrap();
+        p.calls.push("enter");
+        p.on_side = true;
+        Ok(())
+    }
+    fn leave_side(&mut self) -> anyhow::Result<()> {
+        let mut p = self.process.lock().unwrap();
+        p.calls.push("leave");
+        p.on_side = false;
+        Ok(())
+    }
+    fn begin(&mut self) -> anyhow::Result<()> {
+        let mut p = self.process.lock().unwrap();
+        p.calls.push("begin");
+        (p.capturing, p.generator_capturing, p.on_side) = (true, true, true);
+        Ok(())
+    }
+    fn end(&mut self) -> anyhow::Result<()> {
+        let mut p = self.process.lock().unwrap();
+        p.calls.push("end");
+        p.capturing = false;
+        anyhow::ensure!(
+            !self.fail_end,
+            "CUDA error: operation failed due to a previous error during capture"
+        );
+        (p.generator_capturing, p.on_side) = (false, false);
+        Ok(())
+    }
+    fn abandon(&mut self) {
+        let mut p = self.process.lock().unwrap();
+        p.calls.push("abandon");
+        (p.capturing, p.generator_capturing, p.on_side) = (false, false, false);
+    }
+    fn replay(&mut self) -> anyhow::Result<()> {
+        anyhow::bail!("the stand-in never replays: its captures fail")
+    }
+}
+
+/// A fixed batch whose staged draw runs a libtorch operation that fails while the stand-in is
+/// capturing, as an operation that cannot be captured fails inside a real capture (tch panics).
+struct FailsInCapture {
+    batch: resnet_repro::bench::FixedBatch,
+    process: Arc<Mutex<Process>>,
+    fail: bool,
+}
+
+impl TrainData for FailsInCapture {
+    fn train_len(&self) -> usize {
+        self.batch.train_len()
+    }
+    fn has_validation(&self) -> bool {
+        false
+    }
+    fn start(&mut self, iteration: u64, skipped: &[usize]) -> anyhow::Result<()> {
+        self.batch.start(iteration, skipped)
+    }
+    fn batch(&mut self, iteration: u64) -> anyhow::Result<(Tensor, Tensor)> {
+        self.process.lock().unwrap().calls.push("eager");
+        TrainData::batch(&mut self.batch, iteration)
+    }
+    fn evaluate(
+        &mut self,
+        net: &resnet_repro::models::ResNet,
+        format: MemoryFormat,
+    ) -> anyhow::Result<resnet_repro::train::Evaluation> {
+        self.batch.evaluate(net, format)
+    }
+    fn staged(&mut self) -> Option<&mut dyn resnet_repro::train::Staged> {
+        Some(self)
+    }
+}
+
+impl resnet_repro::train::Staged for FailsInCapture {
+    fn stage(&mut self, iteration: u64) {
+        resnet_repro::train::Staged::stage(&mut self.batch, iteration)
+    }
+    fn batch(&self) -> (Tensor, Tensor) {
+        let capturing = {
+            let mut p = self.process.lock().unwrap();
+            p.calls.push("staged");
+            p.capturing
+        };
+        if self.fail && capturing {
+            let _ = self.batch.x.narrow(0, 0, 1000); // out of range: libtorch throws, tch panics
+        }
+        resnet_repro::train::Staged::batch(&self.batch)
+    }
+    fn images(&self) -> u64 {
+        resnet_repro::train::Staged::images(&self.batch)
+    }
+}
+
+/// Six steps of a ResNet-8 (seed 1, fused SGD) on one batch with a stand-in capture that fails in
+/// the captured work or (`fail_end`) at its end: the losses, the note, the trainer and what the
+/// stand-in saw.
+fn failing_capture(fail_end: bool) -> (Vec<f32>, Option<String>, Trainer, Process) {
+    let process = Arc::new(Mutex::new(Process::default()));
+    let batch = resnet_repro::bench::FixedBatch {
+        x: Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu)),
+        y: Tensor::randint(10, [8], (Kind::Int64, Device::Cpu)),
+    };
+    let mut data = FailsInCapture { batch, process: Arc::clone(&process), fail: !fail_end };
+    let mut trainer = fused_resnet8(1);
+    let mut stepper = Stepper::capturing_into(Box::new(StandIn { process: Arc::clone(&process), fail_end }));
+    let mut losses = Vec::new();
+    let mut note = None;
+    for it in 0..6 {
+        let out = stepper.step(&mut trainer, &mut data, it, 0.1).unwrap();
+        losses.push(out.loss.double_value(&[]) as f32);
+        note = note.or(stepper.take_note());
+    }
+    assert!(!stepper.is_captured());
+    let p = std::mem::take(&mut *process.lock().unwrap());
+    (losses, note, trainer, p)
+}
+
+fn fused_resnet8(seed: u64) -> Trainer {
+    let net = NetSpec::Cifar(CifarNet::resnet(8));
+    let mut t = Trainer::with_format(&net, (0.9, 1e-4), seed, Device::Cpu, MemoryFormat::Contiguous).unwrap();
+    t.opt.fused = true;
+    t
+}
+
+#[test]
+fn a_capture_failing_inside_the_step_is_abandoned_and_the_run_goes_on_eagerly() {
+    let _rng = common::rng_lock();
+    let before = fused_resnet8(2).vs.variables();
+    tch::manual_seed(11);
+    let (losses, note, trainer, p) = failing_capture(false);
+    let note = note.expect("the fallback is said");
+    assert!(note.contains("could not be captured") && note.contains("runs eagerly"), "{note}");
+    assert!(
+        note.contains("an operation failed while being captured: start (0) + length (1000) exceeds"),
+        "{note}"
+    );
+    assert!(!note.contains("Exception raised from"), "libtorch's C++ frames: {note}");
+    // Three warm-up steps on the side stream, the first eager (it makes the momentum buffers), the
+    // others through the program the capture records; then the capture, begun and abandoned, and
+    // eager steps from there on.
+    let warm = ["enter", "eager", "leave", "enter", "staged", "leave", "enter", "staged", "leave"];
+    assert_eq!(p.calls[..9], warm);
+    assert_eq!(p.calls[9..], ["begin", "staged", "abandon", "eager", "eager", "eager"]);
+    assert!(!p.capturing && !p.generator_capturing && !p.on_side, "{p:?}");
+    // Nothing of the failed capture ran: the same bits as six eager steps.
+    tch::manual_seed(11);
+    let (x, y) = (
+        Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu)),
+        Tensor::randint(10, [8], (Kind::Int64, Device::Cpu)),
+    );
+    let mut eager = fused_resnet8(1);
+    let want: Vec<f32> =
+        (0..6).map(|_| eager.step(&x, &y, 0.1).unwrap().0.double_value(&[]) as f32).collect();
+    assert_eq!(losses, want);
+    let (a, b) = (trainer.vs.variables(), eager.vs.variables());
+    for (name, t) in &a {
+        assert_eq!(bits(t), bits(&b[name]), "{name}");
+    }
+    // The next run draws its initial weights as if no capture had been tried.
+    let next = fused_resnet8(2).vs.variables();
+    for (name, t) in &next {
+        assert_eq!(bits(t), bits(&before[name]), "{name}");
+    }
+}
+
+#[test]
+fn a_capture_whose_end_fails_is_abandoned_leaving_the_generator_as_it_was() {
+    let _rng = common::rng_lock();
+    let before = fused_resnet8(2).vs.variables();
+    let (losses, note, _, p) = failing_capture(true);
+    let note = note.expect("the fallback is said");
+    assert!(note.contains("previous error during capture") && note.contains("runs eagerly"), "{note}");
+    assert_eq!(p.calls[9..], ["begin", "staged", "end", "abandon", "eager", "eager", "eager"]);
+    // libtorch's failed end leaves the generator capturing; abandoning the capture restores it.
+    assert!(!p.generator_capturing && !p.capturing && !p.on_side, "{p:?}");
+    assert!(losses.iter().all(|l| l.is_finite()) && losses.len() == 6);
+    let next = fused_resnet8(2).vs.variables();
+    for (name, t) in &next {
+        assert_eq!(bits(t), bits(&before[name]), "{name}");
+    }
 }

@@ -8,6 +8,8 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #ifdef RR_HAVE_CUDA
+#include <ATen/core/CachingHostAllocator.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/Event.h>
@@ -48,14 +50,52 @@ void wait_stream(const c10::Stream& to, const c10::Stream& from) {
 #define RR_CUDA_CALL(...) guarded([&]() -> int { no_cuda(); }, -1)
 #endif
 
+#ifdef RR_HAVE_CUDA
+namespace {
+// at::cuda::CUDAGraph, able to undo what a failed capture leaves behind. In libtorch 2.11,
+// capture_end throws at cudaStreamEndCapture (a capture invalidated by an operation that cannot be
+// captured) before it ends the caching allocator's and the pinned allocator's recording to the
+// graph's private pool and before the generators' capture epilogue; the graph's reset() then
+// releases nothing (capture_ended_ is false). Left so, the default CUDA generator stays
+// "capturing" (the next randn fails with "Offset increment outside graph capture"), the allocator
+// keeps a capture filter that points at the freed graph, and the pool leaks.
+struct Graph : at::cuda::CUDAGraph {
+  // The private pool, ours (not made inside capture_begin), so that it is known however early
+  // capture_begin failed.
+  c10::MempoolId_t pool = at::cuda::graph_pool_handle();
+
+  // After a capture that did not end well: each step is what capture_end would have done, and
+  // each tolerates its part never having been set up (capture_begin failing early). The graph
+  // is not used after this. (libtorch's map of graphs being captured keeps a stale entry for
+  // this capture's id, which no later capture reads: ids are never reused.)
+  void undo_failed_capture() {
+    if (capture_ended_) return;  // capture_end got far: the graph's reset() releases the pool
+    auto quietly = [](auto f) {
+      try {
+        f();
+      } catch (...) {
+      }
+    };
+    auto dev = capture_dev_ == UNDEFINED_DEVICE ? c10::cuda::current_device() : capture_dev_;
+    quietly([&] { c10::cuda::CUDACachingAllocator::endAllocateToPool(dev, pool); });
+    quietly([&] { at::getHostAllocator(at::kCUDA)->end_allocate_to_pool(pool); });
+    for (auto& entry : captured_generator_states_) entry.first->capturing_ = false;  // the epilogue
+    quietly([&] { c10::cuda::CUDACachingAllocator::releasePool(dev, pool); });
+    quietly([&] { at::getHostAllocator(at::kCUDA)->release_pool(pool); });
+  }
+};
+}  // namespace
+#endif
+
 // A graph, the side stream its warm-up and capture run on, and what capture changed.
 struct rr_graph {
 #ifdef RR_HAVE_CUDA
-  at::cuda::CUDAGraph graph;
+  Graph graph;
   c10::Stream side;
   std::optional<c10::StreamGuard> on_side;  // set while on the side stream
   bool autocast_cache = true;               // the autocast cache setting capture turned off
-  bool capturing = false;
+  bool capturing = false;                   // between capture_begin and its end or abort
+  bool failed = false;                      // a capture that did not end well, not yet undone
   explicit rr_graph(c10::Stream s) : side(s) {}
 #endif
 };
@@ -106,7 +146,8 @@ int rr_graph_leave_side(rr_graph* g) { return RR_CUDA_CALL(leave_side(g)); }
 
 // Starts capturing this thread's work on the side stream, after the device is idle (as
 // torch.cuda.graph does), with autocast's cache of cast weights off (a cached cast made during
-// capture would be memory of the graph's pool; make_graphed_callables requires it off too).
+// capture would be memory of the graph's pool; make_graphed_callables requires it off too), into
+// the graph's own pool. On error, rr_graph_capture_abort undoes what was begun.
 int rr_graph_capture_begin(rr_graph* g) {
   return RR_CUDA_CALL({
     enter_side(g);  // also makes the graph's GPU the current device
@@ -114,19 +155,12 @@ int rr_graph_capture_begin(rr_graph* g) {
     g->autocast_cache = at::autocast::is_autocast_cache_enabled();
     at::autocast::set_autocast_cache_enabled(false);
     g->capturing = true;
-    try {
-      g->graph.capture_begin();
-    } catch (...) {
-      g->capturing = false;
-      at::autocast::set_autocast_cache_enabled(g->autocast_cache);
-      leave_side(g);
-      throw;
-    }
+    g->graph.capture_begin(g->graph.pool);
   });
 }
 
-// Ends the capture and instantiates the graph; on error (an operation that cannot be captured) the
-// capture is over all the same, and the state before rr_graph_capture_begin restored.
+// Ends the capture and instantiates the graph. On error (an operation that cannot be captured
+// invalidated it) the capture is over, and rr_graph_capture_abort undoes the rest.
 int rr_graph_capture_end(rr_graph* g) {
   return RR_CUDA_CALL({
     if (!g->capturing) throw std::runtime_error("no capture in progress");
@@ -134,8 +168,7 @@ int rr_graph_capture_end(rr_graph* g) {
     try {
       g->graph.capture_end();
     } catch (...) {
-      at::autocast::set_autocast_cache_enabled(g->autocast_cache);
-      leave_side(g);
+      g->failed = true;
       throw;
     }
     at::autocast::set_autocast_cache_enabled(g->autocast_cache);
@@ -143,16 +176,24 @@ int rr_graph_capture_end(rr_graph* g) {
   });
 }
 
-// Abandons a capture that failed part-way (what torch.cuda.graph's __exit__ does when its body
-// raised): ends it, ignoring the error that ending an invalidated capture reports. 0.
+// Abandons a capture that failed, in the captured work or in rr_graph_capture_end (what
+// torch.cuda.graph's __exit__ does when its body raised, and what libtorch's capture_end leaves
+// undone when it throws): ends the stream capture if it is still going, restores the allocators'
+// pools, the generators, the autocast cache and the current stream. Never fails; 0. The graph is
+// not replayable afterwards.
 int rr_graph_capture_abort(rr_graph* g) {
 #ifdef RR_HAVE_CUDA
+  bool begun = g->capturing || g->failed;
   if (g->capturing) {
     g->capturing = false;
     try {
-      g->graph.capture_end();
+      g->graph.capture_end();  // ends the capture; an invalidated one throws here
     } catch (...) {
     }
+  }
+  if (begun) {
+    g->graph.undo_failed_capture();
+    g->failed = false;
     at::autocast::set_autocast_cache_enabled(g->autocast_cache);
   }
   try {

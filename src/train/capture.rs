@@ -6,37 +6,45 @@
 //! device scalar. Every later step writes the batch's start and the rate into those buffers and
 //! replays the graph: one launch instead of hundreds, and a schedule change needs no new capture.
 //!
+//! The warm-up runs the program the capture records (after one eager step, which makes the
+//! momentum buffers): the staged batch and the fused update reading its rate from the device, so
+//! that nothing runs for the first time, lazily loaded kernels included, inside the capture.
+//!
 //! Capture applies to a single process training from device-resident tensors on a GPU. Elsewhere
 //! (the CPU, an image folder's host-decoded batches, data-parallel replicas, a build without the
 //! CUDA headers, or a capture that fails) the step runs eagerly, and [`Stepper::for_run`] says why.
 
 use super::feed::{Staged, TrainData};
 use super::trainer::{Rate, Trainer};
-use crate::shim::graph::{CudaGraph, graphs_supported};
+use crate::shim::graph::{self, CudaGraph, Graph, graphs_supported};
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
 
-/// Eager steps before the capture, on the capture's side stream (PyTorch's docs warm up 3).
+/// Steps before the capture, on the capture's side stream (PyTorch's docs warm up 3): the first
+/// eager, the others through the program the capture records.
 pub const WARMUP_STEPS: u32 = 3;
 
 /// How each update of a run is issued.
 pub struct Stepper {
     mode: Mode,
+    /// What the log should say once: the capture failed and the steps run eagerly.
+    note: Option<String>,
 }
 
 enum Mode {
     /// Op by op.
     Eager,
-    /// Eager steps on the graph's side stream, `left` more before the capture.
-    Warming { graph: CudaGraph, left: u32 },
+    /// Steps on the graph's side stream, `left` more before the capture: eager until `program`
+    /// exists (it needs the momentum buffers), then through it.
+    Warming { graph: Box<dyn Graph>, program: Option<Program>, left: u32 },
     /// The captured step, replayed (or, without a graph, run as captured: see
     /// [`Stepper::staged_without_graph`]).
     Captured(Program),
 }
 
-/// The captured step and the tensors it reads and writes.
+/// The step a capture records and the tensors it reads and writes.
 struct Program {
-    graph: Option<CudaGraph>,
+    graph: Option<Box<dyn Graph>>,
     /// The learning rate it reads.
     lr: Tensor,
     /// What it writes: the batch's loss and misclassified count.
@@ -54,7 +62,7 @@ pub struct StepOut {
 impl Stepper {
     /// Every step op by op.
     pub fn eager() -> Self {
-        Stepper { mode: Mode::Eager }
+        Stepper { mode: Mode::Eager, note: None }
     }
 
     /// A run's steps: captured as a CUDA graph where `want`ed and applicable, else eager, with the
@@ -71,9 +79,15 @@ impl Stepper {
             return (Self::eager(), Some(why.to_string()));
         }
         match CudaGraph::new(trainer.vs.device()) {
-            Ok(graph) => (Stepper { mode: Mode::Warming { graph, left: WARMUP_STEPS } }, None),
+            Ok(graph) => (Self::capturing_into(Box::new(graph)), None),
             Err(e) => (Self::eager(), Some(format!("{e:#}"))),
         }
+    }
+
+    /// Steps that warm up, then capture the step into `graph` and replay it (the tests pass a
+    /// stand-in for a CUDA graph). The data must have staged batches.
+    pub fn capturing_into(graph: Box<dyn Graph>) -> Self {
+        Stepper { mode: Mode::Warming { graph, program: None, left: WARMUP_STEPS }, note: None }
     }
 
     /// Runs the program a capture records, op by op and without a graph: the staged batch and the
@@ -81,7 +95,7 @@ impl Stepper {
     /// first). On the CPU its steps equal eager fused-SGD steps bit for bit (tests/capture.rs),
     /// which checks what is captured without a GPU.
     pub fn staged_without_graph(trainer: &Trainer) -> Self {
-        Stepper { mode: Mode::Captured(Program::new(trainer, None)) }
+        Stepper { mode: Mode::Captured(Program::new(trainer)), note: None }
     }
 
     /// Whether the steps now replay a captured graph.
@@ -89,7 +103,13 @@ impl Stepper {
         matches!(&self.mode, Mode::Captured(p) if p.graph.is_some())
     }
 
-    /// Update `it` at rate `lr`. A capture that fails leaves the steps eager, with a note on stderr.
+    /// What the log should say about the steps since the last call: a capture that failed.
+    pub fn take_note(&mut self) -> Option<String> {
+        self.note.take()
+    }
+
+    /// Update `it` at rate `lr`. A capture that fails is abandoned and the steps go on eagerly,
+    /// with a note ([`Stepper::take_note`]).
     pub fn step(
         &mut self,
         trainer: &mut Trainer,
@@ -99,18 +119,29 @@ impl Stepper {
     ) -> Result<StepOut> {
         match &mut self.mode {
             Mode::Eager => eager_step(trainer, data, it, lr),
-            Mode::Warming { graph, left } if *left > 0 => {
+            Mode::Warming { graph, program, left } if *left > 0 => {
                 *left -= 1;
-                graph.on_side_stream(|| eager_step(trainer, data, it, lr))
+                graph::on_side_stream(graph.as_mut(), || match program {
+                    Some(p) => p.run(trainer, data, it, lr),
+                    None => {
+                        let out = eager_step(trainer, data, it, lr)?;
+                        *program = Some(Program::new(trainer));
+                        Ok(out)
+                    }
+                })
             }
             Mode::Warming { .. } => {
-                let Mode::Warming { graph, .. } = std::mem::replace(&mut self.mode, Mode::Eager) else {
+                let Mode::Warming { graph, program, .. } = std::mem::replace(&mut self.mode, Mode::Eager)
+                else {
                     unreachable!()
                 };
-                match Program::capture(graph, trainer, data) {
+                let program = program.unwrap_or_else(|| Program::new(trainer));
+                match program.capture(graph, trainer, data) {
                     Ok(p) => self.mode = Mode::Captured(p),
                     Err(e) => {
-                        eprintln!("the step could not be captured as a CUDA graph ({e:#}); it runs eagerly")
+                        self.note = Some(format!(
+                            "the step could not be captured as a CUDA graph ({e:#}); it runs eagerly"
+                        ))
                     }
                 }
                 self.step(trainer, data, it, lr)
@@ -157,33 +188,37 @@ fn staged(data: &mut dyn TrainData) -> Result<&mut dyn Staged> {
 
 impl Program {
     /// Before its first run: outputs to be written by it.
-    fn new(trainer: &Trainer, graph: Option<CudaGraph>) -> Self {
+    fn new(trainer: &Trainer) -> Self {
         let dev = trainer.vs.device();
         // The fused kernel reads the rate as a float on CUDA and as a double on the CPU.
         let kind = if dev.is_cuda() { Kind::Float } else { Kind::Double };
         Program {
-            graph,
+            graph: None,
             lr: Tensor::zeros([], (kind, dev)),
             loss: Tensor::zeros([], (Kind::Float, dev)),
             wrong: Tensor::zeros([], (Kind::Int64, dev)),
         }
     }
 
-    /// Records the step into `graph` (nothing runs).
-    fn capture(mut graph: CudaGraph, trainer: &mut Trainer, data: &mut dyn TrainData) -> Result<Self> {
+    /// Records the program into `graph` (nothing runs); on failure the capture is abandoned.
+    fn capture(
+        mut self,
+        mut graph: Box<dyn Graph>,
+        trainer: &mut Trainer,
+        data: &mut dyn TrainData,
+    ) -> Result<Self> {
         anyhow::ensure!(trainer.opt.has_buffers(), "the momentum buffers do not exist yet");
-        let mut p = Program::new(trainer, None);
         let staged = staged(data)?;
         // As PyTorch's whole-network capture does: no gradients before it, so that the backward
         // pass makes them in the graph's memory.
         trainer.opt.zero_grad()?;
-        let lr = &p.lr;
-        let (loss, wrong) = graph.capture(|| {
+        let lr = &self.lr;
+        let (loss, wrong) = graph::capture(graph.as_mut(), || {
             let (x, y) = staged.batch();
             trainer.step_at(&x, &y, Rate::Device(lr))
         })?;
-        (p.loss, p.wrong, p.graph) = (loss, wrong, Some(graph));
-        Ok(p)
+        (self.loss, self.wrong, self.graph) = (loss, wrong, Some(graph));
+        Ok(self)
     }
 
     /// Update `it` at `lr`: the buffers written, then the graph replayed (or the program run).

@@ -487,6 +487,9 @@ impl<'a> Run<'a> {
     fn step(&mut self, data: &mut dyn TrainData) -> Result<()> {
         self.lr = self.policy.lr(self.it, &self.state.policy);
         let out = self.stepper.step(&mut self.trainer, data, self.it, self.lr)?;
+        if let Some(note) = self.stepper.take_note() {
+            self.progress.note(&note);
+        }
         let loss = match self.dp.as_ref().filter(|dp| dp.world() > 1) {
             Some(dp) => &out.loss / dp.world() as f64, // this replica's share of the global batch's loss
             None => out.loss,
