@@ -72,7 +72,7 @@ fn child() {
     }
     let rv = Rendezvous { host: "127.0.0.1".into(), port, host_it: rank == 0, prefix: "/test/".into() };
     let timeout = Duration::from_secs(if scenario == "collectives" { 60 } else { 3 });
-    let pg = ProcessGroup::new(Backend::Gloo, &rv, rank, world, timeout).unwrap();
+    let pg = ProcessGroup::new(&rv, rank, world, tch::Device::Cpu, timeout).unwrap();
     match scenario {
         "collectives" => collectives(&pg),
         "hang" if rank == 1 => std::thread::sleep(Duration::from_secs(8)),
@@ -514,12 +514,44 @@ fn a_peer_that_dies_fails_the_backward_pass_that_averages_during_it() {
 }
 
 #[test]
+fn an_nccl_group_is_bound_to_the_ranks_gpu_and_waits_without_a_host_timeout() {
+    // LOCAL_RANK 3 of a node: the rank's device, and the GPU its NCCL group is bound to before
+    // the first collective (unbound, NCCL would guess rank % local GPUs: rank 11's 11 % 8 here).
+    let env = |k: &str| {
+        [
+            ("RANK", "11"),
+            ("WORLD_SIZE", "16"),
+            ("LOCAL_RANK", "3"),
+            ("MASTER_ADDR", "n0"),
+            ("MASTER_PORT", "29500"),
+        ]
+        .iter()
+        .find(|(key, _)| *key == k)
+        .map(|(_, v)| v.to_string())
+    };
+    let resnet_repro::dist::Launch::Rank(rank) = resnet_repro::dist::Launch::from_vars(env).unwrap() else {
+        panic!("a rank")
+    };
+    assert_eq!(rank.local_rank, 3);
+    let device = tch::Device::Cuda(rank.local_rank);
+    assert_eq!(Backend::for_device(device), Backend::Nccl);
+    assert_eq!(Backend::Nccl.bound_gpu(device).unwrap(), Some(3));
+    assert_eq!(Backend::Gloo.bound_gpu(tch::Device::Cpu).unwrap(), None);
+    assert!(Backend::Nccl.bound_gpu(tch::Device::Cpu).is_err());
+    // Waiting: Gloo's collectives time out on the host; NCCL's wait has no host timeout (one would
+    // busy-poll and never fire), its watchdog enforces the group's timeout.
+    let t = Duration::from_secs(600);
+    assert_eq!(Backend::Gloo.wait_timeout(t), Some(t));
+    assert_eq!(Backend::Nccl.wait_timeout(t), None);
+}
+
+#[test]
 fn nccl_without_a_gpu_or_without_its_headers_is_an_error_naming_the_rank() {
     if tch::Cuda::is_available() {
         return; // a GPU machine: NCCL may well work here
     }
     let rv = Rendezvous { host: "127.0.0.1".into(), port: free_port(), host_it: true, prefix: "/x/".into() };
-    let err = match ProcessGroup::new(Backend::Nccl, &rv, 0, 1, Duration::from_secs(5)) {
+    let err = match ProcessGroup::new(&rv, 0, 1, tch::Device::Cuda(0), Duration::from_secs(5)) {
         Ok(_) => panic!("an NCCL group without a GPU"),
         Err(e) => format!("{e:#}"),
     };

@@ -3,7 +3,7 @@
 //! buckets of about 25 MB, running statistics averaged when they are read (evaluation,
 //! checkpoint), scalars summed for the log.
 
-use crate::shim::dist::{Backend, GradReducer, ProcessGroup, Work};
+use crate::shim::dist::{GradReducer, ProcessGroup, Work};
 use anyhow::{Result, ensure};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,8 +43,7 @@ impl Replicas {
     /// Meets the other ranks (NCCL between GPUs, Gloo between CPUs); collectives give up after
     /// `timeout`.
     pub fn connect(env: &RankEnv, device: Device, timeout: Duration) -> Result<Self> {
-        let backend = Backend::for_device(device);
-        let group = ProcessGroup::new(backend, &env.rendezvous(), env.rank, env.world, timeout)?;
+        let group = ProcessGroup::new(&env.rendezvous(), env.rank, env.world, device, timeout)?;
         Ok(Replicas {
             group,
             device,

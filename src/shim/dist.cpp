@@ -14,6 +14,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
 #ifdef USE_C10D_NCCL
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -32,7 +33,7 @@ using rr::guarded;
 enum Backend { kGloo = 1, kNccl = 2 };
 
 c10::intrusive_ptr<c10d::Backend> make_backend(int backend, const c10::intrusive_ptr<c10d::Store>& store,
-                                               int rank, int world, std::chrono::milliseconds timeout) {
+                                               int rank, int world, int device, std::chrono::milliseconds timeout) {
   if (backend == kGloo) {
 #ifdef USE_C10D_GLOO
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
@@ -46,9 +47,17 @@ c10::intrusive_ptr<c10d::Backend> make_backend(int backend, const c10::intrusive
   }
   if (backend == kNccl) {
 #ifdef USE_C10D_NCCL
+    if (device < 0) throw std::runtime_error("an NCCL group needs this rank's GPU");
+    // Bound to this rank's GPU before the first collective, as init_process_group(device_id=...)
+    // does: otherwise NCCL guesses rank % local GPUs, which is wrong on several nodes.
+    at::Device gpu(at::kCUDA, static_cast<c10::DeviceIndex>(device));
+    c10::cuda::set_device(gpu.index());
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;
-    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, opts);
+    auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, opts);
+    pg->setBoundDeviceId(gpu);
+    pg->eagerConnectSingleDevice(gpu);
+    return pg;
 #else
     throw std::runtime_error(
         "this build has no NCCL (nccl.h and the CUDA runtime headers were not found when the shim was "
@@ -64,7 +73,8 @@ struct rr_group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout;
-  int kind;  // kGloo or kNccl
+  int kind;    // kGloo or kNccl
+  int device;  // NCCL: the GPU the group is bound to; else -1
 };
 
 // DDP's engine: c10d's Reducer, which all-reduces each bucket of gradients as soon as the
@@ -76,7 +86,6 @@ struct rr_reducer {
 // A collective in flight.
 struct rr_work {
   c10::intrusive_ptr<c10d::Work> work;
-  std::chrono::milliseconds timeout;
 };
 
 extern "C" {
@@ -95,10 +104,10 @@ int rr_dist_backends() {
 
 // Meets the other ranks through the TCPStore at host:port (hosting it when is_server), every key
 // under `prefix` (torchrun's agent store keeps each restart's keys apart this way), and creates
-// the process group of `world` ranks as `rank` on `backend`. Waiting for peers and every
-// collective give up after timeout_ms.
+// the process group of `world` ranks as `rank` on `backend` (NCCL: bound to GPU `device`; -1 for
+// Gloo). Waiting for peers and every collective give up after timeout_ms.
 rr_group* rr_group_new(int backend, const char* host, int port, int is_server, const char* prefix, int rank,
-                       int world, long long timeout_ms) {
+                       int world, int device, long long timeout_ms) {
   return guarded(
       [&] {
         auto timeout = std::chrono::milliseconds(timeout_ms);
@@ -110,13 +119,23 @@ rr_group* rr_group_new(int backend, const char* host, int port, int is_server, c
         o.timeout = timeout;
         c10::intrusive_ptr<c10d::Store> tcp = c10::make_intrusive<c10d::TCPStore>(host, o);
         auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, tcp);
-        auto pg = make_backend(backend, store, rank, world, timeout);
-        return new rr_group{store, pg, timeout, backend};
+        auto pg = make_backend(backend, store, rank, world, device, timeout);
+        return new rr_group{store, pg, timeout, backend, device};
       },
       (rr_group*)nullptr);
 }
 
-void rr_group_free(rr_group* g) { delete g; }
+// Frees the group; an NCCL one is shut down first (its communicators finalised, its watchdog
+// stopped), as destroy_process_group does: destroyed without it, NCCL 2.28 warns at every exit.
+void rr_group_free(rr_group* g) {
+  if (g->kind == kNccl) {
+    try {
+      g->backend->shutdown();
+    } catch (...) {
+    }
+  }
+  delete g;
+}
 
 // Starts summing t in place across the ranks (every rank's t has the same shape and dtype).
 rr_work* rr_group_all_reduce_sum(rr_group* g, at::Tensor* t) {
@@ -126,7 +145,7 @@ rr_work* rr_group_all_reduce_sum(rr_group* g, at::Tensor* t) {
         c10d::AllreduceOptions o;
         o.reduceOp = c10d::ReduceOp::SUM;
         o.timeout = g->timeout;
-        return new rr_work{g->backend->allreduce(ts, o), g->timeout};
+        return new rr_work{g->backend->allreduce(ts, o)};
       },
       (rr_work*)nullptr);
 }
@@ -139,18 +158,19 @@ rr_work* rr_group_broadcast(rr_group* g, at::Tensor* t, int root) {
         c10d::BroadcastOptions o;
         o.rootRank = root;
         o.timeout = g->timeout;
-        return new rr_work{g->backend->broadcast(ts, o), g->timeout};
+        return new rr_work{g->backend->broadcast(ts, o)};
       },
       (rr_work*)nullptr);
 }
 
-// Starts a barrier: done when every rank has reached it.
+// Starts a barrier: done when every rank has reached it (NCCL: on the group's GPU).
 rr_work* rr_group_barrier(rr_group* g) {
   return guarded(
       [&] {
         c10d::BarrierOptions o;
         o.timeout = g->timeout;
-        return new rr_work{g->backend->barrier(o), g->timeout};
+        if (g->device >= 0) o.device_ids = {g->device};
+        return new rr_work{g->backend->barrier(o)};
       },
       (rr_work*)nullptr);
 }
@@ -198,12 +218,14 @@ int rr_reducer_expect_backward(rr_reducer* r) {
 
 void rr_reducer_free(rr_reducer* r) { delete r; }
 
-// Waits for w to complete (at most its group's timeout) and frees it: 0, or -1 if it failed or
-// timed out.
-int rr_work_wait(rr_work* w) {
+// Waits for w to complete and frees it: 0, or -1 if it failed or outlived timeout_ms. A negative
+// timeout_ms waits as long as the backend lets it (NCCL: a wait with a timeout busy-polls the host
+// and reports no timeout; its watchdog ends a collective that outlives the group's timeout).
+int rr_work_wait(rr_work* w, long long timeout_ms) {
   int rc = guarded(
       [&] {
-        if (!w->work->wait(w->timeout)) throw std::runtime_error("timed out");
+        bool done = timeout_ms < 0 ? w->work->wait() : w->work->wait(std::chrono::milliseconds(timeout_ms));
+        if (!done) throw std::runtime_error("timed out");
         return 0;
       },
       -1);

@@ -34,13 +34,14 @@ unsafe extern "C" {
         prefix: *const c_char,
         rank: c_int,
         world: c_int,
+        device: c_int,
         timeout_ms: c_longlong,
     ) -> *mut RrGroup;
     fn rr_group_free(g: *mut RrGroup);
     fn rr_group_all_reduce_sum(g: *mut RrGroup, t: *mut C_tensor) -> *mut RrWork;
     fn rr_group_broadcast(g: *mut RrGroup, t: *mut C_tensor, root: c_int) -> *mut RrWork;
     fn rr_group_barrier(g: *mut RrGroup) -> *mut RrWork;
-    fn rr_work_wait(w: *mut RrWork) -> c_int;
+    fn rr_work_wait(w: *mut RrWork, timeout_ms: c_longlong) -> c_int;
     fn rr_reducer_new(
         g: *mut RrGroup,
         params: *const *mut C_tensor,
@@ -78,6 +79,28 @@ impl Backend {
     /// The backend for tensors on `device`: Gloo on the CPU, NCCL on a GPU.
     pub fn for_device(device: tch::Device) -> Backend {
         if device.is_cuda() { Backend::Nccl } else { Backend::Gloo }
+    }
+
+    /// How long waiting for one collective may take before it is reported as timed out: the
+    /// group's timeout on Gloo; none on NCCL, whose wait with a timeout busy-polls the host (no
+    /// overlap with the step) and never reports the timeout, while its watchdog already ends a
+    /// collective that outlives the group's timeout, naming it.
+    pub fn wait_timeout(self, group_timeout: Duration) -> Option<Duration> {
+        match self {
+            Backend::Gloo => Some(group_timeout),
+            Backend::Nccl => None,
+        }
+    }
+
+    /// The GPU a group of this backend is bound to before its first collective, for a rank on
+    /// `device`: NCCL's is the rank's GPU (set from `LOCAL_RANK`; unbound, NCCL guesses
+    /// `rank % local GPUs`, which hangs on several nodes); Gloo's is none.
+    pub fn bound_gpu(self, device: tch::Device) -> Result<Option<usize>> {
+        match (self, device) {
+            (Backend::Gloo, _) => Ok(None),
+            (Backend::Nccl, tch::Device::Cuda(i)) => Ok(Some(i)),
+            (Backend::Nccl, d) => anyhow::bail!("an NCCL group is for GPUs, and this rank is on {d:?}"),
+        }
     }
 }
 
@@ -124,16 +147,19 @@ impl std::fmt::Debug for ProcessGroup {
 }
 
 impl ProcessGroup {
-    /// Meets the other `world - 1` ranks at `rv` and creates the group as `rank`. Waiting for them
-    /// and every collective give up after `timeout`.
+    /// Meets the other `world - 1` ranks at `rv` and creates the group as `rank` on `device`
+    /// (Gloo on the CPU; NCCL on a GPU, bound to it). Waiting for them and every collective give
+    /// up after `timeout`.
     pub fn new(
-        backend: Backend,
         rv: &Rendezvous,
         rank: usize,
         world: usize,
+        device: tch::Device,
         timeout: Duration,
     ) -> Result<Self> {
         ensure!(rank < world, "rank {rank} is not below the world size {world}");
+        let backend = Backend::for_device(device);
+        let gpu = backend.bound_gpu(device)?.map_or(-1, |i| i as c_int);
         let host = CString::new(rv.host.as_str()).context("the store's host name has a NUL byte")?;
         let prefix = CString::new(rv.prefix.as_str()).context("the store's prefix has a NUL byte")?;
         let ms = c_longlong::try_from(timeout.as_millis()).unwrap_or(c_longlong::MAX);
@@ -147,6 +173,7 @@ impl ProcessGroup {
                 prefix.as_ptr(),
                 rank as c_int,
                 world as c_int,
+                gpu,
                 ms,
             )
         };
@@ -219,6 +246,13 @@ impl ProcessGroup {
         }
     }
 
+    /// The shim's wait timeout in milliseconds, -1 for none (see [`Backend::wait_timeout`]).
+    fn wait_ms(&self) -> c_longlong {
+        self.backend
+            .wait_timeout(self.timeout)
+            .map_or(-1, |t| c_longlong::try_from(t.as_millis()).unwrap_or(c_longlong::MAX))
+    }
+
     /// `rank r of w (backend)`, for messages.
     fn label(&self) -> String {
         format!("rank {} of {} ({})", self.rank, self.world, self.backend)
@@ -261,7 +295,7 @@ impl Work<'_> {
         let ptr = self.ptr.take().expect("a work is waited for once");
         let started = std::time::Instant::now();
         // SAFETY: live, owned; rr_work_wait frees it.
-        if unsafe { rr_work_wait(ptr.as_ptr()) } != 0 {
+        if unsafe { rr_work_wait(ptr.as_ptr(), self.group.wait_ms()) } != 0 {
             let how = format!("failed after {:.1} s", started.elapsed().as_secs_f64());
             return Err(self.group.failed(&self.what, &how));
         }
@@ -273,7 +307,7 @@ impl Drop for Work<'_> {
     fn drop(&mut self) {
         if let Some(ptr) = self.ptr.take() {
             // SAFETY: live, owned; freed by the call.
-            unsafe { rr_work_wait(ptr.as_ptr()) };
+            unsafe { rr_work_wait(ptr.as_ptr(), self.group.wait_ms()) };
         }
     }
 }
