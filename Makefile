@@ -62,7 +62,7 @@ help:
 	@echo "make test               the test suite (CPU only)"
 	@echo "make fuzz               the parsers of outside data against 5000 corrupted inputs each (FUZZ_CASES=..., FUZZ_SEED=...)"
 	@echo "make bench              train step, training loop and ImageNet loader vs plain PyTorch (runs/bench/)"
-	@echo "make doctor             torch version, CUDA/cuDNN, threads, where libtorch was found"
+	@echo "make doctor             torch version, CUDA/cuDNN, CPU bf16, threads; then the self-test (PASS/FAIL per check)"
 	@echo "make build              build every binary (target/release/)"
 
 build:
@@ -82,7 +82,7 @@ bench: build
 	$(WITH_TORCH) target/release/bench_data_parallel
 
 doctor: build
-	target/release/doctor
+	target/release/doctor --selftest
 
 crosscheck: build
 	$(WITH_TORCH) target/release/crosscheck --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)

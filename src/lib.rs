@@ -8,6 +8,7 @@
 //! - [`train`]: the loop, its learning-rate policy, feeds, checkpoints and metrics;
 //!   [`eval`]: the test protocols and Figure 7's layer responses; [`data`]: datasets, augmentation,
 //!   the ImageNet folder and loader.
+//! - [`selftest`]: `doctor --selftest`, the checks a new machine runs first.
 //! - [`dist`]: data-parallel training (torchrun's environment, replicas kept in step over c10d).
 //! - [`models`]: the CIFAR (6n+2) and ImageNet (18..152) networks, plain and residual, options
 //!   A/B/C; [`complexity`]: Table 1's counts.
@@ -29,6 +30,7 @@ pub mod interrupt;
 pub mod models;
 pub mod paper;
 pub mod report;
+pub mod selftest;
 pub mod shim;
 pub mod stats;
 pub mod train;
