@@ -37,7 +37,15 @@ EXPERIMENT_ARGS := --dataset $(DATASET) --data-dir $(DATA_DIR) --device $(DEVICE
 # ImageNet: DATA_DIR is the ImageNet root (train/, val/) or a folder holding imagenet/.
 IMAGENET_ARGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 
-.PHONY: all build test fuzz bench doctor crosscheck reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
+# The release (results/, committed): plain-20 and ResNet-20 on Fashion-MNIST with the paper's full
+# CIFAR schedule (experiments/table6_cifar10.toml), bf16 autocast, 2 workers of one thread each.
+# `make release-runs` resumes from results/table6/in-progress/ and publishes what finishes;
+# `make release-snapshot` keeps the unfinished runs' newest checkpoints there (commit them).
+RELEASE_RUNS := runs/release
+RELEASE_TRAIN := target/release/cifar_depth_sweep --config experiments/table6_cifar10.toml --dataset fashion-mnist \
+	--only plain20,resnet20 --precision bf16 --threads 1 --out $(RELEASE_RUNS) --plots $(RELEASE_RUNS)/plots --no-download
+
+.PHONY: all build test fuzz bench doctor crosscheck release-runs release-snapshot results reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
 
 all: build
 
@@ -57,6 +65,10 @@ help:
 	@echo "                        DATA_DIR=... PRESET=... DEVICE=... JOBS=N or NPROC=N as for reproduce-table2"
 	@echo "make reproduce-table1   Table 1: parameters and multiply-adds beside the paper's (runs/table1/)"
 	@echo "make plots              re-render every figure and summary from runs/ (no training)"
+	@echo "make results            results/ (the release) checked against its MANIFEST; its summary, figures and"
+	@echo "                        the README's status table written from it"
+	@echo "make release-runs       train the release's runs to the end (resuming from results/), publish them"
+	@echo "make release-snapshot   keep unfinished release runs' newest checkpoints in results/ (to commit)"
 	@echo "make crosscheck         our training against plain PyTorch's, same recipe, seeds, both inits (runs/crosscheck/)"
 	@echo "                        PRESET=full|quick (quick: 2 seeds, 200 iterations) DATA_DIR=... DEVICE=..."
 	@echo "make test               the test suite (CPU only)"
@@ -102,6 +114,20 @@ reproduce-table2: build
 
 reproduce-table3: build
 	$(SWEEP) target/release/imagenet_table3 $(IMAGENET_ARGS)
+
+release-runs: build
+	target/release/release restore --runs $(RELEASE_RUNS)
+	scripts/workers 2 $(RELEASE_TRAIN)
+	target/release/release publish --runs $(RELEASE_RUNS) --command "scripts/workers 2 $(RELEASE_TRAIN)"
+	$(MAKE) results
+
+release-snapshot: build
+	target/release/release snapshot --runs $(RELEASE_RUNS)
+
+# Everything results/ shows, from its files alone: summary, figures, Table 1, the README's status table.
+results: build
+	target/release/release check
+	target/release/release status
 
 plots: build
 	target/release/plot --runs runs --plots plots

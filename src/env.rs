@@ -58,7 +58,9 @@ impl CpuBf16 {
     /// What bf16 gains here, as measured (README, "Precision").
     pub fn describe(self) -> &'static str {
         match self {
-            CpuBf16::Amx => "AMX (bf16 matrix tiles; the bf16 step 1.7-1.9x fp32's, measured on one such CPU)",
+            CpuBf16::Amx => {
+                "AMX (bf16 matrix tiles; the bf16 step 1.7-1.9x fp32's, measured on one such CPU)"
+            }
             CpuBf16::Avx512Bf16 => {
                 "AVX512-BF16, no AMX (bf16 dot products; the bf16 step 1.3-1.9x fp32's, measured on two such CPUs)"
             }

@@ -1,7 +1,8 @@
 //! Evaluates a checkpoint, a finished run or torchvision-format weights on an ImageNet-layout
-//! validation folder with a chosen protocol, and appends the result to a CSV.
+//! validation folder with a chosen protocol, and appends the result to a CSV; or a finished
+//! CIFAR-style run (CIFAR-10, Fashion-MNIST) on its test set, against its final.json.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use resnet_repro::bench::append_csv_row;
 use resnet_repro::data::DataConfig;
@@ -20,14 +21,22 @@ use std::sync::Arc;
 /// centre-crop, 10-crop or multi-scale protocol. --weights takes a run folder (its config.toml
 /// gives the network, normalisation and sizes), a checkpoint folder, or a .safetensors file (ours,
 /// or torchvision's state dict saved as safetensors: add --torchvision).
+///
+/// A CIFAR-style run folder (a released one under results/ too) needs no --val-dir: its test
+/// error is measured again from its model.safetensors on the test set its config.toml names, and
+/// compared with its final.json (equal on the CPU; --threads as the run trained, 1 for the
+/// releases). The exit status is 1 if they differ.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
     #[arg(long)]
     weights: PathBuf,
-    /// The validation folder.
+    /// The validation folder (ImageNet weights).
     #[arg(long)]
-    val_dir: PathBuf,
+    val_dir: Option<PathBuf>,
+    /// CIFAR-style runs: the folder with the datasets (as the experiment binaries' --data-dir).
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
     /// center, ten-crop or multi-scale.
     #[arg(long, default_value = "ten-crop")]
     protocol: Protocol,
@@ -54,7 +63,7 @@ struct Args {
     batch: usize,
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Decoding threads (0: one per core).
+    /// Threads: image decoding (ImageNet) or libtorch's (CIFAR-style runs); 0: one per core.
     #[arg(long, default_value_t = 0)]
     threads: usize,
     #[arg(long, default_value = "runs/eval/evaluate.csv")]
@@ -113,7 +122,13 @@ fn run() -> Result<()> {
     } else {
         std::thread::available_parallelism().map_or(4, |n| n.get())
     };
-    let val = ImageFolder::scan(&args.val_dir, Subset::default())?;
+    let run = RunDir { path: args.weights.clone() };
+    if run.config_path().is_file() && !matches!(run.config()?.data, DataConfig::ImageNet(_)) {
+        tch::set_num_threads(threads as i32);
+        return test_again(&run, &args.data_dir, device);
+    }
+    let val_dir = args.val_dir.as_ref().context("--val-dir is needed for ImageNet weights")?;
+    let val = ImageFolder::scan(val_dir, Subset::default())?;
     let (net_cfg, normalize, geometry, file) = resolve(&args, val.classes.len())?;
     let format = if device.is_cuda() { MemoryFormat::Contiguous } else { MemoryFormat::ChannelsLast };
     let (vs, net) = load_net(&NetSpec::ImageNet(net_cfg.clone()), &file, device, format)?;
@@ -144,7 +159,7 @@ fn run() -> Result<()> {
     println!(
         "{} on {} ({} images, {}): top-1 error {:.2}%, top-5 error {:.2}%",
         net_cfg.name(),
-        args.val_dir.display(),
+        val_dir.display(),
         r.images,
         r.protocol,
         r.top1_error,
@@ -166,6 +181,34 @@ fn run() -> Result<()> {
         },
     )?;
     println!("appended to {}", args.out.display());
+    Ok(())
+}
+
+/// A CIFAR-style run's test error measured again, against its final.json.
+fn test_again(run: &RunDir, data_dir: &Path, device: tch::Device) -> Result<()> {
+    let record = run
+        .final_record()?
+        .with_context(|| format!("{}: not finished (no final.json)", run.path.display()))?;
+    let data = resnet_repro::data::DataOptions {
+        allow_download: false,
+        ..resnet_repro::data::DataOptions::new(data_dir)
+    };
+    let e = resnet_repro::experiment::release::reevaluate(run, &data, device)?;
+    let (got, want) =
+        (e.test_error.context("no test error")?, record.test_error.context("final.json has no test error")?);
+    println!(
+        "{} ({}, {} test images, {}): test error {got:.2}%; final.json says {want:.2}% ({})",
+        record.net,
+        record.dataset,
+        e.images,
+        device_name(device),
+        if got == want && e.images == record.test_images { "equal" } else { "DIFFERENT" }
+    );
+    ensure!(
+        got == want && e.images == record.test_images,
+        "{}: the test error differs from final.json",
+        run.path.display()
+    );
     Ok(())
 }
 

@@ -6,10 +6,12 @@
 pub mod config;
 pub mod crosscheck;
 pub mod figure7;
+pub mod release;
 pub mod runner;
 pub mod store;
 pub mod summary;
 
 pub use config::{Experiment, Group, Preset, RunConfig, RunSpec};
+pub use release::Release;
 pub use runner::{Outcome, RunStatus, RunnerOptions, run_experiment};
 pub use store::{CrosscheckDirs, FinalRecord, RunDir, Runs, Store, StoredRun, Swap, Table};

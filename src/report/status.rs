@@ -1,0 +1,164 @@
+//! The README's status table: each of the paper's tables and figures, the command that
+//! reproduces it, our number beside the paper's, and how far it got here, all read from the
+//! committed release (`results/`, [`Release`]), never typed by hand. `make results` writes it
+//! between the README's status markers; a test checks the README holds what it would write.
+
+use crate::experiment::{Release, StoredRun};
+use crate::models::NetSpec;
+use crate::paper::{Measure, published};
+use anyhow::{Context, Result, bail};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The README's lines around the table (the table between them is regenerated).
+pub const BEGIN: &str = "<!-- status: written by `make results` from results/; do not edit by hand -->";
+pub const END: &str = "<!-- status: end -->";
+
+/// The release's Figure 6-style curves, shown under the table (relative to the repository).
+pub const FIGURE: &str = "results/table6/fig6_fashion-mnist.png";
+
+/// The status table as Markdown, from the release at `results` (with its figure, if released).
+pub fn table(results: &Path) -> Result<String> {
+    let release = Release::new(results);
+    let table6 = release.table("table6").runs()?;
+    let pending = release.in_progress("table6").runs()?;
+    let mut md = String::from("| Paper | Command | Ours | Paper's | State |\n|---|---|---|---|---|\n");
+    md.push_str(&table1_row(&results.join("table1/table1.csv"))?);
+    md.push_str(
+        "| Table 2, Fig. 4: plain vs ResNet-18/34, ImageNet | `make reproduce-table2` | none | 27.94 / 28.54 / \
+         27.88 / 25.03 (10-crop top-1) | not run here (needs ImageNet) |\n",
+    );
+    md.push_str(
+        "| Tables 3-4: shortcuts A/B/C, ResNet-50/101/152 | `make reproduce-table3` | none | ResNet-50 22.85 \
+         (10-crop), 20.74 (multi-scale) | not run here (needs ImageNet) |\n",
+    );
+    let mut not_run = Vec::new();
+    for depth in [20, 32, 44, 56, 110] {
+        for residual in [false, true] {
+            match table6_row(depth, residual, &table6, &pending)? {
+                Some(row) => md.push_str(&row),
+                None => not_run.push(format!("{}-{depth}", if residual { "ResNet" } else { "plain" })),
+            }
+        }
+    }
+    if !not_run.is_empty() {
+        writeln!(
+            md,
+            "| Table 6: {} | `make reproduce-table6` | none | ResNet-32..110: 7.51 .. 6.43 (CIFAR-10) | not run here |",
+            not_run.join(", ")
+        )?;
+    }
+    md.push_str(&figure_row("Fig. 1: plain-20 vs plain-56", &["plain20", "plain56"], &table6, &pending));
+    md.push_str(&figure_row("Fig. 6: plain and ResNet curves", &["plain20", "resnet20"], &table6, &pending));
+    md.push_str(
+        "| Fig. 7: layer responses | `make reproduce-fig7` | none | ResNets respond less | not run here on the \
+         full schedule |\n",
+    );
+    if results.join("table6/fig6_fashion-mnist.png").is_file() {
+        writeln!(
+            md,
+            "\n![Fashion-MNIST, the paper's full CIFAR schedule: dashed training error, bold test error]({FIGURE})"
+        )?;
+    }
+    Ok(md)
+}
+
+/// Table 1's row: the largest difference of the computed multiply-adds from the paper's.
+fn table1_row(csv_path: &Path) -> Result<String> {
+    if !csv_path.is_file() {
+        return Ok(
+            "| Table 1: parameters, FLOPs | `make reproduce-table1` | none | 3.6e9 (ResNet-34) ... | not \
+                   released |\n"
+                .into(),
+        );
+    }
+    let mut reader =
+        csv::Reader::from_path(csv_path).with_context(|| format!("reading {}", csv_path.display()))?;
+    let mut worst: Option<(f64, String)> = None;
+    let mut n = 0;
+    for row in reader.deserialize::<std::collections::HashMap<String, String>>() {
+        let row = row.with_context(|| format!("reading {}", csv_path.display()))?;
+        let Some(d) = row.get("mult_adds_diff_pct").and_then(|d| d.parse::<f64>().ok()) else { continue };
+        n += 1;
+        if worst.as_ref().is_none_or(|(w, _)| d.abs() > w.abs()) {
+            worst = Some((d, row.get("model").cloned().unwrap_or_default()));
+        }
+    }
+    let Some((d, model)) = worst else { bail!("{}: no network compared with the paper", csv_path.display()) };
+    Ok(format!(
+        "| Table 1: parameters, FLOPs | `make reproduce-table1` | {n} nets counted, within {:.1}% ({model}) | \
+         1.8e9 .. 11.3e9 mult-adds | reproduced (computed, no training) |\n",
+        d.abs()
+    ))
+}
+
+/// One Table 6 network's row: its released test error or how far its run got; `None` if neither.
+fn table6_row(
+    depth: usize,
+    residual: bool,
+    released: &[StoredRun],
+    pending: &[StoredRun],
+) -> Result<Option<String>> {
+    let net = crate::models::CifarNet { residual, ..crate::models::CifarNet::resnet(depth) };
+    let name = NetSpec::Cifar(net.clone()).name();
+    let label = format!("{}-{depth}", if residual { "ResNet" } else { "plain" });
+    let paper = match published(&NetSpec::Cifar(net), Measure::Test) {
+        Some(p) => format!("{:.2} (CIFAR-10)", p.top1),
+        None => "a curve in Fig. 6".into(),
+    };
+    let command = "`make release-runs`";
+    let done: Vec<&StoredRun> = released.iter().filter(|r| r.config.net.name() == name).collect();
+    if let Some(run) = done.first() {
+        let f = run.dir.final_record()?.context("a released run without final.json")?;
+        let err = f.test_error.context("a released run without a test error")?;
+        return Ok(Some(format!(
+            "| Table 6: {label} | {command} | {err:.2} ({}, {} iterations, {}, {:.1} h) | {paper} | {} stand-in, \
+             full schedule |\n",
+            f.dataset,
+            f.iterations,
+            f.precision,
+            f.seconds / 3600.0,
+            f.dataset
+        )));
+    }
+    let Some(run) = pending.iter().find(|r| r.config.net.name() == name) else { return Ok(None) };
+    let it = crate::train::checkpoint::list(&run.dir.path)?.pop().map_or(0, |(i, _)| i);
+    let last = run
+        .dir
+        .metrics()?
+        .into_iter()
+        .filter(|m| m.iteration <= it)
+        .filter_map(|m| m.test_error.map(|e| (m.iteration, e)))
+        .last();
+    let ours = last.map_or("training".into(), |(i, e)| format!("training: {e:.2} at iteration {i}"));
+    Ok(Some(format!(
+        "| Table 6: {label} | {command} | {ours} | {paper} | {} stand-in, full schedule, {}: iteration {it} of {} |\n",
+        run.config.data.dataset(),
+        run.config.train.precision,
+        run.config.train.iterations
+    )))
+}
+
+/// A figure's row: which of its curves are released, or being trained.
+fn figure_row(what: &str, nets: &[&str], released: &[StoredRun], pending: &[StoredRun]) -> String {
+    let among = |runs: &[StoredRun]| -> Vec<&str> {
+        nets.iter().copied().filter(|n| runs.iter().any(|r| r.config.net.name() == *n)).collect()
+    };
+    let (have, training) = (among(released), among(pending));
+    let state = match (have.len(), training.len()) {
+        (k, _) if k == nets.len() => "Fashion-MNIST stand-in, full schedule (the figure below)".to_string(),
+        (0, 0) => "not run here on the full schedule".to_string(),
+        (0, _) => format!("{} training (Fashion-MNIST, full schedule)", training.join(", ")),
+        _ => format!("{} only (Fashion-MNIST, full schedule)", have.join(", ")),
+    };
+    format!("| {what} | `make reproduce-table6` | curves | curves | {state} |\n")
+}
+
+/// `text` (the README) with the table between [`BEGIN`] and [`END`] replaced by `table`.
+pub fn splice(text: &str, table: &str) -> Result<String> {
+    let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
+        bail!("the README has no status markers ({BEGIN} ... {END})")
+    };
+    anyhow::ensure!(b < e, "the README's status markers are out of order");
+    Ok(format!("{}{BEGIN}\n{table}{}", &text[..b], &text[e..]))
+}
