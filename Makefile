@@ -123,6 +123,7 @@ release-runs: build
 
 release-snapshot: build
 	target/release/release snapshot --runs $(RELEASE_RUNS)
+	target/release/release status
 
 # Everything results/ shows, from its files alone: summary, figures, Table 1, the README's status table.
 results: build
