@@ -127,9 +127,9 @@ fn table6_row(
         .dir
         .metrics()?
         .into_iter()
+        .rev()
         .filter(|m| m.iteration <= it)
-        .filter_map(|m| m.test_error.map(|e| (m.iteration, e)))
-        .last();
+        .find_map(|m| m.test_error.map(|e| (m.iteration, e)));
     let ours = last.map_or("training".into(), |(i, e)| format!("training: {e:.2} at iteration {i}"));
     Ok(Some(format!(
         "| Table 6: {label} | {command} | {ours} | {paper} | {} stand-in, full schedule, {}: iteration {it} of {} |\n",
