@@ -190,6 +190,7 @@ pub fn synthetic_cifar(n: usize) -> crate::data::Dataset {
         train: crate::data::ImageSet { images, labels },
         test,
         location: "synthetic".into(),
+        classes: crate::data::cifar::CLASSES.iter().map(|c| c.to_string()).collect(),
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use resnet_repro::data::augment::{EpochPlan, pad_crop_flip};
-use resnet_repro::data::{DataOptions, Dataset, DatasetName, Prepared, cifar, fashion_mnist};
+use resnet_repro::data::{DataConfig, DataOptions, Dataset, DatasetName, Prepared, cifar, fashion_mnist};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -259,7 +259,7 @@ fn prepared_data_subtracts_the_training_pixel_mean_and_splits() {
     let mut opts = DataOptions::new(dir.path());
     opts.allow_download = false;
     opts.fashion_mnist = fm_source(vec![], "", None);
-    let ds = Dataset::load(DatasetName::FashionMnist, &opts).unwrap();
+    let ds = Dataset::load(&DataConfig::downloadable(DatasetName::FashionMnist).unwrap(), &opts).unwrap();
     let p = Prepared::new(&ds, 5, Device::Cpu).unwrap();
     assert_eq!(p.train_len(), 15);
     assert_eq!(p.val.as_ref().unwrap().0.size(), [5, 1, 28, 28]);

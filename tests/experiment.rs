@@ -3,6 +3,10 @@
 
 mod common;
 
+const CIFAR10: resnet_repro::data::Shape = resnet_repro::data::Shape { classes: 10, channels: 3, size: 32 };
+const IMAGENET: resnet_repro::data::Shape =
+    resnet_repro::data::Shape { classes: 1000, channels: 3, size: 224 };
+
 use resnet_repro::data::DatasetName;
 use resnet_repro::experiment::summary::{format_best_mean_std, mean_std, summarize, write_summary};
 use resnet_repro::experiment::{Experiment, Preset, Store};
@@ -21,8 +25,9 @@ fn fixture(
     seed: u64,
     err: f64,
 ) {
-    let (c, size) = dataset.shape();
-    let net = CifarNet { depth, residual, in_channels: c, image_size: size, ..CifarNet::resnet(depth) };
+    let s = resnet_repro::data::DataConfig::downloadable(dataset).unwrap().shape().unwrap();
+    let net =
+        CifarNet { depth, residual, in_channels: s.channels, image_size: s.size, ..CifarNet::resnet(depth) };
     common::fixture_run(out, dataset, preset, NetSpec::Cifar(net), seed, err, true);
 }
 
@@ -156,14 +161,14 @@ fn every_experiment_file_parses_strictly() {
     assert!(files.len() >= 8, "{files:?}");
     for f in &files {
         let exp = Experiment::from_file(f).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
-        let runs = exp.resolve(1000).unwrap();
+        let runs = exp.resolve(exp.data.shape().unwrap_or(IMAGENET)).unwrap();
         assert!(!runs.is_empty());
         let imagenet = exp.data.dataset() == DatasetName::ImageNet;
         assert_eq!(imagenet, f.to_string_lossy().contains("imagenet"), "{}", f.display());
         assert!(runs.iter().all(|r| matches!(r.net, NetSpec::ImageNet(_)) == imagenet));
     }
     let table6 = Experiment::from_file(&root.join("experiments/table6_cifar10.toml")).unwrap();
-    let runs = table6.resolve(10).unwrap();
+    let runs = table6.resolve(CIFAR10).unwrap();
     assert_eq!(runs.len(), 5 + 4 + 5, "plain 20..110, ResNet 20..56, ResNet-110 x 5 seeds");
     let r110: Vec<_> = runs.iter().filter(|r| r.net.name() == "resnet110").collect();
     assert!(
@@ -181,7 +186,7 @@ fn every_experiment_file_parses_strictly() {
     let quick = Experiment::from_file(&root.join("experiments/quick.toml")).unwrap();
     assert_eq!(quick.preset, Preset::Quick);
     let t2 = Experiment::from_file(&root.join("experiments/table2_imagenet.toml")).unwrap();
-    let r = &t2.resolve(1000).unwrap()[0];
+    let r = &t2.resolve(IMAGENET).unwrap()[0];
     assert_eq!((r.train.batch_size, r.train.iterations, r.train.log_every), (256, 600_000, 200));
 }
 
@@ -243,7 +248,7 @@ fn bad_experiment_files_are_errors_naming_the_file_and_the_key() {
     // The init's n is a choice of the file, carried into every network and into the deviations.
     let fan_out = base.replace("name = \"x\"", "name = \"x\"\ninit = \"fan_out\"");
     std::fs::write(dir.path().join("f.toml"), &fan_out).unwrap();
-    let runs = Experiment::from_file(&dir.path().join("f.toml")).unwrap().resolve(10).unwrap();
+    let runs = Experiment::from_file(&dir.path().join("f.toml")).unwrap().resolve(CIFAR10).unwrap();
     assert!(runs.iter().all(|r| r.net.init() == resnet_repro::models::HeInit::FanOut));
     let said = resnet_repro::experiment::summary::deviations(runs.iter().map(|r| (r, 1)));
     assert!(said.iter().any(|d| d.starts_with("convs are He-normal with n = k²·c_out")), "{said:?}");
@@ -321,7 +326,7 @@ fn groups_are_a_dataset_and_a_preset() {
 #[test]
 fn bn_is_a_deviation_only_where_its_batch_is_not_the_papers() {
     let table6 = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/table6_cifar10.toml");
-    let mut runs = Experiment::from_file(&table6).unwrap().resolve(10).unwrap();
+    let mut runs = Experiment::from_file(&table6).unwrap().resolve(CIFAR10).unwrap();
     runs.truncate(1);
     let bn = |runs: &[resnet_repro::experiment::RunConfig], replicas: usize| -> Vec<String> {
         let said = resnet_repro::experiment::summary::deviations(runs.iter().map(|r| (r, replicas)));
@@ -348,7 +353,7 @@ fn bn_is_a_deviation_only_where_its_batch_is_not_the_papers() {
 #[test]
 fn bf16_is_recorded_in_the_config_and_said_as_a_deviation() {
     let table6 = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/table6_cifar10.toml");
-    let mut runs = Experiment::from_file(&table6).unwrap().resolve(10).unwrap();
+    let mut runs = Experiment::from_file(&table6).unwrap().resolve(CIFAR10).unwrap();
     runs.truncate(1);
     let said = |runs: &[resnet_repro::experiment::RunConfig]| -> Vec<String> {
         let all = resnet_repro::experiment::summary::deviations(runs.iter().map(|r| (r, 2)));

@@ -123,10 +123,7 @@ fn small_run(layout: Layout) -> RunConfig {
 }
 
 fn tensor_options(cfg: &RunConfig) -> TensorOptions {
-    match &cfg.data {
-        DataConfig::Cifar10(o) | DataConfig::FashionMnist(o) => o.clone(),
-        DataConfig::ImageNet(_) => unreachable!(),
-    }
+    cfg.data.tensors().unwrap().clone()
 }
 
 /// The files of a run in `dir`, as the store lays them out.
@@ -367,7 +364,8 @@ fn skipped_images_are_carried_across_a_resume() {
 fn a_short_run_on_real_fashion_mnist_lowers_the_loss() {
     let _rng = common::rng_lock();
     let cache = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/resnet-repro/data")).unwrap();
-    let ds = Dataset::load(DatasetName::FashionMnist, &DataOptions::new(cache)).unwrap_or_else(|e| {
+    let fm = DataConfig::downloadable(DatasetName::FashionMnist).unwrap();
+    let ds = Dataset::load(&fm, &DataOptions::new(cache)).unwrap_or_else(|e| {
         panic!(
             "this test needs the real Fashion-MNIST: Debian's dataset-fashion-mnist package (`.ci/run` \
              installs it) or a network to download it from ({e:#})"

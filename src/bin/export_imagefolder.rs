@@ -5,13 +5,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use image::{GrayImage, RgbImage, imageops::FilterType};
 use rand::{Rng, SeedableRng};
-use resnet_repro::data::{DataOptions, Dataset, DatasetName, ImageSet};
+use resnet_repro::data::{DataConfig, DataOptions, Dataset, DatasetName, ImageSet};
 use std::path::{Path, PathBuf};
-
-const FASHION_MNIST_CLASSES: [&str; 10] =
-    ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"];
-const CIFAR10_CLASSES: [&str; 10] =
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Exports images of Fashion-MNIST (or CIFAR-10) as JPEGs in ImageNet's folder layout, upscaled to
 /// random sizes (shorter side 140..300, landscape and portrait) like ImageNet's photos, into
@@ -83,12 +78,10 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let ds = Dataset::load(args.from, &DataOptions::new(&args.data_dir))?;
-    let names: &[&str] = match args.from {
-        DatasetName::FashionMnist => &FASHION_MNIST_CLASSES,
-        DatasetName::Cifar10 => &CIFAR10_CLASSES,
-        DatasetName::ImageNet => anyhow::bail!("--from takes a tensor dataset (fashion-mnist or cifar10)"),
-    };
+    let config = DataConfig::downloadable(args.from).context("--from")?;
+    let ds = Dataset::load(&config, &DataOptions::new(&args.data_dir))?;
+    let names: Vec<&str> = ds.classes.iter().map(String::as_str).collect();
+    let names = &names[..];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let n_train = export(&ds.train, &args.out.join("train"), names, args.train_per_class, &mut rng)?;
     let n_val = export(&ds.test, &args.out.join("val"), names, args.val_per_class, &mut rng)?;

@@ -16,6 +16,9 @@ pub const TRAIN_FILES: [&str; 5] =
     ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 pub const TEST_FILE: &str = "test_batch.bin";
 pub const RECORD_BYTES: usize = 1 + 3 * 32 * 32;
+/// The class names, by label (the archive's batches.meta.txt).
+pub const CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Where CIFAR-10 comes from; tests point it at a local server and smaller files.
 #[derive(Debug, Clone)]
@@ -32,71 +35,107 @@ impl Default for Source {
     }
 }
 
-fn hint(data_dir: &Path, source: &Source) -> String {
+/// One of the CIFAR archives: what it is called, where it unpacks and which files it must hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Archive {
+    /// `CIFAR-10`, for messages.
+    pub name: &'static str,
+    /// The archive's file name in the data folder.
+    pub file: &'static str,
+    /// The folder it unpacks to, in the data folder.
+    pub folder: &'static str,
+    /// The files that folder must hold.
+    pub files: &'static [&'static str],
+}
+
+/// CIFAR-10's archive.
+pub const CIFAR10: Archive = Archive {
+    name: "CIFAR-10",
+    file: ARCHIVE,
+    folder: FOLDER,
+    files: &[
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        TEST_FILE,
+    ],
+};
+
+fn hint(data_dir: &Path, a: &Archive, url: &str, md5: &str) -> String {
     format!(
-        "HINT: download {} (md5 {}) by hand and place it in {}/, or pass --data-dir to a folder that has it \
-         (or its unpacked {FOLDER}/); --dataset fashion-mnist runs on a dataset Debian packages",
-        source.url,
-        source.md5,
-        data_dir.display()
+        "HINT: download {url} (md5 {md5}) by hand and place it in {}/, or pass --data-dir to a folder that has it \
+         (or its unpacked {}/); --dataset fashion-mnist runs on a dataset Debian packages",
+        data_dir.display(),
+        a.folder
     )
 }
 
-fn unpacked(data_dir: &Path) -> PathBuf {
-    data_dir.join(FOLDER)
-}
-
-fn is_unpacked(data_dir: &Path) -> bool {
-    let dir = unpacked(data_dir);
-    TRAIN_FILES.iter().chain([&TEST_FILE]).all(|f| dir.join(f).is_file())
+fn is_unpacked(data_dir: &Path, a: &Archive) -> bool {
+    let dir = data_dir.join(a.folder);
+    a.files.iter().all(|f| dir.join(f).is_file())
 }
 
 /// Makes sure `<data_dir>/cifar-10-batches-bin/` exists: unpacks the archive found in `data_dir`, or
 /// downloads it first when `allow_download`. Returns the folder.
 pub fn ensure_available(data_dir: &Path, source: &Source, allow_download: bool) -> Result<PathBuf> {
-    if is_unpacked(data_dir) {
-        return Ok(unpacked(data_dir));
+    fetch(data_dir, &CIFAR10, (&source.url, &source.md5), allow_download)
+}
+
+/// Makes sure archive `a`'s folder exists in `data_dir`: unpacks the archive found there, or
+/// downloads it from `url` first (md5-checked) when `allow_download`. Returns the folder.
+pub fn fetch(
+    data_dir: &Path,
+    a: &Archive,
+    (url, md5): (&str, &str),
+    allow_download: bool,
+) -> Result<PathBuf> {
+    if is_unpacked(data_dir, a) {
+        return Ok(data_dir.join(a.folder));
     }
     // One process downloads and unpacks; another waits, then finds it unpacked.
-    let _lock = crate::fsutil::FileLock::take(&data_dir.join(".cifar-10.lock"), |who| {
-        eprintln!("waiting for {who}, which is fetching CIFAR-10 into {}", data_dir.display())
+    let lock = data_dir.join(format!(".{}.lock", a.name.to_ascii_lowercase()));
+    let _lock = crate::fsutil::FileLock::take(&lock, |who| {
+        eprintln!("waiting for {who}, which is fetching {} into {}", a.name, data_dir.display())
     })?;
-    if is_unpacked(data_dir) {
-        return Ok(unpacked(data_dir));
+    if is_unpacked(data_dir, a) {
+        return Ok(data_dir.join(a.folder));
     }
-    let archive = data_dir.join(ARCHIVE);
+    let archive = data_dir.join(a.file);
     if archive.exists() {
         let got = md5_file(&archive)?;
-        if got != source.md5 {
+        if got != md5 {
             bail!(
-                "{}: md5 {got}, expected {} (a partial or different file?); delete it to download again\n{}",
+                "{}: md5 {got}, expected {md5} (a partial or different file?); delete it to download again\n{}",
                 archive.display(),
-                source.md5,
-                hint(data_dir, source)
+                hint(data_dir, a, url, md5)
             );
         }
     } else if allow_download {
-        download(&source.url, &source.md5, &archive)
-            .map_err(|e| anyhow::anyhow!("{e:#}\n{}", hint(data_dir, source)))?;
+        download(url, md5, &archive)
+            .map_err(|e| anyhow::anyhow!("{e:#}\n{}", hint(data_dir, a, url, md5)))?;
     } else {
         bail!(
-            "CIFAR-10 not found in {} and downloads are off\n{}",
+            "{} not found in {} and downloads are off\n{}",
+            a.name,
             data_dir.display(),
-            hint(data_dir, source)
+            hint(data_dir, a, url, md5)
         );
     }
-    unpack(&archive, data_dir)?;
+    unpack(&archive, data_dir, a.folder)?;
     ensure!(
-        is_unpacked(data_dir),
-        "{} did not contain {FOLDER}/ with {} and {TEST_FILE}",
+        is_unpacked(data_dir, a),
+        "{} did not contain {}/ with {}",
         archive.display(),
-        TRAIN_FILES.join(", ")
+        a.folder,
+        a.files.join(", ")
     );
-    Ok(unpacked(data_dir))
+    Ok(data_dir.join(a.folder))
 }
 
-/// Unpacks into a temporary folder, then moves `cifar-10-batches-bin/` into place in one rename.
-fn unpack(archive: &Path, data_dir: &Path) -> Result<()> {
+/// Unpacks into a temporary folder, then moves `folder/` into place in one rename.
+fn unpack(archive: &Path, data_dir: &Path, folder: &str) -> Result<()> {
     let tmp = data_dir.join(format!(".unpack-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -105,9 +144,9 @@ fn unpack(archive: &Path, data_dir: &Path) -> Result<()> {
         tar::Archive::new(flate2::read::GzDecoder::new(f))
             .unpack(&tmp)
             .with_context(|| format!("unpacking {}", archive.display()))?;
-        let inner = tmp.join(FOLDER);
-        ensure!(inner.is_dir(), "{} has no {FOLDER}/ folder", archive.display());
-        let dest = unpacked(data_dir);
+        let inner = tmp.join(folder);
+        ensure!(inner.is_dir(), "{} has no {folder}/ folder", archive.display());
+        let dest = data_dir.join(folder);
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::rename(&inner, &dest)
             .with_context(|| format!("moving {} to {}", inner.display(), dest.display()))

@@ -13,6 +13,10 @@ use tch::{Kind, Tensor};
 pub const BASE_URL: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
 pub const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
 pub const FOLDER: &str = "fashion-mnist";
+/// The class names, by label, short (T-shirt/top, trouser, pullover, dress, coat, sandal, shirt,
+/// sneaker, bag, ankle boot).
+pub const CLASSES: [&str; 10] =
+    ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"];
 /// (file stem, md5 of the .gz file)
 pub const FILES: [(&str, &str); 4] = [
     ("train-images-idx3-ubyte", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),

@@ -119,13 +119,18 @@ impl ImageFolder {
 /// format is read from the bytes, not the name (a PNG named .JPEG decodes), grey images are
 /// replicated, alpha dropped, CMYK converted.
 pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
+    Ok(decode(path)?.to_rgb8())
+}
+
+/// Decodes an image file as it is (its own colour type), the format read from the bytes.
+pub fn decode(path: &Path) -> Result<image::DynamicImage> {
     let reader = image::ImageReader::open(path)
         .with_context(|| format!("opening {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("reading {}", path.display()))?;
     let img = reader.decode().with_context(|| format!("{}: not a decodable image", path.display()))?;
     ensure!(img.width() > 0 && img.height() > 0, "{}: empty image", path.display());
-    Ok(img.to_rgb8())
+    Ok(img)
 }
 
 /// Per-channel mean (and scale) subtracted from pixels in [0, 1].

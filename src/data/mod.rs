@@ -1,14 +1,17 @@
 //! Datasets: the `[data]` choice of an experiment file ([`DataConfig`]: CIFAR-style tensors or an
-//! image folder, each with its options), CIFAR-10 and Fashion-MNIST loaders with validation, the
+//! image folder, each with its options), CIFAR-10, CIFAR-100, Fashion-MNIST and small-image folder
+//! loaders with validation, the
 //! prepared, device-resident form training uses (float, per-pixel mean subtracted, optional
 //! train/val split), and the ImageNet folder, transforms and streaming loader.
 
 pub mod augment;
 pub mod cifar;
+pub mod cifar100;
 pub mod download;
 pub mod fashion_mnist;
 pub mod imagenet;
 pub mod loader;
+pub mod small_folder;
 
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
@@ -23,6 +26,11 @@ pub enum DatasetName {
     Cifar10,
     #[serde(rename = "fashion-mnist")]
     FashionMnist,
+    #[serde(rename = "cifar100")]
+    Cifar100,
+    /// Your own small images, class per folder, for the CIFAR nets ([`small_folder`]).
+    #[serde(rename = "folder")]
+    Folder,
     /// ILSVRC-2012 in the image-folder layout (or any folder laid out like it).
     #[serde(rename = "imagenet")]
     ImageNet,
@@ -33,6 +41,8 @@ impl fmt::Display for DatasetName {
         f.write_str(match self {
             DatasetName::Cifar10 => "cifar10",
             DatasetName::FashionMnist => "fashion-mnist",
+            DatasetName::Cifar100 => "cifar100",
+            DatasetName::Folder => "folder",
             DatasetName::ImageNet => "imagenet",
         })
     }
@@ -44,31 +54,35 @@ impl std::str::FromStr for DatasetName {
         match s.to_ascii_lowercase().as_str() {
             "cifar10" | "cifar-10" => Ok(DatasetName::Cifar10),
             "fashion-mnist" | "fashion_mnist" | "fashionmnist" => Ok(DatasetName::FashionMnist),
+            "cifar100" | "cifar-100" => Ok(DatasetName::Cifar100),
+            "folder" => Ok(DatasetName::Folder),
             "imagenet" => Ok(DatasetName::ImageNet),
-            _ => anyhow::bail!("unknown dataset {s:?}: expected cifar10, fashion-mnist or imagenet"),
+            _ => anyhow::bail!(
+                "unknown dataset {s:?}: expected cifar10, fashion-mnist, cifar100, folder or imagenet"
+            ),
         }
     }
 }
 
 impl DatasetName {
-    /// (channels, height/width) of the images of a tensor dataset (ImageNet's vary: 3 channels,
-    /// the crop's size).
-    pub fn shape(self) -> (i64, i64) {
-        match self {
-            DatasetName::Cifar10 => (3, 32),
-            DatasetName::FashionMnist => (1, 28),
-            DatasetName::ImageNet => (3, 224),
-        }
-    }
-
     /// How people write it: `CIFAR-10`, `Fashion-MNIST`, `ImageNet`.
     pub fn pretty(self) -> &'static str {
         match self {
             DatasetName::Cifar10 => "CIFAR-10",
             DatasetName::FashionMnist => "Fashion-MNIST",
+            DatasetName::Cifar100 => "CIFAR-100",
+            DatasetName::Folder => "an image folder",
             DatasetName::ImageNet => "ImageNet",
         }
     }
+}
+
+/// What a network is sized from: its classes, and its input's channels and side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub classes: usize,
+    pub channels: i64,
+    pub size: i64,
 }
 
 fn yes() -> bool {
@@ -99,11 +113,31 @@ pub struct TensorOptions {
     pub test_subset: Option<usize>,
     #[serde(default = "thousand")]
     pub eval_batch_size: usize,
+    /// CIFAR-100 only: `fine` (100 classes, the default) or `coarse` (20 superclasses) labels.
+    #[serde(default)]
+    pub labels: Option<cifar100::Labels>,
+    /// `dataset = "folder"` only: the folder holding `train/<class>/` and `test/<class>/` (or
+    /// `val/`), relative to `--data-dir` unless absolute.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `dataset = "folder"` only: the side its images are brought to (default 32): the shorter
+    /// side resized to it, the longer centre-cropped.
+    #[serde(default)]
+    pub image_size: Option<i64>,
 }
 
 impl Default for TensorOptions {
     fn default() -> Self {
-        TensorOptions { augment: true, pad: 4, val_split: 0, test_subset: None, eval_batch_size: 1000 }
+        TensorOptions {
+            augment: true,
+            pad: 4,
+            val_split: 0,
+            test_subset: None,
+            eval_batch_size: 1000,
+            labels: None,
+            path: None,
+            image_size: None,
+        }
     }
 }
 
@@ -115,6 +149,10 @@ pub enum DataConfig {
     Cifar10(TensorOptions),
     #[serde(rename = "fashion-mnist")]
     FashionMnist(TensorOptions),
+    #[serde(rename = "cifar100")]
+    Cifar100(TensorOptions),
+    #[serde(rename = "folder")]
+    Folder(TensorOptions),
     #[serde(rename = "imagenet")]
     ImageNet(imagenet::FolderOptions),
 }
@@ -124,45 +162,92 @@ impl DataConfig {
         match self {
             DataConfig::Cifar10(_) => DatasetName::Cifar10,
             DataConfig::FashionMnist(_) => DatasetName::FashionMnist,
+            DataConfig::Cifar100(_) => DatasetName::Cifar100,
+            DataConfig::Folder(_) => DatasetName::Folder,
             DataConfig::ImageNet(_) => DatasetName::ImageNet,
         }
     }
 
-    /// The same options on another tensor dataset (`--dataset fashion-mnist`).
+    /// One of the downloadable tensor datasets (CIFAR-10, CIFAR-100 with fine labels,
+    /// Fashion-MNIST) with Sec. 4.2's options.
+    pub fn downloadable(name: DatasetName) -> Result<Self> {
+        DataConfig::Cifar10(TensorOptions::default()).with_dataset(name)
+    }
+
+    /// The options of a CIFAR-style (tensor) dataset; `None` for an ImageNet-style image folder.
+    pub fn tensors(&self) -> Option<&TensorOptions> {
+        match self {
+            DataConfig::Cifar10(o)
+            | DataConfig::FashionMnist(o)
+            | DataConfig::Cifar100(o)
+            | DataConfig::Folder(o) => Some(o),
+            DataConfig::ImageNet(_) => None,
+        }
+    }
+
+    /// The networks' shape for a dataset whose files need not be read to know it (not an image
+    /// folder's: its classes and channels come from the files).
+    pub fn shape(&self) -> Option<Shape> {
+        let (classes, channels, size) = match self {
+            DataConfig::Cifar10(_) => (10, 3, 32),
+            DataConfig::FashionMnist(_) => (10, 1, 28),
+            DataConfig::Cifar100(o) => (o.labels.unwrap_or_default().classes(), 3, 32),
+            DataConfig::Folder(_) | DataConfig::ImageNet(_) => return None,
+        };
+        Some(Shape { classes, channels, size })
+    }
+
+    /// The same options on another of the downloadable tensor datasets (`--dataset
+    /// fashion-mnist`): CIFAR-10, CIFAR-100 and Fashion-MNIST stand in for each other.
     pub fn with_dataset(self, name: DatasetName) -> Result<Self> {
-        Ok(match (self, name) {
-            (DataConfig::Cifar10(o) | DataConfig::FashionMnist(o), DatasetName::Cifar10) => {
-                DataConfig::Cifar10(o)
+        let movable = |d: &DataConfig| {
+            matches!(d, DataConfig::Cifar10(_) | DataConfig::FashionMnist(_) | DataConfig::Cifar100(_))
+        };
+        if let (true, Some(o)) = (movable(&self), self.tensors()) {
+            let o = TensorOptions { labels: None, ..o.clone() };
+            match name {
+                DatasetName::Cifar10 => return Ok(DataConfig::Cifar10(o)),
+                DatasetName::FashionMnist => return Ok(DataConfig::FashionMnist(o)),
+                DatasetName::Cifar100 => return Ok(DataConfig::Cifar100(o)),
+                _ => {}
             }
-            (DataConfig::Cifar10(o) | DataConfig::FashionMnist(o), DatasetName::FashionMnist) => {
-                DataConfig::FashionMnist(o)
-            }
-            (DataConfig::ImageNet(o), DatasetName::ImageNet) => DataConfig::ImageNet(o),
+        }
+        match (self, name) {
+            (d, n) if d.dataset() == n => Ok(d),
             (d, n) => anyhow::bail!(
-                "--dataset {n}: the experiment is on {}, and only CIFAR-10 and Fashion-MNIST can stand in for each other",
+                "--dataset {n}: the experiment is on {}, and only CIFAR-10, CIFAR-100 and Fashion-MNIST can \
+                 stand in for each other",
                 d.dataset()
             ),
-        })
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
-        match self {
-            DataConfig::Cifar10(o) | DataConfig::FashionMnist(o) => {
-                ensure!(o.pad >= 0, "data.pad must be >= 0, got {}", o.pad);
-                ensure!(o.eval_batch_size > 0, "data.eval_batch_size must be positive");
-                Ok(())
-            }
-            DataConfig::ImageNet(o) => o.validate(),
-        }
+        let Some(o) = self.tensors() else {
+            let DataConfig::ImageNet(o) = self else { unreachable!() };
+            return o.validate();
+        };
+        let name = self.dataset();
+        ensure!(o.pad >= 0, "data.pad must be >= 0, got {}", o.pad);
+        ensure!(o.eval_batch_size > 0, "data.eval_batch_size must be positive");
+        ensure!(
+            o.labels.is_none() || name == DatasetName::Cifar100,
+            "data.labels is for cifar100, not {name}"
+        );
+        let folder = name == DatasetName::Folder;
+        ensure!(
+            o.path.is_some() == folder,
+            "data.path names the folder of dataset = \"folder\" (and only of it)"
+        );
+        ensure!(o.image_size.is_none() || folder, "data.image_size is for dataset = \"folder\", not {name}");
+        ensure!(o.image_size.is_none_or(|s| (8..=1024).contains(&s)), "data.image_size must be 8..=1024");
+        Ok(())
     }
 
     /// Whether training measures a validation error (the plateau rule needs one): a CIFAR-style
     /// split, or an image folder's `val/`.
     pub fn has_validation(&self) -> bool {
-        match self {
-            DataConfig::Cifar10(o) | DataConfig::FashionMnist(o) => o.val_split > 0,
-            DataConfig::ImageNet(_) => true,
-        }
+        self.tensors().is_none_or(|o| o.val_split > 0)
     }
 }
 
@@ -203,6 +288,7 @@ pub struct DataOptions {
     pub data_dir: PathBuf,
     pub allow_download: bool,
     pub cifar: cifar::Source,
+    pub cifar100: cifar100::Source,
     pub fashion_mnist: fashion_mnist::Source,
 }
 
@@ -212,6 +298,7 @@ impl DataOptions {
             data_dir: data_dir.into(),
             allow_download: true,
             cifar: Default::default(),
+            cifar100: Default::default(),
             fashion_mnist: Default::default(),
         }
     }
@@ -225,18 +312,41 @@ pub struct Dataset {
     pub test: ImageSet,
     /// The folder the files were read from.
     pub location: PathBuf,
+    /// Class names, by label.
+    pub classes: Vec<String>,
 }
 
 impl Dataset {
-    pub fn load(name: DatasetName, opts: &DataOptions) -> Result<Dataset> {
-        let (train, test, location) = match name {
-            DatasetName::Cifar10 => cifar::load(&opts.data_dir, &opts.cifar, opts.allow_download)?,
-            DatasetName::FashionMnist => {
-                fashion_mnist::load(&opts.data_dir, &opts.fashion_mnist, opts.allow_download)?
+    /// The tensor dataset `config` names, from the folders `opts` says.
+    pub fn load(config: &DataConfig, opts: &DataOptions) -> Result<Dataset> {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let dir = &opts.data_dir;
+        let (train, test, location, classes) = match config {
+            DataConfig::Cifar10(_) => {
+                let (a, b, l) = cifar::load(dir, &opts.cifar, opts.allow_download)?;
+                (a, b, l, names(&cifar::CLASSES))
             }
-            DatasetName::ImageNet => anyhow::bail!("ImageNet is an image folder, streamed by data::loader"),
+            DataConfig::FashionMnist(_) => {
+                let (a, b, l) = fashion_mnist::load(dir, &opts.fashion_mnist, opts.allow_download)?;
+                (a, b, l, names(&fashion_mnist::CLASSES))
+            }
+            DataConfig::Cifar100(o) => {
+                cifar100::load(dir, &opts.cifar100, o.labels.unwrap_or_default(), opts.allow_download)?
+            }
+            DataConfig::Folder(o) => {
+                let root = o.path.as_ref().map(|p| dir.join(p)).unwrap_or_default();
+                let f = small_folder::load(&root, o.image_size.unwrap_or(small_folder::DEFAULT_SIZE))?;
+                (f.train, f.test, root, f.classes)
+            }
+            DataConfig::ImageNet(_) => anyhow::bail!("ImageNet is an image folder, streamed by data::loader"),
         };
-        Ok(Dataset { name, train, test, location })
+        Ok(Dataset { name: config.dataset(), train, test, location, classes })
+    }
+
+    /// The networks' shape for this data.
+    pub fn shape(&self) -> Shape {
+        let s = self.train.images.size();
+        Shape { classes: self.classes.len(), channels: s[1], size: s[2] }
     }
 }
 

@@ -4,7 +4,7 @@
 //! a bad value is an error that names it. Each (network, seed) resolves to a [`RunConfig`], saved
 //! as `config.toml` in its folder before training starts.
 
-use crate::data::{DataConfig, DatasetName};
+use crate::data::{DataConfig, DatasetName, Shape};
 use crate::models::{BottleneckStride, CifarNet, HeInit, ImageNetNet, NetSpec, Shortcut};
 use crate::train::policy::Warmup;
 use crate::train::{TrainConfig, TrainJob};
@@ -141,7 +141,9 @@ impl Experiment {
              test set must never select anything; set data.val_split or remove the plateau rule"
         );
         for r in &self.runs {
-            let net = self.net(r, 1000)?;
+            // (Validated at a placeholder shape where the data's is only known from its files.)
+            let shape = self.data.shape().unwrap_or(Shape { classes: 1000, channels: 3, size: 224 });
+            let net = self.net(r, shape)?;
             net.validate()?;
             if let Some(s) = &r.seeds {
                 ensure!(!s.is_empty(), "run {}: seeds is empty", net.name());
@@ -157,15 +159,16 @@ impl Experiment {
         Group { dataset: self.data.dataset(), preset: self.preset }
     }
 
-    /// The network of a run, for this experiment's data (`classes`: of an image folder).
-    pub fn net(&self, r: &RunSpec, classes: usize) -> Result<NetSpec> {
+    /// The network of a run, for this experiment's data, of `shape` (its classes; a tensor
+    /// dataset's channels and side).
+    pub fn net(&self, r: &RunSpec, shape: Shape) -> Result<NetSpec> {
         Ok(match &self.data {
             DataConfig::ImageNet(o) => NetSpec::ImageNet(ImageNetNet {
                 depth: r.depth,
                 residual: r.residual,
                 shortcut: r.shortcut,
                 bottleneck_stride: r.bottleneck_stride.unwrap_or_default(),
-                num_classes: classes as i64,
+                num_classes: shape.classes as i64,
                 image_size: i64::from(o.transform.crop),
                 init: self.init,
             }),
@@ -175,30 +178,29 @@ impl Experiment {
                     "bottleneck_stride is for the ImageNet nets; {} has none",
                     tensors.dataset()
                 );
-                let (in_channels, image_size) = tensors.dataset().shape();
                 NetSpec::Cifar(CifarNet {
                     depth: r.depth,
                     residual: r.residual,
                     shortcut: r.shortcut,
-                    in_channels,
-                    image_size,
-                    num_classes: 10,
+                    in_channels: shape.channels,
+                    image_size: shape.size,
+                    num_classes: shape.classes as i64,
                     init: self.init,
                 })
             }
         })
     }
 
-    /// Every (network, seed) of the experiment, resolved, for data of `classes` classes (10 for
-    /// the tensor datasets; an image folder's count).
-    pub fn resolve(&self, classes: usize) -> Result<Vec<RunConfig>> {
+    /// Every (network, seed) of the experiment, resolved, for data of `shape` ([`DataConfig::shape`],
+    /// or read from an image folder).
+    pub fn resolve(&self, shape: Shape) -> Result<Vec<RunConfig>> {
         let mut out = Vec::new();
         for r in &self.runs {
             let mut train = self.train.clone();
             if r.warmup.is_some() {
                 train.warmup = r.warmup.clone();
             }
-            let net = self.net(r, classes)?;
+            let net = self.net(r, shape)?;
             for &seed in r.seeds.as_ref().unwrap_or(&self.seeds) {
                 out.push(RunConfig {
                     experiment: self.name.clone(),

@@ -45,6 +45,9 @@ pub struct CurveRow {
     pub test_error: Option<f64>,
 }
 
+/// The networks' shape on Fashion-MNIST, the cross-check's data.
+const FASHION_MNIST: crate::data::Shape = crate::data::Shape { classes: 10, channels: 1, size: 28 };
+
 /// Trains what is missing on both sides, for every init, and gathers their curves into
 /// `curves.csv`. The two sides train at once, each on half the CPU threads (the runs are
 /// independent; on a 2-core CPU this is about as fast as one side after the other).
@@ -55,7 +58,7 @@ pub fn run_crosscheck(exp: &Experiment, o: &CrosscheckOptions) -> Result<Vec<Cur
         exp.name,
         exp.data.dataset()
     );
-    let ds = Dataset::load(exp.data.dataset(), &o.runner.data)?;
+    let ds = Dataset::load(&exp.data, &o.runner.data)?;
     let (location, train_images) = (ds.location, ds.train.len());
     let threads = tch::get_num_threads().max(2);
     tch::set_num_threads(threads / 2);
@@ -117,7 +120,7 @@ pub fn pytorch_args(
         d.augment && d.pad == 4 && d.val_split == 0,
         "the PyTorch side implements pad-4 crops and flips on the whole training set only"
     );
-    let runs = exp.resolve(10)?;
+    let runs = exp.resolve(FASHION_MNIST)?;
     let mut nets: Vec<String> = runs.iter().map(|r| r.net.name()).collect();
     nets.dedup();
     nets.retain(|n| o.runner.only.is_empty() || o.runner.only.contains(n));
@@ -163,7 +166,7 @@ pub fn export_draws(exp: &Experiment, dir: &Path, train_images: usize) -> Result
     let DataConfig::FashionMnist(d) = &exp.data else { bail!("the cross-check runs on Fashion-MNIST") };
     let t = &exp.train;
     let epochs = t.iterations.div_ceil((train_images / t.batch_size) as u64);
-    for run in exp.resolve(10)? {
+    for run in exp.resolve(FASHION_MNIST)? {
         let out = dir.join(run.net.name()).join(format!("seed{}", run.seed));
         if out.join("plan.safetensors").is_file() {
             continue;

@@ -37,17 +37,15 @@ pub fn fig7_experiment(exp: &Experiment) -> Result<Experiment> {
 /// The std of every 3x3 layer's response of each (finished) run of `fig7` over the test set,
 /// `batch` images per forward pass.
 pub fn measure_responses(fig7: &Experiment, o: &RunnerOptions, batch: usize) -> Result<Vec<ResponseRow>> {
-    let val_split = match &fig7.data {
-        crate::data::DataConfig::Cifar10(TensorOptions { val_split, .. })
-        | crate::data::DataConfig::FashionMnist(TensorOptions { val_split, .. }) => *val_split,
-        crate::data::DataConfig::ImageNet(_) => bail!("Figure 7 is of the CIFAR networks"),
+    let Some(TensorOptions { val_split, .. }) = fig7.data.tensors() else {
+        bail!("Figure 7 is of the CIFAR networks")
     };
     let device = o.train.device;
-    let ds = Dataset::load(fig7.data.dataset(), &o.data)?;
-    let data = Prepared::new(&ds, val_split, device)?;
+    let ds = Dataset::load(&fig7.data, &o.data)?;
+    let data = Prepared::new(&ds, *val_split, device)?;
     let images = data.test_y.size()[0] as usize;
     let mut rows = Vec::new();
-    for run in fig7.resolve(10)? {
+    for run in fig7.resolve(ds.shape())? {
         let dir = o.store.run(&run);
         ensure!(dir.is_finished(), "{}: the run has not finished", dir.path.display());
         let loaded = dir.load_net(&run, device)?;

@@ -251,11 +251,10 @@ pub fn reevaluate(
 ) -> Result<crate::train::Evaluation> {
     use crate::train::TrainData;
     let cfg = run.config()?;
-    let (crate::data::DataConfig::Cifar10(opts) | crate::data::DataConfig::FashionMnist(opts)) = &cfg.data
-    else {
+    let Some(opts) = cfg.data.tensors() else {
         bail!("{}: an image-folder run; `evaluate --val-dir` tests those", run.path.display())
     };
-    let ds = crate::data::Dataset::load(cfg.data.dataset(), data)?;
+    let ds = crate::data::Dataset::load(&cfg.data, data)?;
     let prepared = crate::data::Prepared::new(&ds, opts.val_split, device)?;
     let loaded = run.load_net(&cfg, device)?;
     let mut feed = crate::train::TensorFeed::new(&prepared, cfg.seed, cfg.train.batch_size, opts);

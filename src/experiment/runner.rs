@@ -6,7 +6,7 @@ use super::config::{Experiment, Preset, RunConfig};
 use super::store::{FinalRecord, LoadedNet, RunDir, Store};
 use crate::data::imagenet::{FolderOptions, ImageFolder, locate_root};
 use crate::data::loader::LoaderSettings;
-use crate::data::{DataConfig, DataOptions, Dataset, Prepared, TensorOptions};
+use crate::data::{DataConfig, DataOptions, Dataset, Prepared, Shape, TensorOptions};
 use crate::eval::{EvalOptions, EvalResult, evaluate_folder, reestimate_bn_from_folder};
 use crate::train::{FolderFeed, TensorFeed, TrainData, TrainOptions, TrainStatus, train_run};
 use anyhow::{Context, Result, ensure};
@@ -47,7 +47,7 @@ pub struct Outcome {
 /// Trains and evaluates every run of the experiment that is not done.
 pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome>> {
     let mut source = Source::open(&exp.data, o)?;
-    let runs = select(exp.resolve(source.classes())?, &o.only, &exp.name)?;
+    let runs = select(exp.resolve(source.shape(&exp.data)?)?, &o.only, &exp.name)?;
     let todo = runs.iter().filter(|r| !o.store.run(r).is_finished()).count();
     let speaks = o.train.is_rank0();
     if speaks {
@@ -189,11 +189,23 @@ fn log_status(run: &RunConfig, status: &RunStatus) {
     }
 }
 
-/// Where an experiment's data comes from: tensors loaded once, when the first run needs them, or
-/// an image folder scanned at the start (its classes size the network).
+/// Where an experiment's data comes from: tensors loaded once, when the first run needs them (a
+/// small-image folder at the start: its files size the network), or an image folder scanned at
+/// the start (its classes size the network).
 enum Source {
-    Tensors { config: DataConfig, opts: TensorOptions, prepared: Option<Prepared> },
-    Folder { opts: FolderOptions, train: Arc<ImageFolder>, val: Arc<ImageFolder>, root: std::path::PathBuf },
+    /// `dataset`: loaded, not yet prepared; `prepared`: with the class names.
+    Tensors {
+        config: DataConfig,
+        opts: TensorOptions,
+        dataset: Option<Dataset>,
+        prepared: Option<(Prepared, Vec<String>)>,
+    },
+    Folder {
+        opts: FolderOptions,
+        train: Arc<ImageFolder>,
+        val: Arc<ImageFolder>,
+        root: std::path::PathBuf,
+    },
 }
 
 impl Source {
@@ -206,17 +218,26 @@ impl Source {
                 val.check_same_classes(&train)?;
                 Source::Folder { opts: opts.clone(), train, val, root }
             }
-            DataConfig::Cifar10(opts) | DataConfig::FashionMnist(opts) => {
-                Source::Tensors { config: data.clone(), opts: opts.clone(), prepared: None }
+            tensors => {
+                let opts = tensors.tensors().context("tensor data")?.clone();
+                let dataset = match tensors.shape() {
+                    Some(_) => None,
+                    None => Some(Dataset::load(tensors, &o.data)?),
+                };
+                Source::Tensors { config: data.clone(), opts, dataset, prepared: None }
             }
         })
     }
 
-    fn classes(&self) -> usize {
-        match self {
-            Source::Tensors { .. } => 10,
-            Source::Folder { train, .. } => train.classes.len(),
-        }
+    /// What the networks are sized from.
+    fn shape(&self, data: &DataConfig) -> Result<Shape> {
+        Ok(match self {
+            Source::Tensors { dataset: Some(ds), .. } => ds.shape(),
+            Source::Tensors { .. } => data.shape().context("a tensor dataset of known shape")?,
+            Source::Folder { train, opts, .. } => {
+                Shape { classes: train.classes.len(), channels: 3, size: i64::from(opts.transform.crop) }
+            }
+        })
     }
 
     fn describe(&self) -> String {
@@ -235,19 +256,27 @@ impl Source {
     /// Loads tensor data on first use; writes an image folder's class index into the run.
     fn prepare(&mut self, dir: &RunDir, o: &RunnerOptions) -> Result<()> {
         match self {
-            Source::Tensors { prepared: Some(_), .. } => Ok(()),
-            Source::Tensors { config, opts, prepared } => {
-                let ds = Dataset::load(config.dataset(), &o.data)?;
-                if o.train.is_rank0() {
-                    eprintln!(
-                        "{}: {} training and {} test images from {}",
-                        ds.name,
-                        ds.train.len(),
-                        ds.test.len(),
-                        ds.location.display()
-                    );
+            Source::Tensors { config, opts, dataset, prepared } => {
+                if prepared.is_none() {
+                    let ds = match dataset.take() {
+                        Some(ds) => ds,
+                        None => Dataset::load(config, &o.data)?,
+                    };
+                    if o.train.is_rank0() {
+                        eprintln!(
+                            "{}: {} training and {} test images from {}",
+                            ds.name,
+                            ds.train.len(),
+                            ds.test.len(),
+                            ds.location.display()
+                        );
+                    }
+                    *prepared = Some((Prepared::new(&ds, opts.val_split, o.train.device)?, ds.classes));
                 }
-                *prepared = Some(Prepared::new(&ds, opts.val_split, o.train.device)?);
+                if o.train.is_rank0() {
+                    let (p, classes) = prepared.as_ref().context("data prepared")?;
+                    dir.write_input(classes, &p.mean)?;
+                }
                 Ok(())
             }
             Source::Folder { train, .. } if o.train.is_rank0() => {
@@ -261,7 +290,8 @@ impl Source {
         let (b, seed, device) = (run.train.batch_size, run.seed, o.train.device);
         Ok(match self {
             Source::Tensors { prepared, opts, .. } => {
-                let feed = TensorFeed::new(prepared.as_ref().context("data not loaded")?, seed, b, opts);
+                let (data, _) = prepared.as_ref().context("data not loaded")?;
+                let feed = TensorFeed::new(data, seed, b, opts);
                 match &o.train.replicas {
                     Some(dp) => Box::new(feed.for_replica(dp.clone())?),
                     None => Box::new(feed),

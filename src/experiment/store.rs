@@ -344,6 +344,45 @@ impl RunDir {
         self.path.join("class_index.csv")
     }
 
+    /// The per-pixel mean a CIFAR-style run's inputs had subtracted (1 x C x H x W).
+    pub fn data_mean(&self) -> PathBuf {
+        self.path.join("data_mean.safetensors")
+    }
+
+    /// Records what a CIFAR-style run's inputs were, for using the network outside the suite:
+    /// the class names by label (`class_index.csv`) and the training images' per-pixel mean
+    /// (`data_mean.safetensors`). Written where missing.
+    pub fn write_input(&self, classes: &[String], mean: &tch::Tensor) -> Result<()> {
+        if !self.class_index_csv().is_file() {
+            let mut text = String::from("index,class\n");
+            for (i, c) in classes.iter().enumerate() {
+                text.push_str(&format!("{i},{c}\n"));
+            }
+            crate::fsutil::write_atomic(&self.class_index_csv(), text.as_bytes())?;
+        }
+        if !self.data_mean().is_file() {
+            let path = self.data_mean();
+            crate::fsutil::write_with(&path, |tmp| {
+                let mean = mean.to_device(tch::Device::Cpu).contiguous();
+                tch::Tensor::write_safetensors(&[("mean", &mean)], tmp)
+                    .with_context(|| format!("writing {}", path.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The class names by label (`class_index.csv`), if the run recorded them.
+    pub fn class_names(&self) -> Result<Option<Vec<String>>> {
+        let path = self.class_index_csv();
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let names =
+            text.lines().skip(1).filter_map(|l| l.split_once(',').map(|(_, c)| c.to_string())).collect();
+        Ok(Some(names))
+    }
+
     /// The final weights of a finished run, or its newest checkpoint's.
     pub fn weights(&self) -> Result<Option<PathBuf>> {
         let done = self.files().weights;

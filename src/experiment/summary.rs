@@ -256,7 +256,10 @@ pub fn deviations<'a>(runs: impl IntoIterator<Item = (&'a RunConfig, usize)>) ->
     for (c, replicas) in runs {
         let lines = match &c.data {
             DataConfig::ImageNet(o) => imagenet_deviations(c, o, replicas),
-            DataConfig::Cifar10(o) | DataConfig::FashionMnist(o) => cifar_deviations(c, o, replicas),
+            DataConfig::Cifar10(o)
+            | DataConfig::FashionMnist(o)
+            | DataConfig::Cifar100(o)
+            | DataConfig::Folder(o) => cifar_deviations(c, o, replicas),
         };
         let notes = crate::models::init_notes(c.net.init()).map(String::from);
         let precision = (c.train.precision != crate::train::Precision::Fp32).then(|| {

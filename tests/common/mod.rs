@@ -353,3 +353,44 @@ pub fn assert_far_below(diff: f64, effect: f64, what: &str) {
         "{what}: differ by {diff:.3e}, not {RATIO}x below the effect guarded, {effect:.3e}"
     );
 }
+
+/// A CIFAR-100 file's bytes: record i has coarse label `i % 20`, fine label `(i * 7) % 100` and
+/// pixels `(i + seed + c * 7 + y * 3 + x) % 256`.
+pub fn cifar100_file(records: usize, seed: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records * 3074);
+    for i in 0..records {
+        out.push((i % 20) as u8);
+        out.push(((i * 7) % 100) as u8);
+        for c in 0..3usize {
+            for y in 0..32usize {
+                for x in 0..32usize {
+                    out.push(((i + seed as usize + c * 7 + y * 3 + x) % 256) as u8);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A cifar-100-binary.tar.gz with `train` and `test` records, and the two lists of class names
+/// (`fine_00`.., `coarse_00`..).
+pub fn cifar100_archive(train: usize, test: usize) -> Vec<u8> {
+    let mut builder =
+        tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let names =
+        |kind: &str, n: usize| (0..n).map(|i| format!("{kind}_{i:02}\n")).collect::<String>().into_bytes();
+    let files = [
+        ("train.bin", cifar100_file(train, 0)),
+        ("test.bin", cifar100_file(test, 1)),
+        ("fine_label_names.txt", names("fine", 100)),
+        ("coarse_label_names.txt", names("coarse", 20)),
+    ];
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, format!("cifar-100-binary/{name}"), &data[..]).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
