@@ -32,7 +32,13 @@ fn the_committed_release_is_as_its_manifest_lists_and_its_test_errors_reproduce(
     println!("results/MANIFEST: {checked} files as listed");
     let runs = release.table("table6").runs().unwrap();
     let finished: Vec<_> = runs.into_iter().filter(|r| r.dir.is_finished()).collect();
-    assert_eq!(checked, 4 * finished.len(), "each released run's four files are in the manifest");
+    let listed: Vec<_> = release.manifest().unwrap().into_iter().map(|e| e.file).collect();
+    for run in &finished {
+        for f in resnet_repro::experiment::release::RELEASED_FILES {
+            let rel = run.dir.path.join(f).strip_prefix(repo().join("results")).unwrap().to_path_buf();
+            assert!(listed.contains(&rel), "{} is not in the manifest", rel.display());
+        }
+    }
     if finished.is_empty() {
         println!("no released run yet: results/table6/in-progress holds the unfinished ones");
         return;
@@ -87,8 +93,16 @@ fn a_published_run_is_checked_by_its_manifest_and_its_weights_give_its_test_erro
     let released = release.publish(&opts.store, "table6", "make release-runs").unwrap();
     assert_eq!(released.len(), 1);
     let run = &released[0].dir;
-    assert_eq!(names(&run.path), ["config.toml", "final.json", "metrics.csv", "model.safetensors"]);
-    assert_eq!(release.check().unwrap(), 4);
+    let files = [
+        "class_index.csv",
+        "config.toml",
+        "data_mean.safetensors",
+        "final.json",
+        "metrics.csv",
+        "model.safetensors",
+    ];
+    assert_eq!(names(&run.path), files);
+    assert_eq!(release.check().unwrap(), 6);
     let entries = release.manifest().unwrap();
     assert!(entries.iter().all(|e| e.command == "make release-runs" && e.sha256.len() == 64));
     let weights = entries.iter().find(|e| e.file.ends_with("model.safetensors")).unwrap();

@@ -4,7 +4,8 @@
 //! not survive (`release snapshot` before stopping, `release restore` before resuming).
 //!
 //! A released run holds what a reader needs and nothing to resume from: `config.toml`,
-//! `metrics.csv`, `final.json`, `model.safetensors`. Its table folder holds the summary and the
+//! `metrics.csv`, `final.json`, `model.safetensors`, and where the run recorded them its class
+//! names and per-pixel mean. Its table folder holds the summary and the
 //! figures, made by the same code as a sweep's.
 
 use super::store::{RunDir, Store, StoredRun};
@@ -15,6 +16,10 @@ use std::path::{Path, PathBuf};
 
 /// The files of a released run.
 pub const RELEASED_FILES: [&str; 4] = ["config.toml", "metrics.csv", "final.json", "model.safetensors"];
+
+/// Released too where the run has them (runs since CIFAR-100 and folders were added record them):
+/// what `predict` and python/resnet_repro_torch.py need besides the weights.
+pub const RELEASED_IF_THERE: [&str; 2] = ["class_index.csv", "data_mean.safetensors"];
 
 /// The folder under `results/` of an unfinished run's newest checkpoint.
 pub const IN_PROGRESS: &str = "in-progress";
@@ -70,7 +75,8 @@ impl Release {
             let dest = table.run(&run.config);
             std::fs::create_dir_all(&dest.path)
                 .with_context(|| format!("creating {}", dest.path.display()))?;
-            for f in RELEASED_FILES {
+            let optional = RELEASED_IF_THERE.into_iter().filter(|f| run.dir.path.join(f).is_file());
+            for f in RELEASED_FILES.into_iter().chain(optional) {
                 copy(&run.dir.path.join(f), &dest.path.join(f))?;
                 let file = dest.path.join(f);
                 let rel = file.strip_prefix(&self.root).unwrap_or(&file).to_path_buf();
