@@ -55,7 +55,7 @@ impl CpuBf16 {
         }
     }
 
-    /// What bf16 gains here, as measured (README, "Precision").
+    /// What bf16 gains here, as measured (docs/experiments.md, "Precision").
     pub fn describe(self) -> &'static str {
         match self {
             CpuBf16::Amx => {

@@ -33,7 +33,7 @@ pub enum Launch {
 }
 
 /// The variables a launcher sets, for error messages.
-const HINT: &str = "launch with `torchrun --no-python --nproc-per-node N <binary> ...` (see the README's \
+const HINT: &str = "launch with `torchrun --no-python --nproc-per-node N <binary> ...` (see docs/running.md, \
                     \"Several GPUs, several nodes\"), or set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT";
 
 impl Launch {

@@ -61,7 +61,7 @@ c10::intrusive_ptr<c10d::Backend> make_backend(int backend, const c10::intrusive
 #else
     throw std::runtime_error(
         "this build has no NCCL (nccl.h and the CUDA runtime headers were not found when the shim was "
-        "compiled): see the README's \"Several GPUs\" section, and rebuild");
+        "compiled): see docs/running.md, \"Several GPUs\", and rebuild");
 #endif
   }
   throw std::runtime_error("unknown backend " + std::to_string(backend));
