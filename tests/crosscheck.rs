@@ -5,11 +5,11 @@
 mod common;
 
 use resnet_repro::experiment::crosscheck::{
-    CrosscheckOptions, compare, markdown, pytorch_args, run_crosscheck,
+    CrosscheckOptions, Side, compare, markdown, pytorch_args, run_crosscheck,
 };
 use resnet_repro::experiment::{CrosscheckDirs, Experiment, Swap};
 use resnet_repro::models::HeInit;
-use resnet_repro::stats::{t_quantile, welch_95};
+use resnet_repro::stats::{Interval, t_quantile, welch_95};
 use std::path::Path;
 
 #[test]
@@ -19,10 +19,11 @@ fn welch_intervals_match_the_textbook() {
         assert!((t_quantile(0.975, df) - q).abs() < 2e-3, "df {df}: {}", t_quantile(0.975, df));
     }
     // Equal variances and sizes: se = sqrt(2.5/5 + 2.5/5) = 1, df = 8.
-    let (d, lo, hi) = welch_95(&[1.0, 2.0, 3.0, 4.0, 5.0], &[2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let Interval { diff: d, lo, hi } =
+        welch_95(&[1.0, 2.0, 3.0, 4.0, 5.0], &[2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
     assert!((d + 1.0).abs() < 1e-12 && (lo + 1.0 + 2.306).abs() < 2e-3 && (hi + 1.0 - 2.306).abs() < 2e-3);
     // Unequal: a = [10, 12] (var 2), b = [0, 0, 6] (var 12): se² = 1 + 4, df = 25 / (1 + 8) = 2.78.
-    let (d, lo, hi) = welch_95(&[10.0, 12.0], &[0.0, 0.0, 6.0]).unwrap();
+    let Interval { diff: d, lo, hi } = welch_95(&[10.0, 12.0], &[0.0, 0.0, 6.0]).unwrap();
     let half = t_quantile(0.975, 25.0 / 9.0) * 5f64.sqrt();
     assert!((d - 9.0).abs() < 1e-12 && (lo - (9.0 - half)).abs() < 1e-9 && (hi - (9.0 + half)).abs() < 1e-9);
     assert!(half > 2.0 * 5f64.sqrt() * 1.5, "few degrees of freedom widen the interval: {half}");
@@ -51,7 +52,7 @@ fn a_tiny_cross_check_writes_curves_comparisons_a_summary_and_a_figure() {
     // One comparison per init, net, checkpoint and measure, each with two seeds a side.
     let rows = compare(&curves);
     assert_eq!(rows.len(), 2 * 2 * 2 * 2);
-    assert!(rows.iter().all(|r| r.ours.2 == 2 && r.pytorch.2 == 2 && r.diff.is_some()));
+    assert!(rows.iter().all(|r| r.ours.n == 2 && r.pytorch.n == 2 && r.diff.is_some()));
     let md = markdown(&rows, &exp, Swap::default());
     assert!(md.contains("## init = \"fan_out\"") && md.contains("| resnet8 | 4 | test |"), "{md}");
     // A second call trains nothing on either side and gathers the same curves.
@@ -155,7 +156,7 @@ fn with_our_initial_weights_and_data_stream_the_pytorch_side_trains_exactly_as_o
     assert!(root.join("draws-fan_in/resnet8/seed1/init.safetensors").is_file());
     assert!(root.join("pytorch-fan_in-with-our-init-data/plain8/seed0/metrics.csv").is_file());
     assert!(root.join("curves-with-our-init-data.csv").is_file());
-    let side = |fw: &str| -> Vec<(String, u64, u64, String, Option<String>)> {
+    let side = |fw: Side| -> Vec<(String, u64, u64, String, Option<String>)> {
         let mut v: Vec<_> = curves
             .iter()
             .filter(|r| r.framework == fw)
@@ -167,10 +168,10 @@ fn with_our_initial_weights_and_data_stream_the_pytorch_side_trains_exactly_as_o
         v.sort();
         v
     };
-    assert_eq!(side("ours").len(), 8);
-    assert_eq!(side("ours"), side("pytorch"));
+    assert_eq!(side(Side::Ours).len(), 8);
+    assert_eq!(side(Side::Ours), side(Side::PyTorch));
     // The seeds differ, so the runs do: the comparison is not vacuous.
-    let ours = side("ours");
+    let ours = side(Side::Ours);
     assert_ne!(ours[0].3, ours[2].3, "{ours:?}");
     let md = markdown(&compare(&curves), &exp, swap);
     assert!(md.contains("trained with our initial weights and our data stream"), "{md}");

@@ -30,11 +30,57 @@ pub struct CrosscheckOptions {
     pub script: std::path::PathBuf,
 }
 
+/// Which side of the cross-check trained a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Side {
+    #[serde(rename = "ours")]
+    Ours,
+    #[serde(rename = "pytorch")]
+    PyTorch,
+}
+
+impl Side {
+    /// How the figures and summaries name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Ours => "ours",
+            Side::PyTorch => "PyTorch",
+        }
+    }
+}
+
+/// Which error of a logged point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measured {
+    /// Of the logging window's training batches.
+    Train,
+    /// Of the test set, at the checkpoints.
+    Test,
+}
+
+impl Measured {
+    fn of(self, r: &CurveRow) -> Option<f64> {
+        match self {
+            Measured::Train => Some(r.train_error),
+            Measured::Test => r.test_error,
+        }
+    }
+}
+
+impl std::fmt::Display for Measured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Measured::Train => "train",
+            Measured::Test => "test",
+        })
+    }
+}
+
 /// One logged point of one run: a row of `curves.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurveRow {
     /// `ours` or `pytorch`.
-    pub framework: String,
+    pub framework: Side,
     pub init: HeInit,
     pub net: String,
     pub seed: u64,
@@ -212,7 +258,7 @@ fn gather(exp: &Experiment, o: &CrosscheckOptions, init: HeInit) -> Result<Vec<C
     for run in o.dirs.ours(init).runs()? {
         for m in run.dir.metrics()? {
             rows.push(CurveRow {
-                framework: "ours".into(),
+                framework: Side::Ours,
                 init,
                 net: run.config.net.name(),
                 seed: run.config.seed,
@@ -228,9 +274,8 @@ fn gather(exp: &Experiment, o: &CrosscheckOptions, init: HeInit) -> Result<Vec<C
         for row in r.deserialize::<(u64, f64, Option<f64>)>() {
             let (iteration, train_error, test_error) =
                 row.with_context(|| format!("parsing {}", path.display()))?;
-            let framework = "pytorch".into();
             rows.push(CurveRow {
-                framework,
+                framework: Side::PyTorch,
                 init,
                 net: net.clone(),
                 seed,
@@ -244,19 +289,60 @@ fn gather(exp: &Experiment, o: &CrosscheckOptions, init: HeInit) -> Result<Vec<C
     Ok(rows)
 }
 
+/// Mean, sample std and number of values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub mean: f64,
+    pub std: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    fn of(xs: &[f64]) -> Self {
+        let (mean, std) = mean_std(xs);
+        Spread { mean, std, n: xs.len() }
+    }
+}
+
+/// A side's mean over seeds at one iteration: a point of the cross-check's figure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeanPoint {
+    pub x: f64,
+    pub mean: f64,
+    pub std: f64,
+}
+
+/// One side's curve of a network and init: the mean and std over seeds of `m` at each iteration
+/// that has it.
+pub fn mean_curve(rows: &[CurveRow], (net, init, side): (&str, HeInit, Side), m: Measured) -> Vec<MeanPoint> {
+    let sel: Vec<&CurveRow> = rows
+        .iter()
+        .filter(|r| r.net == net && r.init == init && r.framework == side && m.of(r).is_some())
+        .collect();
+    let mut its: Vec<u64> = sel.iter().map(|r| r.iteration).collect();
+    its.sort();
+    its.dedup();
+    its.iter()
+        .map(|&it| {
+            let v: Vec<f64> = sel.iter().filter(|r| r.iteration == it).filter_map(|r| m.of(r)).collect();
+            let (mean, std) = mean_std(&v);
+            MeanPoint { x: it as f64, mean, std }
+        })
+        .collect()
+}
+
 /// One network, init, checkpoint and measure, both sides: a row of the cross-check's summary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
     pub init: HeInit,
     pub net: String,
     pub iteration: u64,
-    /// `train` (the last logging window) or `test`.
-    pub measure: &'static str,
-    /// (mean, std, n) of each side.
-    pub ours: (f64, f64, usize),
-    pub pytorch: (f64, f64, usize),
+    /// The last logging window's training error, or the test error.
+    pub measure: Measured,
+    pub ours: Spread,
+    pub pytorch: Spread,
     /// ours - PyTorch and its 95% interval (Welch), where both sides have two seeds or more.
-    pub diff: Option<(f64, f64, f64)>,
+    pub diff: Option<crate::stats::Interval>,
 }
 
 /// The comparisons of `curves` at the checkpoints (iterations with a test error).
@@ -270,26 +356,19 @@ pub fn compare(curves: &[CurveRow]) -> Vec<Comparison> {
     keys.dedup();
     let mut out = Vec::new();
     for (init, net, iteration) in keys {
-        let at = |fw: &str, f: fn(&CurveRow) -> Option<f64>| -> Vec<f64> {
-            let sel = curves.iter().filter(|r| r.framework == fw && r.init == init && r.net == net);
-            sel.filter(|r| r.iteration == iteration).filter_map(f).collect()
+        let at = |side: Side, m: Measured| -> Vec<f64> {
+            let sel = curves.iter().filter(|r| r.framework == side && r.init == init && r.net == net);
+            sel.filter(|r| r.iteration == iteration).filter_map(|r| m.of(r)).collect()
         };
-        for (measure, f) in
-            [("train", (|r| Some(r.train_error)) as fn(&CurveRow) -> Option<f64>), ("test", |r| r.test_error)]
-        {
-            let (a, b) = (at("ours", f), at("pytorch", f));
-            let side = |x: &[f64]| {
-                let (m, s) = mean_std(x);
-                (m, s, x.len())
-            };
-            let (ours, pytorch) = (side(&a), side(&b));
+        for measure in [Measured::Train, Measured::Test] {
+            let (a, b) = (at(Side::Ours, measure), at(Side::PyTorch, measure));
             out.push(Comparison {
                 init,
                 net: net.clone(),
                 iteration,
                 measure,
-                ours,
-                pytorch,
+                ours: Spread::of(&a),
+                pytorch: Spread::of(&b),
                 diff: welch_95(&a, &b),
             });
         }
@@ -333,12 +412,12 @@ pub fn markdown(rows: &[Comparison], exp: &Experiment, swap: Swap) -> String {
             init[0].init
         );
         for r in init {
-            let side = |(m, s, n): (f64, f64, usize)| format!("{m:.2} ± {s:.2} (n={n})");
+            let side = |s: Spread| format!("{:.2} ± {:.2} (n={})", s.mean, s.std, s.n);
             let (diff, interval, within) = match r.diff {
-                Some((d, lo, hi)) => (
-                    format!("{d:+.2}"),
-                    format!("[{lo:+.2}, {hi:+.2}]"),
-                    if lo <= 0.0 && 0.0 <= hi { "yes" } else { "**no**" },
+                Some(i) => (
+                    format!("{:+.2}", i.diff),
+                    format!("[{:+.2}, {:+.2}]", i.lo, i.hi),
+                    if i.lo <= 0.0 && 0.0 <= i.hi { "yes" } else { "**no**" },
                 ),
                 None => ("-".into(), "-".into(), "-"),
             };

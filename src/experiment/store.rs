@@ -417,59 +417,38 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 }
 
 fn describe_difference(theirs: &str, ours: &str) -> String {
-    let (a, b) = (qualified_lines(theirs), qualified_lines(ours));
-    let (removed, mut added) = line_diff(&a, &b);
-    let key = |l: &str| l.split_once(" = ").map(|(k, _)| k.to_string());
+    let (a, b) = (flatten(theirs), flatten(ours));
     let mut parts = Vec::new();
-    for r in removed {
-        match added.iter().position(|y| key(y).is_some() && key(y) == key(&r)) {
-            Some(i) => parts.push(format!("`{r}` there, `{}` here", added.remove(i))),
-            None => parts.push(format!("`{r}` there only")),
+    for (key, there) in &a {
+        match b.iter().find(|(k, _)| k == key) {
+            Some((_, here)) if here == there => {}
+            Some((_, here)) => parts.push(format!("`{key} = {there}` there, `{key} = {here}` here")),
+            None => parts.push(format!("`{key} = {there}` there only")),
         }
     }
-    parts.extend(added.iter().map(|y| format!("`{y}` here only")));
+    for (key, here) in b.iter().filter(|(k, _)| !a.iter().any(|(j, _)| j == k)) {
+        parts.push(format!("`{key} = {here}` here only"));
+    }
     if parts.is_empty() { "different fields".into() } else { parts.join("; ") }
 }
 
-/// A TOML text's `key = value` lines, each key prefixed with its table (`data.transform.crop =
-/// 32`); headers and blank lines dropped.
-fn qualified_lines(text: &str) -> Vec<String> {
-    let mut table = String::new();
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            table = format!("{}.", name.trim_matches(['[', ']']));
-        } else {
-            out.push(format!("{table}{line}"));
+/// A TOML document's values by their table-qualified keys (`data.transform.crop`), in the order
+/// they appear; an unparsable text has none.
+fn flatten(text: &str) -> Vec<(String, toml::Value)> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+        for (k, v) in table {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(t) => walk(&key, t, out),
+                v => out.push((key, v.clone())),
+            }
         }
+    }
+    let mut out = Vec::new();
+    if let Ok(t) = text.parse::<toml::Table>() {
+        walk("", &t, &mut out);
     }
     out
-}
-
-/// The lines only in `a` and those only in `b`, in order, from a longest common subsequence (so
-/// that one added line does not shift the comparison of all that follow).
-fn line_diff(a: &[String], b: &[String]) -> (Vec<String>, Vec<String>) {
-    let (n, m) = (a.len(), b.len());
-    // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
-    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
-        }
-    }
-    let (mut i, mut j, mut only_a, mut only_b) = (0, 0, Vec::new(), Vec::new());
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            (i, j) = (i + 1, j + 1);
-        } else if j == m || (i < n && lcs[i + 1][j] >= lcs[i][j + 1]) {
-            only_a.push(a[i].clone());
-            i += 1;
-        } else {
-            only_b.push(b[j].clone());
-            j += 1;
-        }
-    }
-    (only_a, only_b)
 }
 
 /// `final.json`: a finished run, what it measured last and what it ran on.

@@ -4,11 +4,12 @@
 
 use crate::data::DatasetName;
 use crate::eval::responses::{ResponseRow, fig7_position, read_responses};
-use crate::experiment::crosscheck::CurveRow;
+use crate::experiment::crosscheck::{CurveRow, Measured, Side, mean_curve};
 use crate::experiment::{Group, Store, StoredRun};
 use crate::models::{HeInit, NetSpec, Shortcut};
 use crate::train::metrics::MetricsRow;
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::path::{Path, PathBuf};
@@ -100,8 +101,85 @@ struct Line {
     legend: bool,
 }
 
-const fn line(series: Series, dashed: bool, width: u32, legend: bool) -> Line {
-    Line { series, dashed, width, legend }
+impl Line {
+    /// Solid, `width` wide, naming its curve in the legend (the paper's bold curves).
+    const fn bold(series: Series, width: u32) -> Line {
+        Line { series, dashed: false, width, legend: true }
+    }
+
+    /// Dashed, 2 wide (the paper's training error beside bold test error).
+    const fn dashed(series: Series) -> Line {
+        Line { series, dashed: true, width: 2, legend: false }
+    }
+
+    /// Solid, 1 wide (the paper's thin training curves).
+    const fn thin(series: Series) -> Line {
+        Line { series, dashed: false, width: 1, legend: false }
+    }
+}
+
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A chart's frame: its caption, axes and how its labels read. Every figure family draws on one.
+struct Axes<'a> {
+    /// Over the panel, and its font size.
+    caption: Option<(&'a str, u32)>,
+    x: (f64, &'a str),
+    y: (f64, &'a str),
+    y_label_area: u32,
+    label_size: u32,
+    /// The axis descriptions' font size (plotters' default where none).
+    desc_size: Option<u32>,
+    /// Tick labels: the x axis's, the y axis's (plotters' defaults where none).
+    ticks: Option<(fn(&f64) -> String, fn(&f64) -> String)>,
+}
+
+/// A chart on `area` framed as `a` says: ranges from 0, a light grid, the axes described.
+fn chart<'a, DB: DrawingBackend + 'a>(
+    area: &'a DrawingArea<DB, plotters::coord::Shift>,
+    a: &Axes,
+) -> Result<Chart<'a, DB>>
+where
+    DB::ErrorType: 'static,
+{
+    let mut builder = ChartBuilder::on(area);
+    if let Some((caption, size)) = a.caption {
+        builder.caption(caption, ("sans-serif", size));
+    }
+    let mut chart = builder
+        .margin(12)
+        .margin_right(30) // room for the last x tick's label
+        .x_label_area_size(44)
+        .y_label_area_size(a.y_label_area)
+        .build_cartesian_2d(0f64..a.x.0, 0f64..a.y.0)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(a.x.1)
+        .y_desc(a.y.1)
+        .label_style(("sans-serif", a.label_size))
+        .light_line_style(RGBColor(235, 235, 235));
+    if let Some(size) = a.desc_size {
+        mesh.axis_desc_style(("sans-serif", size));
+    }
+    if let Some((x, y)) = &a.ticks {
+        mesh.x_label_formatter(x).y_label_formatter(y);
+    }
+    mesh.draw()?;
+    Ok(chart)
+}
+
+/// The legend's box at `position`, as every figure has it.
+fn legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>, position: SeriesLabelPosition) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(("sans-serif", 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
 }
 
 fn points(c: &Curve, s: Series) -> Vec<(f64, f64)> {
@@ -156,33 +234,22 @@ fn panel<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing: {e:?}");
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .margin_right(30) // room for the last x tick's label
-        .x_label_area_size(44)
-        .y_label_area_size(54)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("iter. (1e4)")
-        .y_desc("error (%)")
-        .label_style(("sans-serif", 16))
-        .axis_desc_style(("sans-serif", 18))
-        .light_line_style(RGBColor(235, 235, 235))
-        .x_label_formatter(&|v| tick(*v))
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .draw()
-        .map_err(err)?;
+    let axes = Axes {
+        caption: Some((title, 22)),
+        x: (x_max, "iter. (1e4)"),
+        y: (y_max, "error (%)"),
+        y_label_area: 54,
+        label_size: 16,
+        desc_size: Some(18),
+        ticks: Some((|v| tick(*v), |v| format!("{v:.0}"))),
+    };
+    let mut chart = chart(area, &axes)?;
     if curves.is_empty() {
         area.draw(&Text::new(
             "not run yet",
             (area.dim_in_pixel().0 as i32 / 2 - 50, area.dim_in_pixel().1 as i32 / 2),
             ("sans-serif", 20),
-        ))
-        .map_err(err)?;
+        ))?;
         return Ok(());
     }
     let clip = |pts: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
@@ -196,11 +263,9 @@ where
                 continue;
             }
             if l.dashed {
-                chart
-                    .draw_series(DashedLineSeries::new(pts, 6, 4, col.stroke_width(l.width)))
-                    .map_err(err)?;
+                chart.draw_series(DashedLineSeries::new(pts, 6, 4, col.stroke_width(l.width)))?;
             } else {
-                let anno = chart.draw_series(LineSeries::new(pts, col.stroke_width(l.width))).map_err(err)?;
+                let anno = chart.draw_series(LineSeries::new(pts, col.stroke_width(l.width)))?;
                 if l.legend {
                     anno.label(legend_label(c, curves))
                         .legend(move |(x, y)| PathElement::new([(x, y), (x + 22, y)], col.stroke_width(3)));
@@ -208,16 +273,11 @@ where
             }
         }
     }
-    chart
-        .configure_series_labels()
-        // The paper's place, unless the curves (short or failing runs) are high up there.
-        .position(if y_max > 20.0 { SeriesLabelPosition::LowerLeft } else { SeriesLabelPosition::UpperRight })
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    Ok(())
+    // The paper's place, unless the curves (short or failing runs) are high up there.
+    legend(
+        &mut chart,
+        if y_max > 20.0 { SeriesLabelPosition::LowerLeft } else { SeriesLabelPosition::UpperRight },
+    )
 }
 
 /// `plain-34`, `ResNet-34 B`: the shortcut option only where it tells two curves of one depth apart.
@@ -236,9 +296,9 @@ type Canvas<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 fn canvas<'a>(path: &'a Path, size: (u32, u32), title: &str) -> Result<(Canvas<'a>, Canvas<'a>)> {
     register_fonts();
     let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    root.fill(&WHITE)?;
     let (top, body) = root.split_vertically(44);
-    top.titled(title, ("sans-serif", 24).into_font().style(FontStyle::Bold)).map_err(|e| anyhow!("{e:?}"))?;
+    top.titled(title, ("sans-serif", 24).into_font().style(FontStyle::Bold))?;
     Ok((root, body))
 }
 
@@ -255,8 +315,8 @@ pub fn figure1(curves: &[Curve], group: Group, path: &Path) -> Result<()> {
         canvas(path, (1400, 560), &format!("Figure 1 ({}): plain-20 vs plain-56", group.describe()))?;
     let panels = body.split_evenly((1, 2));
     let (xm, ym) = (x_max(&sel), y_max(&sel));
-    panel(&panels[0], "training error", &sel, &[line(Series::Train, false, 2, true)], xm, ym)?;
-    panel(&panels[1], "test error", &sel, &[line(Series::Test, false, 2, true)], xm, ym)?;
+    panel(&panels[0], "training error", &sel, &[Line::bold(Series::Train, 2)], xm, ym)?;
+    panel(&panels[1], "test error", &sel, &[Line::bold(Series::Test, 2)], xm, ym)?;
     root.present().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -277,7 +337,7 @@ pub fn figure6(curves: &[Curve], group: Group, path: &Path) -> Result<()> {
     let panels = body.split_evenly((1, 3));
     let all: Vec<&Curve> = curves.iter().collect();
     let xm = x_max(&all);
-    let both = [line(Series::Train, true, 2, false), line(Series::Test, false, 3, true)];
+    let both = [Line::dashed(Series::Train), Line::bold(Series::Test, 3)];
     panel(&panels[0], "plain networks", &plain, &both, xm, y_max(&plain))?;
     panel(&panels[1], "ResNets", &res, &both, xm, y_max(&res))?;
     panel(&panels[2], "ResNet-110 vs ResNet-1202", &deep, &both, xm, y_max(&deep))?;
@@ -321,7 +381,7 @@ fn imagenet_panels(
     let areas = body.split_evenly((1, 2));
     let all: Vec<&Curve> = all.iter().collect();
     let (xm, ym) = (x_max(&all), data_max(&all));
-    let lines = [line(Series::Train, false, 1, false), line(Series::Val, false, 3, true)];
+    let lines = [Line::thin(Series::Train), Line::bold(Series::Val, 3)];
     for (area, (title, curves)) in areas.iter().zip(panels) {
         panel(area, title, &curves, &lines, xm, ym)?;
     }
@@ -332,6 +392,11 @@ fn imagenet_panels(
 /// Figure 4's networks: plain-18/34 and ResNet-18/34 with option A.
 fn in_figure4(c: &Curve) -> bool {
     (c.depth == 18 || c.depth == 34) && (!c.residual || c.net.shortcut() == Shortcut::A)
+}
+
+/// A figure's outcome, its error naming the file.
+fn drawn(r: Result<()>, path: &Path) -> Result<()> {
+    r.with_context(|| format!("drawing {}", path.display()))
 }
 
 /// Renders the figures of every group of a table's runs into `plots_dir`, as the group's data
@@ -348,93 +413,92 @@ pub fn render_store(store: &Store, plots_dir: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(plots_dir).with_context(|| format!("creating {}", plots_dir.display()))?;
         let file = |fig: &str| plots_dir.join(format!("{fig}_{group}.png"));
         if group.dataset != DatasetName::ImageNet {
-            figure1(&curves, group, &file("fig1"))?;
-            figure6(&curves, group, &file("fig6"))?;
+            drawn(figure1(&curves, group, &file("fig1")), &file("fig1"))?;
+            drawn(figure6(&curves, group, &file("fig6")), &file("fig6"))?;
             written.extend([file("fig1"), file("fig6")]);
             continue;
         }
         if curves.iter().any(|c| !c.residual) {
-            figure4(&curves, group, &file("fig4"))?;
+            drawn(figure4(&curves, group, &file("fig4")), &file("fig4"))?;
             written.push(file("fig4"));
         }
         if curves.iter().any(|c| !in_figure4(c)) {
-            table3_curves(&curves, group, &file("table3_curves"))?;
+            drawn(table3_curves(&curves, group, &file("table3_curves")), &file("table3_curves"))?;
             written.push(file("table3_curves"));
         }
     }
     Ok(written)
 }
 
+/// One network's layer stds in Figure 7.
+struct Responses {
+    depth: usize,
+    residual: bool,
+    stds: Vec<f64>,
+}
+
+/// The networks of `group` in `rows`, in Figure 7's order.
+fn responses(rows: &[ResponseRow], group: Group) -> Vec<Responses> {
+    let mut nets: Vec<(&str, Responses)> = Vec::new();
+    for r in rows.iter().filter(|r| r.group == group.to_string()) {
+        match nets.iter_mut().find(|(net, _)| *net == r.net) {
+            Some((_, n)) => n.stds.push(r.std),
+            None => {
+                nets.push((&r.net, Responses { depth: r.depth, residual: r.residual, stds: vec![r.std] }))
+            }
+        }
+    }
+    let mut nets: Vec<Responses> = nets.into_iter().map(|(_, n)| n).collect();
+    nets.sort_by_key(|n| fig7_position(n.residual, n.depth));
+    nets
+}
+
 /// Figure 7: the standard deviation of each 3x3 layer's response, in the networks' order (top) and
 /// sorted in descending order (bottom); plain nets dashed, ResNets solid, a colour per depth.
 pub fn figure7(rows: &[ResponseRow], group: Group, path: &Path) -> Result<()> {
-    let mut nets: Vec<(String, usize, bool, Vec<f64>)> = Vec::new();
-    for r in rows.iter().filter(|r| r.group == group.to_string()) {
-        match nets.iter_mut().find(|n| n.0 == r.net) {
-            Some(n) => n.3.push(r.std),
-            None => nets.push((r.net.clone(), r.depth, r.residual, vec![r.std])),
-        }
-    }
-    nets.sort_by_key(|n| fig7_position(n.2, n.1));
+    let nets = responses(rows, group);
     let (root, body) = canvas(
         path,
         (1100, 900),
         &format!("Figure 7 ({}): std of the 3x3 layers' responses", group.describe()),
     )?;
     let panels = body.split_evenly((2, 1));
-    let x_max = nets.iter().map(|n| n.3.len()).max().unwrap_or(1) as f64 + 1.0;
-    let y_max = nets.iter().flat_map(|n| n.3.iter().copied()).fold(0f64, f64::max).max(1e-6) * 1.1;
+    let x_max = nets.iter().map(|n| n.stds.len()).max().unwrap_or(1) as f64 + 1.0;
+    let y_max = nets.iter().flat_map(|n| n.stds.iter().copied()).fold(0f64, f64::max).max(1e-6) * 1.1;
     for (area, sorted) in panels.iter().zip([false, true]) {
-        let mut chart = ChartBuilder::on(area)
-            .margin(12)
-            .margin_right(30)
-            .x_label_area_size(44)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
-            .map_err(|e| anyhow!("drawing: {e:?}"))?;
-        chart
-            .configure_mesh()
-            .x_desc(if sorted { "layer index (sorted by magnitude)" } else { "layer index (original)" })
-            .y_desc("std")
-            .label_style(("sans-serif", 16))
-            .axis_desc_style(("sans-serif", 18))
-            .light_line_style(RGBColor(235, 235, 235))
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.1}"))
-            .draw()
-            .map_err(|e| anyhow!("drawing: {e:?}"))?;
-        for (_, depth, residual, stds) in &nets {
-            let mut ys = stds.clone();
+        let axes = Axes {
+            caption: None,
+            x: (x_max, if sorted { "layer index (sorted by magnitude)" } else { "layer index (original)" }),
+            y: (y_max, "std"),
+            y_label_area: 60,
+            label_size: 16,
+            desc_size: Some(18),
+            ticks: Some((|v| format!("{v:.0}"), |v| format!("{v:.1}"))),
+        };
+        let mut chart = chart(area, &axes)?;
+        for n in &nets {
+            let mut ys = n.stds.clone();
             if sorted {
                 ys.sort_by(|a, b| b.total_cmp(a));
             }
             let pts: Vec<(f64, f64)> = ys.iter().enumerate().map(|(i, &y)| ((i + 1) as f64, y)).collect();
-            let col = color(*depth);
-            let label = format!("{}-{depth}", if *residual { "ResNet" } else { "plain" });
+            let col = color(n.depth);
+            let label = format!("{}-{}", if n.residual { "ResNet" } else { "plain" }, n.depth);
             let style = col.stroke_width(2);
-            let anno = if *residual {
-                chart.draw_series(LineSeries::new(pts, style)).map_err(|e| anyhow!("drawing: {e:?}"))?
+            let anno = if n.residual {
+                chart.draw_series(LineSeries::new(pts, style))?
             } else {
-                chart
-                    .draw_series(DashedLineSeries::new(pts, 6, 4, style))
-                    .map_err(|e| anyhow!("drawing: {e:?}"))?
+                chart.draw_series(DashedLineSeries::new(pts, 6, 4, style))?
             };
             // A dashed (plain) or solid (ResNet) key: two segments, with or without a gap.
-            let gap = if *residual { 0 } else { 6 };
+            let gap = if n.residual { 0 } else { 6 };
             anno.label(label).legend(move |(x, y)| {
                 EmptyElement::at((x, y))
                     + PathElement::new([(0, 0), (11 - gap / 2, 0)], col.stroke_width(3))
                     + PathElement::new([(11 + gap / 2, 0), (22, 0)], col.stroke_width(3))
             });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| anyhow!("drawing: {e:?}"))?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     root.present().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
@@ -451,7 +515,7 @@ pub fn render_fig7(responses_csv: &Path, plots_dir: &Path) -> Result<Vec<PathBuf
     for group in groups {
         std::fs::create_dir_all(plots_dir).with_context(|| format!("creating {}", plots_dir.display()))?;
         let f = plots_dir.join(format!("fig7_{group}.png"));
-        figure7(&rows, group, &f)?;
+        drawn(figure7(&rows, group, &f), &f)?;
         written.push(f);
     }
     Ok(written)
@@ -471,65 +535,34 @@ pub fn crosscheck_figure(rows: &[CurveRow], net: &str, path: &Path) -> Result<()
     let y_max =
         rows.iter().filter(|r| r.net == net).map(|r| r.train_error).fold(10f64, f64::max).min(100.0) * 1.05;
     for (area, init) in body.split_evenly((1, inits.len().max(1))).iter().zip(&inits) {
-        let err = |e| anyhow!("drawing: {e:?}");
-        let mut chart = ChartBuilder::on(area)
-            .caption(format!("init = {init}"), ("sans-serif", 20))
-            .margin(12)
-            .margin_right(30)
-            .x_label_area_size(44)
-            .y_label_area_size(54)
-            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("iteration")
-            .y_desc("error (%): training line, test dots")
-            .label_style(("sans-serif", 14))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(err)?;
-        for (fw, col) in [("ours", RGBColor(0, 114, 178)), ("pytorch", RGBColor(230, 159, 0))] {
-            let sel: Vec<&CurveRow> =
-                rows.iter().filter(|r| r.net == net && r.init == *init && r.framework == fw).collect();
-            let stats = |f: fn(&CurveRow) -> Option<f64>| -> Vec<(f64, f64, f64)> {
-                let mut its: Vec<u64> = sel.iter().filter(|r| f(r).is_some()).map(|r| r.iteration).collect();
-                its.sort();
-                its.dedup();
-                its.iter()
-                    .map(|&it| {
-                        let v: Vec<f64> =
-                            sel.iter().filter(|r| r.iteration == it).filter_map(|r| f(r)).collect();
-                        let (m, s) = crate::stats::mean_std(&v);
-                        (it as f64, m, s)
-                    })
-                    .collect()
-            };
-            let train = stats(|r| Some(r.train_error));
+        let caption = format!("init = {init}");
+        let axes = Axes {
+            caption: Some((&caption, 20)),
+            x: (x_max, "iteration"),
+            y: (y_max, "error (%): training line, test dots"),
+            y_label_area: 54,
+            label_size: 14,
+            desc_size: None,
+            ticks: None,
+        };
+        let mut chart = chart(area, &axes)?;
+        for (side, col) in [(Side::Ours, RGBColor(0, 114, 178)), (Side::PyTorch, RGBColor(230, 159, 0))] {
+            let curve = |m| mean_curve(rows, (net, *init, side), m);
+            let train = curve(Measured::Train);
             let band: Vec<(f64, f64)> = train
                 .iter()
-                .map(|&(x, m, s)| (x, m + s))
-                .chain(train.iter().rev().map(|&(x, m, s)| (x, m - s)))
+                .map(|p| (p.x, p.mean + p.std))
+                .chain(train.iter().rev().map(|p| (p.x, p.mean - p.std)))
                 .collect();
-            chart.draw_series(std::iter::once(Polygon::new(band, col.mix(0.2).filled()))).map_err(err)?;
-            let label = if fw == "ours" { "ours" } else { "PyTorch" };
+            chart.draw_series(std::iter::once(Polygon::new(band, col.mix(0.2).filled())))?;
             chart
-                .draw_series(LineSeries::new(train.iter().map(|&(x, m, _)| (x, m)), col.stroke_width(2)))
-                .map_err(err)?
-                .label(label)
+                .draw_series(LineSeries::new(train.iter().map(|p| (p.x, p.mean)), col.stroke_width(2)))?
+                .label(side.label())
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 22, y)], col.stroke_width(3)));
-            let test = stats(|r| r.test_error);
-            chart
-                .draw_series(test.iter().map(|&(x, m, _)| Circle::new((x, m), 6, col.filled())))
-                .map_err(err)?;
+            let test = curve(Measured::Test);
+            chart.draw_series(test.iter().map(|p| Circle::new((p.x, p.mean), 6, col.filled())))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     root.present().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
@@ -545,7 +578,7 @@ pub fn render_crosscheck(rows: &[CurveRow], plots_dir: &Path, suffix: &str) -> R
     let mut written = Vec::new();
     for net in nets {
         let f = plots_dir.join(format!("crosscheck_{net}{suffix}.png"));
-        crosscheck_figure(rows, net, &f)?;
+        drawn(crosscheck_figure(rows, net, &f), &f)?;
         written.push(f);
     }
     Ok(written)
