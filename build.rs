@@ -9,12 +9,16 @@
 //!    are not; graph.cpp and NCCL need the CUDA runtime's headers, which the CUDA wheel's NVIDIA
 //!    packages carry. Headers installed or removed after a build are noticed by the next one
 //!    (see `watch`), so `apt-get install libgloo-dev` after a first build needs no `touch`.
+//! 3. Records the commit the crate is built from (`RESNET_REPRO_COMMIT`, e.g. `c3ccb06` or
+//!    `c3ccb06-dirty` when src/, build.rs or Cargo.* differ from it), for the provenance every
+//!    result carries: the binary knows it wherever it runs, with or without a checkout.
 
 use std::env;
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    record_commit();
     for f in ["shim.cpp", "dist.cpp", "graph.cpp", "guard.hpp"] {
         println!("cargo:rerun-if-changed=src/shim/{f}");
     }
@@ -64,8 +68,68 @@ fn main() {
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .file("src/shim/shim.cpp")
         .file("src/shim/dist.cpp")
-        .file("src/shim/graph.cpp")
-        .compile("resnet_repro_shim");
+        .file("src/shim/graph.cpp");
+    compile_shim(build);
+}
+
+/// Compiles the shim, unless the library this build script made last time came from the same
+/// sources and settings (the script also reruns when the crate's sources change, for the commit
+/// it records: that alone must not recompile the C++).
+fn compile_shim(build: cc::Build) {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let lib = out.join("libresnet_repro_shim.a");
+    let stamp = out.join("shim.inputs");
+    let mut inputs = format!("{:?}\n", build.get_compiler().args());
+    for f in ["shim.cpp", "dist.cpp", "graph.cpp", "guard.hpp"] {
+        inputs.push_str(&std::fs::read_to_string(Path::new("src/shim").join(f)).unwrap_or_default());
+    }
+    if lib.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == inputs) {
+        // What cc's compile() prints for a static C++ library on Linux.
+        println!("cargo:rustc-link-search=native={}", out.display());
+        println!("cargo:rustc-link-lib=static=resnet_repro_shim");
+        println!("cargo:rustc-link-lib=stdc++");
+        return;
+    }
+    build.compile("resnet_repro_shim");
+    std::fs::write(&stamp, inputs).expect("writing the shim's inputs stamp");
+}
+
+/// `RESNET_REPRO_COMMIT`: `git rev-parse --short HEAD`, `-dirty` when what is compiled differs
+/// from it; `unknown` outside a git checkout. Reruns when the commit or those files change.
+fn record_commit() {
+    let tracked = ["src", "build.rs", "Cargo.toml", "Cargo.lock"];
+    for p in tracked {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        let dir = PathBuf::from(dir);
+        for f in ["HEAD", "index", "packed-refs"] {
+            if dir.join(f).exists() {
+                println!("cargo:rerun-if-changed={}", dir.join(f).display());
+            }
+        }
+        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]).filter(|r| dir.join(r).exists()) {
+            println!("cargo:rerun-if-changed={}", dir.join(r).display());
+        }
+    }
+    let commit = match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(c) => {
+            let mut args = vec!["status", "--porcelain", "--"];
+            args.extend(tracked);
+            let dirty = git(&args).is_some_and(|s| !s.is_empty());
+            if dirty { format!("{c}-dirty") } else { c }
+        }
+        None => "unknown".into(),
+    };
+    println!("cargo:rustc-env=RESNET_REPRO_COMMIT={commit}");
 }
 
 /// Has cargo rerun this script when `file` appears, changes or disappears, so that a build never

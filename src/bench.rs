@@ -1,7 +1,7 @@
 //! Helpers for the `bench_*` binaries: timing, the plain-PyTorch baselines they are compared with,
 //! and the CSV rows they append under `runs/bench/`.
 
-pub use crate::env::{git_commit, utc_now};
+pub use crate::env::{COMMIT, utc_now};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;

@@ -181,11 +181,9 @@ pub fn device_name(d: Device) -> String {
     }
 }
 
-/// The checked-out commit, if this runs inside a git checkout.
-pub fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
+/// The commit this binary was built from (`c3ccb06`, `c3ccb06-dirty` if its sources differed from
+/// it, `unknown` outside a checkout), recorded by build.rs.
+pub const COMMIT: &str = env!("RESNET_REPRO_COMMIT");
 
 /// Now, as UTC `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc_now() -> String {
@@ -206,7 +204,7 @@ impl Provenance {
         Provenance {
             device: device_name(device),
             torch: TorchInfo::current().version.unwrap_or_default(),
-            commit: git_commit().unwrap_or_default(),
+            commit: COMMIT.to_string(),
             now: utc_now(),
         }
     }

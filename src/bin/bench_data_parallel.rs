@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use resnet_repro::bench::{
-    BenchArgs, BenchEnv, append_csv_row, git_commit, synthetic_cifar, time_steps, utc_now,
+    BenchArgs, BenchEnv, COMMIT, append_csv_row, synthetic_cifar, time_steps, utc_now,
 };
 use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::dist::{GradSync, Launch, Replicas};
@@ -225,7 +225,7 @@ fn run() -> Result<()> {
         let (single, _) = measure(&args, &env, depth, None)?;
         let row = Row {
             date: utc_now(),
-            commit: git_commit().unwrap_or_default(),
+            commit: COMMIT.to_string(),
             device: device_name(env.device),
             torch: env.torch.clone(),
             model: match args.imagenet {

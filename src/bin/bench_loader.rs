@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
-use resnet_repro::bench::{BenchEnv, append_csv_row, git_commit, time_steps, utc_now};
+use resnet_repro::bench::{BenchEnv, COMMIT, append_csv_row, time_steps, utc_now};
 use resnet_repro::data::imagenet::{ImageFolder, Subset, TrainTransform};
 use resnet_repro::data::loader::{LoaderSettings, TrainLoader};
 use resnet_repro::env::device_name;
@@ -168,7 +168,7 @@ fn run() -> Result<()> {
         &args.csv,
         &Row {
             date: utc_now(),
-            commit: git_commit().unwrap_or_default(),
+            commit: COMMIT.to_string(),
             device: device_name(device),
             threads,
             torch: env.torch.clone(),

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::Parser;
 use resnet_repro::bench::{
-    BenchArgs, BenchEnv, append_csv_row, git_commit, synthetic_cifar, time_stepper, time_steps, utc_now,
+    BenchArgs, BenchEnv, COMMIT, append_csv_row, synthetic_cifar, time_stepper, time_steps, utc_now,
 };
 use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::env::device_name;
@@ -151,7 +151,7 @@ fn run() -> Result<()> {
         }
         let row = Row {
             date: utc_now(),
-            commit: git_commit().unwrap_or_default(),
+            commit: COMMIT.to_string(),
             device: device_name(env.device),
             threads: tch::get_num_threads(),
             torch: env.torch.clone(),

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Parser;
 use resnet_repro::bench::{
-    BenchArgs, BenchEnv, FixedBatch, append_csv_row, git_commit, time_stepper, time_steps, utc_now,
+    BenchArgs, BenchEnv, COMMIT, FixedBatch, append_csv_row, time_stepper, time_steps, utc_now,
 };
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
@@ -235,7 +235,7 @@ fn run() -> Result<()> {
         };
         let row = Row {
             date: utc_now(),
-            commit: git_commit().unwrap_or_default(),
+            commit: COMMIT.to_string(),
             device: device_name(env.device),
             threads: tch::get_num_threads(),
             torch: env.torch.clone(),

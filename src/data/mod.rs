@@ -85,44 +85,26 @@ pub struct Shape {
     pub size: i64,
 }
 
-fn yes() -> bool {
-    true
-}
-fn four() -> i64 {
-    4
-}
-fn thousand() -> usize {
-    1000
-}
-
 /// `[data]` options of a CIFAR-style (tensor) dataset; the defaults are Sec. 4.2's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TensorOptions {
     /// Pad-crop-flip augmentation.
-    #[serde(default = "yes")]
     pub augment: bool,
     /// Zero padding on each side before the random 32x32 crop.
-    #[serde(default = "four")]
     pub pad: i64,
     /// Training images held out as a validation set (5000 for the paper's 45k/5k schedule search).
-    #[serde(default)]
     pub val_split: usize,
     /// Evaluate on the first this many test images only (the quick preset); all when absent.
-    #[serde(default)]
     pub test_subset: Option<usize>,
-    #[serde(default = "thousand")]
     pub eval_batch_size: usize,
     /// CIFAR-100 only: `fine` (100 classes, the default) or `coarse` (20 superclasses) labels.
-    #[serde(default)]
     pub labels: Option<cifar100::Labels>,
     /// `dataset = "folder"` only: the folder holding `train/<class>/` and `test/<class>/` (or
     /// `val/`), relative to `--data-dir` unless absolute.
-    #[serde(default)]
     pub path: Option<PathBuf>,
     /// `dataset = "folder"` only: the side its images are brought to (default 32): the shorter
     /// side resized to it, the longer centre-cropped.
-    #[serde(default)]
     pub image_size: Option<i64>,
 }
 
