@@ -10,7 +10,7 @@ mod common;
 
 use resnet_repro::models::{CifarNet, HeInit, NetSpec};
 use resnet_repro::shim::{MemoryFormat, contiguous};
-use resnet_repro::train::trainer::Trainer;
+use resnet_repro::train::Trainer;
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor, nn::ModuleT};

@@ -53,6 +53,33 @@ impl Replicas {
         })
     }
 
+    /// Puts every replica where rank 0 is: the same iteration (they resumed from one checkpoint),
+    /// rank 0's variables of `vs` and momentum buffers (`buffers` of `params`, made where a
+    /// replica has none yet).
+    pub fn start(
+        &self,
+        vs: &tch::nn::VarStore,
+        (params, buffers): (&[Tensor], &mut [Option<Tensor>]),
+        iteration: u64,
+    ) -> Result<()> {
+        let its = self.sum(&[iteration as f64, (iteration as f64).powi(2)])?;
+        let w = self.world() as f64;
+        ensure!(
+            its[0] == w * iteration as f64 && its[1] == w * (iteration as f64).powi(2),
+            "rank {} resumes at iteration {iteration} but another rank does not: every rank must see the \
+             same run folder (on several nodes, put runs/ on a filesystem they share)",
+            self.rank()
+        );
+        self.broadcast_vars(vs)?;
+        if iteration > 0 {
+            for (b, p) in buffers.iter_mut().zip(params) {
+                b.get_or_insert_with(|| p.zeros_like());
+            }
+            self.broadcast(&buffers.iter().flatten().map(Tensor::shallow_clone).collect::<Vec<_>>())?;
+        }
+        Ok(())
+    }
+
     pub fn rank(&self) -> usize {
         self.group.rank
     }

@@ -15,7 +15,7 @@
 //! CUDA headers, or a capture that fails) the step runs eagerly, and [`Stepper::for_run`] says why.
 
 use super::feed::{Staged, TrainData};
-use super::trainer::{Rate, Trainer};
+use super::step::{Rate, Trainer};
 use crate::shim::graph::{self, CudaGraph, Graph, graphs_supported};
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};

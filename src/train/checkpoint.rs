@@ -3,6 +3,7 @@
 //! `.tmp`, synced and renamed). The newest two are kept: if the newest cannot be read, a run resumes
 //! from the one before.
 
+use super::metrics::MetricsWriter;
 use super::optim::Sgd;
 use super::policy::PolicyState;
 use super::progress::WindowSums;
@@ -11,6 +12,17 @@ use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// Where a run's training files go. The run store decides the names; the trainer only writes.
+#[derive(Debug, Clone)]
+pub struct RunFiles {
+    pub metrics: PathBuf,
+    /// The final weights.
+    pub weights: PathBuf,
+    /// The folder the `ckpt-<iteration>` checkpoints go in.
+    pub checkpoints: PathBuf,
+}
+
 use tch::{Tensor, nn};
 
 /// Everything besides weights and momentum that a resumed run needs.
@@ -130,6 +142,33 @@ pub fn resume(
         run_dir.display(),
         why.join("\n")
     )
+}
+
+/// Where a run goes on from: its newest readable checkpoint (see [`resume`]; its weights and
+/// momentum loaded into `vs` and `opt`, its seed checked), else `fresh`; with its metrics file
+/// opened to go on from there where this process writes (`writes`: alone, or rank 0).
+pub fn resume_or_start(
+    files: &RunFiles,
+    (vs, opt): (&mut nn::VarStore, &mut Sgd),
+    fresh: TrainState,
+    (label, writes): (&str, bool),
+) -> Result<(TrainState, Option<MetricsWriter>)> {
+    let warn = |msg: &str| eprintln!("{label}: warning: {msg}");
+    let Some((ckpt, state)) = resume(&files.checkpoints, vs, opt, warn)? else {
+        return Ok((fresh, writes.then(|| MetricsWriter::create(&files.metrics)).transpose()?));
+    };
+    ensure!(
+        state.seed == fresh.seed,
+        "{}: checkpoint of seed {}, not {}",
+        ckpt.display(),
+        state.seed,
+        fresh.seed
+    );
+    if writes {
+        eprintln!("{label}: resuming from {} (iteration {})", ckpt.display(), state.iteration);
+    }
+    let writer = writes.then(|| MetricsWriter::resume(&files.metrics, state.iteration, warn));
+    Ok((state, writer.transpose()?))
 }
 
 /// Loads a checkpoint into a var store and an optimizer built for the same network: every
