@@ -14,7 +14,7 @@ use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::MemoryFormat;
 use resnet_repro::shim::graph::{CudaGraph, Graph};
-use resnet_repro::train::capture::capture_blocker;
+use resnet_repro::train::capture::Setting;
 use resnet_repro::train::{Precision, Stepper, TensorFeed, TrainData, Trainer};
 use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, Tensor};
@@ -100,12 +100,13 @@ fn staged_batches_are_the_epoch_plans_batches_for_every_replica_part() {
 #[test]
 fn capture_falls_back_and_says_why_where_it_does_not_apply() {
     let gpu = Device::Cuda(0);
-    assert_eq!(capture_blocker(gpu, true, false, true), None);
-    let why = |d, supported, replica, staged| capture_blocker(d, supported, replica, staged).unwrap();
-    assert!(why(Device::Cpu, true, false, true).contains("CPU"));
-    assert!(why(gpu, false, false, true).contains("headers"));
-    assert!(why(gpu, true, true, true).contains("data-parallel"));
-    assert!(why(gpu, true, false, false).contains("decoded on the host"));
+    let fine = Setting { device: gpu, graphs_in_build: true, replica: false, staged: true };
+    assert_eq!(fine.blocker(), None);
+    let why = |s: Setting| s.blocker().unwrap();
+    assert!(why(Setting { device: Device::Cpu, ..fine }).contains("CPU"));
+    assert!(why(Setting { graphs_in_build: false, ..fine }).contains("headers"));
+    assert!(why(Setting { replica: true, ..fine }).contains("data-parallel"));
+    assert!(why(Setting { staged: false, ..fine }).contains("decoded on the host"));
 
     // A CPU run asks for it and trains eagerly, told why.
     let data = Prepared::new(&synthetic_cifar(16), 0, Device::Cpu).unwrap();

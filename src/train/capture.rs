@@ -74,8 +74,9 @@ impl Stepper {
         let device = trainer.vs.device();
         // (Staged batches are only made where they could be used.)
         let staged = device.is_cuda() && data.staged().is_some();
-        let blocker = capture_blocker(device, graphs_supported(), trainer.is_replica(), staged);
-        if let Some(why) = blocker {
+        let setting =
+            Setting { device, graphs_in_build: graphs_supported(), replica: trainer.is_replica(), staged };
+        if let Some(why) = setting.blocker() {
             return (Self::eager(), Some(why.to_string()));
         }
         match CudaGraph::new(trainer.vs.device()) {
@@ -151,27 +152,36 @@ impl Stepper {
     }
 }
 
-/// Why a step on `device` cannot be captured, if it cannot.
-pub fn capture_blocker(
-    device: tch::Device,
-    supported: bool,
-    replica: bool,
-    staged: bool,
-) -> Option<&'static str> {
-    if !device.is_cuda() {
-        Some("CUDA graphs are for GPUs, and this run trains on the CPU")
-    } else if !supported {
-        Some(
-            "this build has no CUDA graphs: the CUDA runtime's headers were not found when the shim was compiled",
-        )
-    } else if replica {
-        Some(
-            "a data-parallel replica averages its gradients through c10d, which the capture does not include",
-        )
-    } else if !staged {
-        Some("this data's batches are decoded on the host, not drawn on the device")
-    } else {
-        None
+/// What decides whether a run's step can be captured.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub device: tch::Device,
+    /// This build has CUDA graphs (the CUDA runtime's headers were found).
+    pub graphs_in_build: bool,
+    /// The trainer is a data-parallel replica.
+    pub replica: bool,
+    /// The data's batches can be drawn on the device (staged).
+    pub staged: bool,
+}
+
+impl Setting {
+    /// Why the step cannot be captured, if it cannot.
+    pub fn blocker(&self) -> Option<&'static str> {
+        if !self.device.is_cuda() {
+            Some("CUDA graphs are for GPUs, and this run trains on the CPU")
+        } else if !self.graphs_in_build {
+            Some(
+                "this build has no CUDA graphs: the CUDA runtime's headers were not found when the shim was compiled",
+            )
+        } else if self.replica {
+            Some(
+                "a data-parallel replica averages its gradients through c10d, which the capture does not include",
+            )
+        } else if !self.staged {
+            Some("this data's batches are decoded on the host, not drawn on the device")
+        } else {
+            None
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! a progress bar on a terminal, log lines elsewhere).
 
 use super::config::TrainConfig;
-use super::feed::Evaluation;
+use super::metrics::MetricsRow;
 use crate::dist::Replicas;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -196,21 +196,16 @@ impl Progress {
         self.clock = Instant::now();
     }
 
-    /// A metrics row: on the bar's message, or as a log line.
-    #[allow(clippy::too_many_arguments)]
-    pub fn row(
-        &self,
-        it: u64,
-        epoch: f64,
-        lr: f64,
-        (loss, err): (f64, f64),
-        e: &Evaluation,
-        rate: f64,
-        seconds: f64,
-    ) {
-        let shown = e.test_error.map(|v| format!(", test err {v:.2}%")).unwrap_or_default()
-            + &e.val_error.map(|v| format!(", val err {v:.2}%")).unwrap_or_default();
-        let msg = format!("lr {lr:.4}, loss {loss:.3}, train err {err:.2}%{shown}, {rate:.0} img/s");
+    /// A metrics row (with the images per second since the previous one): on the bar's message,
+    /// or as a log line.
+    pub fn row(&self, r: &MetricsRow, rate: f64) {
+        let (it, epoch, seconds) = (r.iteration, r.epoch, r.seconds);
+        let shown = r.test_error.map(|v| format!(", test err {v:.2}%")).unwrap_or_default()
+            + &r.val_error.map(|v| format!(", val err {v:.2}%")).unwrap_or_default();
+        let msg = format!(
+            "lr {:.4}, loss {:.3}, train err {:.2}%{shown}, {rate:.0} img/s",
+            r.lr, r.train_loss, r.train_error
+        );
         if self.use_bar {
             self.bar.set_message(msg);
         } else if !self.silent {

@@ -322,7 +322,7 @@ impl<'a> Run<'a> {
         if let Some(e) = eval {
             self.last = e;
         }
-        self.progress.row(it, epoch, self.lr, (loss_mean, train_err), &e, rate, seconds);
+        self.progress.row(&row, rate);
         if self.cadence.is_checkpoint(it) || it == stop_at {
             self.state.seconds = seconds;
             self.state.skipped = skipped;
