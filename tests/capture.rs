@@ -79,6 +79,7 @@ fn the_captured_program_trains_bit_identically_to_eager_fused_steps() {
 
 #[test]
 fn staged_batches_are_the_epoch_plans_batches_for_every_replica_part() {
+    let _rng = common::rng_lock(); // (it draws from libtorch's generator)
     let data = Prepared::new(&synthetic_cifar(40), 0, Device::Cpu).unwrap();
     let (x, y) = (&data.train_x, &data.train_y);
     for part in [(0, 1), (0, 2), (1, 2)] {
@@ -99,6 +100,7 @@ fn staged_batches_are_the_epoch_plans_batches_for_every_replica_part() {
 
 #[test]
 fn capture_falls_back_and_says_why_where_it_does_not_apply() {
+    let _rng = common::rng_lock(); // (it draws from libtorch's generator)
     let gpu = Device::Cuda(0);
     let fine = Setting { device: gpu, graphs_in_build: true, replica: false, staged: true };
     assert_eq!(fine.blocker(), None);
