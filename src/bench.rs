@@ -109,8 +109,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
     /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    #[arg(long, default_value = "auto", value_parser = crate::env::parse_device)]
+    pub device: tch::Device,
     /// CPU threads for both sides (0: libtorch's default).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
@@ -133,7 +133,7 @@ impl BenchArgs {
         if self.threads > 0 {
             tch::set_num_threads(self.threads);
         }
-        BenchEnv::new(&self.device, self.python.clone())
+        BenchEnv::new(self.device, self.python.clone())
     }
 
     /// The flags the Python baselines share: batch, warm-up, steps, device and threads.
@@ -150,9 +150,9 @@ impl BenchArgs {
 
 impl BenchEnv {
     /// Resolves `--device` and `--python` (default: [`default_python`]), and reads torch's version.
-    pub fn new(device: &str, python: Option<String>) -> Result<BenchEnv> {
+    pub fn new(device: Device, python: Option<String>) -> Result<BenchEnv> {
         Ok(BenchEnv {
-            device: crate::env::parse_device(device)?,
+            device,
             python: python.unwrap_or_else(default_python),
             torch: crate::env::TorchInfo::current().version.unwrap_or_else(|| "unknown".into()),
         })

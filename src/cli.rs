@@ -1,11 +1,13 @@
-//! The flags every experiment binary shares (flattened into each one's clap parser), and the
-//! recipe that makes a binary one table: its experiment files, its runs folder, its title.
+//! The flags every experiment binary shares (flattened into each one's clap parser), grouped in
+//! its help, and [`run_table`], what a table's binary does with them: its experiment
+//! ([`crate::experiment::recipe`]) run, then its summary and figures ([`crate::report`]).
 
 use crate::data::loader::LoaderSettings;
 use crate::data::{DataOptions, DatasetName};
 use crate::dist::{GradSync, Launch, RankEnv, Replicas};
-use crate::env::{device_name, parse_device};
-use crate::experiment::{Experiment, RunnerOptions, Store, Table};
+use crate::env::device_name;
+use crate::experiment::recipe::Recipe;
+use crate::experiment::{Experiment, RunnerOptions, Store};
 use crate::train::{Precision, TrainOptions};
 use anyhow::Result;
 use clap::Args;
@@ -13,131 +15,84 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tch::Device;
 
-/// What makes a binary one table.
-#[derive(Debug, Clone, Copy)]
-pub struct Recipe {
-    pub table: Table,
-    /// The experiment file of the paper's recipe.
-    pub config: &'static str,
-    /// The quick preset's (`--quick`).
-    pub quick: &'static str,
-    /// The summary's title.
-    pub title: &'static str,
-}
-
-/// Table 6 and Figures 1 and 6 (`cifar_depth_sweep`; Figure 7 uses its runs).
-pub const TABLE6: Recipe = Recipe {
-    table: Table::Table6,
-    config: "experiments/table6_cifar10.toml",
-    quick: "experiments/quick.toml",
-    title: "Table 6: test error (%) of the CIFAR networks",
-};
-
-/// Table 2 and Figure 4 (`imagenet_plain_vs_resnet`).
-pub const TABLE2: Recipe = Recipe {
-    table: Table::Table2,
-    config: "experiments/table2_imagenet.toml",
-    quick: "experiments/table2_imagenet_quick.toml",
-    title: "Table 2 and Figure 4: plain vs ResNet on ImageNet",
-};
-
-/// Tables 3 and 4 (`imagenet_table3`).
-pub const TABLE3: Recipe = Recipe {
-    table: Table::Table3,
-    config: "experiments/table3_imagenet.toml",
-    quick: "experiments/table3_imagenet_quick.toml",
-    title: "Tables 3 and 4: shortcut options and deeper ResNets on ImageNet",
-};
-
-/// The cross-check against PyTorch (`crosscheck`).
-pub const CROSSCHECK: Recipe = Recipe {
-    table: Table::Crosscheck,
-    config: "experiments/crosscheck.toml",
-    quick: "experiments/crosscheck_quick.toml",
-    title: "Cross-check against PyTorch",
-};
-
-/// The tables with training runs and summaries, as `plot` re-renders them.
-pub const TABLES: [Recipe; 3] = [TABLE6, TABLE2, TABLE3];
-
 #[derive(Debug, Clone, Args)]
 pub struct ExperimentArgs {
     /// Experiment file (default: the table's, under experiments/).
-    #[arg(long)]
+    #[arg(help_heading = "What to run", long)]
     pub config: Option<PathBuf>,
     /// The quick preset: a few iterations (and on ImageNet a small subset at half size) to try the
     /// whole pipeline on a CPU in minutes. Not a reproduction.
-    #[arg(long, conflicts_with = "config")]
+    #[arg(help_heading = "What to run", long, conflicts_with = "config")]
     pub quick: bool,
     /// Only these networks, e.g. `--only resnet20,plain56` or `--only resnet34-A,plain34`.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(help_heading = "What to run", long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Output folder for the runs and the summary (default: runs/<table>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Output folder for the figures.
-    #[arg(long, default_value = "plots")]
-    pub plots: PathBuf,
-    /// Where to train: auto (the first GPU if any, else the CPU), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Folder with the datasets (CIFAR downloads go there too); for ImageNet the root with train/
-    /// and val/, or a folder holding imagenet/.
-    #[arg(long, default_value = "data")]
-    pub data_dir: PathBuf,
-    /// Never download; fail with a hint if the data is not found.
-    #[arg(long)]
-    pub no_download: bool,
+    /// Overrides the seeds of every network, e.g. `--seeds 0,1,2`.
+    #[arg(help_heading = "What to run", long, value_delimiter = ',')]
+    pub seeds: Option<Vec<u64>>,
     /// Overrides a CIFAR-style experiment's dataset: cifar10 or fashion-mnist (28x28x1, for
     /// machines where CIFAR-10 cannot be fetched; every output names the dataset it used).
-    #[arg(long)]
+    #[arg(help_heading = "What to run", long)]
     pub dataset: Option<DatasetName>,
-    /// Overrides the seeds of every network, e.g. `--seeds 0,1,2`.
-    #[arg(long, value_delimiter = ',')]
-    pub seeds: Option<Vec<u64>>,
+    /// The training forward pass's arithmetic for every run, overriding `[train] precision`:
+    /// fp32 (the paper's) or bf16 autocast (weights, SGD and BN statistics stay fp32).
+    #[arg(help_heading = "What to run", long, value_enum)]
+    pub precision: Option<Precision>,
+    /// Output folder for the runs and the summary (default: runs/<table>).
+    #[arg(help_heading = "Where", long)]
+    pub out: Option<PathBuf>,
+    /// Output folder for the figures.
+    #[arg(help_heading = "Where", long, default_value = "plots")]
+    pub plots: PathBuf,
+    /// Folder with the datasets (CIFAR downloads go there too); for ImageNet the root with train/
+    /// and val/, or a folder holding imagenet/.
+    #[arg(help_heading = "Where", long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Never download; fail with a hint if the data is not found.
+    #[arg(help_heading = "Where", long)]
+    pub no_download: bool,
+    /// Where to train: auto (the first GPU if any, else the CPU), cpu, cuda or cuda:N.
+    #[arg(help_heading = "Device", long, default_value = "auto", value_parser = crate::env::parse_device)]
+    pub device: tch::Device,
     /// CPU threads for libtorch (0: OMP_NUM_THREADS if set, else one per core, or the process's
     /// share of the cores as a --worker or a torchrun rank).
-    #[arg(long, default_value_t = 0)]
+    #[arg(help_heading = "Device", long, default_value_t = 0)]
     pub threads: i32,
+    /// On a GPU, issue every step op by op instead of capturing the CIFAR step once as a CUDA
+    /// graph and replaying it (the same kernels, launched at once; only the learning rate is read
+    /// as a float32 from the GPU instead of a double).
+    #[arg(help_heading = "Device", long)]
+    pub no_cuda_graph: bool,
     /// Image folders: keep the first N classes (sorted), for a first try on a subset.
-    #[arg(long)]
+    #[arg(help_heading = "Image folders (ImageNet)", long)]
     pub classes: Option<usize>,
     /// Image folders: keep the first N training images of each class.
-    #[arg(long)]
+    #[arg(help_heading = "Image folders (ImageNet)", long)]
     pub images_per_class: Option<usize>,
     /// Image folders: decoding threads (0: one per core, or the process's share of them as a
     /// --worker or a torchrun rank).
-    #[arg(long, default_value_t = 0)]
+    #[arg(help_heading = "Image folders (ImageNet)", long, default_value_t = 0)]
     pub loader_threads: usize,
     /// Image folders: batches decoded ahead of the training step.
-    #[arg(long, default_value_t = 4)]
+    #[arg(help_heading = "Image folders (ImageNet)", long, default_value_t = 4)]
     pub prefetch: usize,
     /// Image folders: skip undecodable images (counted in the log and metrics.csv; each one's place
     /// taken by the next image of the epoch) instead of stopping with an error that names the file.
-    #[arg(long)]
+    #[arg(help_heading = "Image folders (ImageNet)", long)]
     pub skip_corrupt: bool,
     /// This process is worker K of N sharing the sweep (`make ... JOBS=N` starts them): each run is
     /// trained by one worker (a lock in its folder), worker K trains on GPU K mod #GPUs, and
     /// on a CPU the workers split the cores; the last to finish writes the summary.
-    #[arg(long, value_name = "K/N")]
+    #[arg(help_heading = "Several processes", long, value_name = "K/N")]
     pub worker: Option<Worker>,
     /// Data-parallel runs (started by torchrun): seconds a collective may wait for the other
     /// ranks before the job fails with the rank and the operation named.
-    #[arg(long, default_value_t = 600)]
+    #[arg(help_heading = "Several processes", long, default_value_t = 600)]
     pub dist_timeout: u64,
-    /// The training forward pass's arithmetic for every run, overriding `[train] precision`:
-    /// fp32 (the paper's) or bf16 autocast (weights, SGD and BN statistics stay fp32).
-    #[arg(long, value_enum)]
-    pub precision: Option<Precision>,
     /// Data-parallel runs: average the gradients `during` the backward pass, each bucket as soon
     /// as it is ready (c10d's Reducer, DDP's engine), or `after` it, all buckets at once.
-    #[arg(long, value_enum, default_value_t = GradSyncArg::During)]
+    #[arg(help_heading = "Several processes", long, value_enum, default_value_t = GradSyncArg::During)]
     pub grad_sync: GradSyncArg,
-    /// On a GPU, issue every step op by op instead of capturing the CIFAR step once as a CUDA
-    /// graph and replaying it (the same kernels, launched at once; only the learning rate is read
-    /// as a float32 from the GPU instead of a double).
-    #[arg(long)]
-    pub no_cuda_graph: bool,
 }
 
 /// `--grad-sync`.
@@ -250,7 +205,7 @@ impl ExperimentArgs {
             (0, Some(_)) => {}
             (n, _) => tch::set_num_threads(n),
         }
-        let mut device = parse_device(&self.device)?;
+        let mut device = self.device;
         if let Some(w) = self.worker {
             device = w.device(device, tch::Cuda::device_count());
             eprintln!(
@@ -335,6 +290,7 @@ pub fn run_table(args: &ExperimentArgs, recipe: &Recipe) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::experiment::recipe::TABLE6;
     use clap::Parser;
 
     #[derive(Parser)]

@@ -159,7 +159,7 @@ fn replicas(args: &Args, depth: usize, cores: usize, after_backward: bool) -> Re
             std::process::Command::new(&exe)
                 .args(["--replica", "--depths", &depth.to_string(), "--threads", &threads])
                 .args(after_backward.then_some("--after-backward"))
-                .args(["--batch", &args.bench.batch.to_string(), "--device", &args.bench.device])
+                .args(["--batch", &args.bench.batch.to_string(), "--device", &device_name(args.bench.device)])
                 .args(["--warmup", &args.bench.warmup.to_string(), "--steps", &args.bench.steps.to_string()])
                 .args(["--images", &args.images.to_string(), "--side", &args.side.to_string()])
                 .args(["--precision", &args.precision.to_string()])

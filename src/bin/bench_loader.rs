@@ -43,8 +43,8 @@ struct Args {
     step_batch: i64,
     #[arg(long, default_value_t = 3)]
     step_steps: usize,
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value = "auto", value_parser = resnet_repro::env::parse_device)]
+    device: tch::Device,
     #[arg(long)]
     python: Option<String>,
     #[arg(long, default_value = "runs/bench/loader.csv")]
@@ -114,7 +114,7 @@ fn run() -> Result<()> {
     } else {
         std::thread::available_parallelism().map_or(4, |n| n.get())
     };
-    let env = BenchEnv::new(&args.device, args.python.clone())?;
+    let env = BenchEnv::new(args.device, args.python.clone())?;
     let device = env.device;
     let dir = tempfile::tempdir()?;
     generate(dir.path(), args.images)?;

@@ -4,7 +4,8 @@
 //! and plots/fig{1,6}_<dataset>.png.
 
 use clap::Parser;
-use resnet_repro::cli::{ExperimentArgs, TABLE6, run_table};
+use resnet_repro::cli::{ExperimentArgs, run_table};
+use resnet_repro::experiment::recipe::TABLE6;
 
 /// Trains the networks of an experiment file (default experiments/table6_cifar10.toml; --quick:
 /// experiments/quick.toml, a few hundred iterations of depths 20 and 56, not a reproduction) and

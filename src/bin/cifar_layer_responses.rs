@@ -5,9 +5,10 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::cli::{ExperimentArgs, TABLE6};
+use resnet_repro::cli::ExperimentArgs;
 use resnet_repro::eval::responses::merge_responses;
 use resnet_repro::experiment::figure7::{fig7_experiment, measure_responses};
+use resnet_repro::experiment::recipe::TABLE6;
 use resnet_repro::experiment::{Runs, run_experiment};
 use resnet_repro::report::render_fig7;
 

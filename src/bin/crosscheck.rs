@@ -5,8 +5,9 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::cli::{CROSSCHECK, ExperimentArgs};
+use resnet_repro::cli::ExperimentArgs;
 use resnet_repro::experiment::crosscheck::{CrosscheckOptions, compare, markdown, run_crosscheck};
+use resnet_repro::experiment::recipe::CROSSCHECK;
 use resnet_repro::experiment::{CrosscheckDirs, Swap};
 use resnet_repro::models::HeInit;
 use resnet_repro::report::figures::render_crosscheck;

@@ -1,7 +1,7 @@
 //! Prints what libtorch this build runs on and what it can use; `--selftest` checks it works.
 
 use clap::Parser;
-use resnet_repro::env::{TorchInfo, parse_device};
+use resnet_repro::env::TorchInfo;
 
 /// Prints the torch version, where libtorch was found, CUDA and cuDNN availability, device count,
 /// the CPU and its bf16 support, and thread counts. Run it first on a new machine.
@@ -19,8 +19,8 @@ struct Args {
     #[arg(long)]
     selftest: bool,
     /// Where the self-test runs: auto (the first GPU if any, else the CPU), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value = "auto", value_parser = resnet_repro::env::parse_device)]
+    device: tch::Device,
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,10 +29,7 @@ fn main() -> std::process::ExitCode {
     if !args.selftest {
         return std::process::ExitCode::SUCCESS;
     }
-    let device = match parse_device(&args.device) {
-        Ok(d) => d,
-        Err(e) => return resnet_repro::interrupt::exit_status(Err(e)),
-    };
+    let device = args.device;
     println!("\nself-test on {}:", resnet_repro::env::device_name(device));
     let checks = resnet_repro::selftest::run(device, |c| println!("{c}"));
     let failed = checks.iter().filter(|c| c.outcome.is_err()).count();

@@ -8,7 +8,7 @@ use resnet_repro::bench::append_csv_row;
 use resnet_repro::data::DataConfig;
 use resnet_repro::data::imagenet::{EvalGeometry, ImageFolder, Normalize, Protocol, Subset, TrainTransform};
 use resnet_repro::data::loader::LoaderSettings;
-use resnet_repro::env::{device_name, parse_device, utc_now};
+use resnet_repro::env::{device_name, utc_now};
 use resnet_repro::eval::{EvalOptions, evaluate_folder, reestimate_bn_from_folder, spread};
 use resnet_repro::experiment::RunDir;
 use resnet_repro::models::{BottleneckStride, ImageNetNet, NetSpec, Shortcut, load_net};
@@ -61,8 +61,8 @@ struct Args {
     train_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 50)]
     batch: usize,
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value = "auto", value_parser = resnet_repro::env::parse_device)]
+    device: tch::Device,
     /// Threads: image decoding (ImageNet) or libtorch's (CIFAR-style runs); 0: one per core.
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -116,7 +116,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let device = parse_device(&args.device)?;
+    let device = args.device;
     let threads = if args.threads > 0 {
         args.threads
     } else {

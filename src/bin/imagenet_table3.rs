@@ -1,7 +1,8 @@
 //! Tables 3 and 4: ResNet-34 with shortcut options A/B/C and ResNet-50/101/152 on ImageNet.
 
 use clap::Parser;
-use resnet_repro::cli::{ExperimentArgs, TABLE3, run_table};
+use resnet_repro::cli::{ExperimentArgs, run_table};
+use resnet_repro::experiment::recipe::TABLE3;
 
 /// Trains ResNet-34 A/B/C and ResNet-50/101/152 (option B; bottleneck stride placement from the
 /// config, the paper's by default) on ImageNet (experiments/table3_imagenet.toml), evaluates them

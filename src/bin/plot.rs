@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use clap::Parser;
-use resnet_repro::cli::TABLES;
 use resnet_repro::experiment::Runs;
+use resnet_repro::experiment::recipe::TABLES;
 use resnet_repro::experiment::summary::write_summary;
 use resnet_repro::report::{render_fig7, render_store};
 use std::path::PathBuf;

@@ -4,7 +4,6 @@
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use resnet_repro::data::DataOptions;
-use resnet_repro::env::parse_device;
 use resnet_repro::experiment::RunDir;
 use resnet_repro::experiment::config::RunConfig;
 use resnet_repro::experiment::predict::{Prediction, Predictor, image_files};
@@ -42,8 +41,8 @@ struct Args {
     /// One JSON array of {file, top: [{index, class, probability}], notes, error?} instead of text.
     #[arg(long)]
     json: bool,
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value = "auto", value_parser = resnet_repro::env::parse_device)]
+    device: tch::Device,
     /// Image files or folders of them.
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -55,7 +54,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let device = parse_device(&args.device)?;
+    let device = args.device;
     let (dir, config, weights) = match (&args.run, &args.weights, &args.config) {
         (Some(run), _, _) => {
             let dir = RunDir { path: run.clone() };

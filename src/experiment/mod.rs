@@ -7,6 +7,7 @@ pub mod config;
 pub mod crosscheck;
 pub mod figure7;
 pub mod predict;
+pub mod recipe;
 pub mod release;
 pub mod runner;
 pub mod store;
