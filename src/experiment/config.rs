@@ -253,3 +253,40 @@ impl RunConfig {
         Ok(toml::to_string(self)?)
     }
 }
+
+/// What differs between two `config.toml` texts, key by key: `` `train.lr = 0.1` there, `train.lr
+/// = 0.2` here ``, `` `…` there only ``, `` `…` here only ``.
+pub fn describe_difference(theirs: &str, ours: &str) -> String {
+    let (a, b) = (flatten(theirs), flatten(ours));
+    let mut parts = Vec::new();
+    for (key, there) in &a {
+        match b.iter().find(|(k, _)| k == key) {
+            Some((_, here)) if here == there => {}
+            Some((_, here)) => parts.push(format!("`{key} = {there}` there, `{key} = {here}` here")),
+            None => parts.push(format!("`{key} = {there}` there only")),
+        }
+    }
+    for (key, here) in b.iter().filter(|(k, _)| !a.iter().any(|(j, _)| j == k)) {
+        parts.push(format!("`{key} = {here}` here only"));
+    }
+    if parts.is_empty() { "different fields".into() } else { parts.join("; ") }
+}
+
+/// A TOML document's values by their table-qualified keys (`data.transform.crop`), in the order
+/// they appear; an unparsable text has none.
+fn flatten(text: &str) -> Vec<(String, toml::Value)> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+        for (k, v) in table {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(t) => walk(&key, t, out),
+                v => out.push((key, v.clone())),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(t) = text.parse::<toml::Table>() {
+        walk("", &t, &mut out);
+    }
+    out
+}

@@ -8,12 +8,14 @@ pub mod crosscheck;
 pub mod figure7;
 pub mod predict;
 pub mod recipe;
+pub mod record;
 pub mod release;
 pub mod runner;
 pub mod store;
 pub mod summary;
 
 pub use config::{Experiment, Group, Preset, RunConfig, RunSpec};
+pub use record::FinalRecord;
 pub use release::Release;
 pub use runner::{Outcome, RunStatus, RunnerOptions, run_experiment};
-pub use store::{CrosscheckDirs, FinalRecord, RunDir, Runs, Store, StoredRun, Swap, Table};
+pub use store::{CrosscheckDirs, RunDir, Runs, Store, StoredRun, Swap, Table};

@@ -3,7 +3,8 @@
 //! skip it if finished, train or resume it, record it, and make its final evaluations.
 
 use super::config::{Experiment, Preset, RunConfig};
-use super::store::{FinalRecord, LoadedNet, RunDir, Store};
+use super::record::FinalRecord;
+use super::store::{LoadedNet, RunDir, Store};
 use crate::data::imagenet::{FolderOptions, ImageFolder, locate_root};
 use crate::data::loader::LoaderSettings;
 use crate::data::{DataConfig, DataOptions, Dataset, Prepared, Shape, TensorOptions};

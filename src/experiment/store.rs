@@ -7,7 +7,8 @@
 //!     ckpt-<iteration>/                 the newest checkpoint (weights, momentum, state)
 //!     model.safetensors, final.json     the final weights and record (final.json marks it done)
 //!     eval-<protocol>.json              final evaluations (image folders)
-//!     class_index.csv                   the class of each output (image folders)
+//!     class_index.csv                   the class of each output
+//!     data_mean.safetensors             the inputs' per-pixel mean (CIFAR-style data)
 //! runs/<table>/summary.{csv,md}         the table beside the paper
 //! runs/fig7/responses.csv, runs/table1/table1.csv
 //! runs/crosscheck/ours-<init>/          the cross-check's runs (a store), and PyTorch's beside them:
@@ -16,17 +17,16 @@
 //! runs/crosscheck/pytorch-<init>-with-our-<draws>/..., curves-with-our-<draws>.csv, summary-...md
 //! ```
 
-use super::config::{Group, Preset, RunConfig};
-use crate::data::DatasetName;
+use super::config::{Group, RunConfig};
+use super::record::FinalRecord;
 use crate::data::imagenet::Protocol;
 use crate::eval::EvalResult;
 use crate::fsutil::{FileLock, subdirs, write_atomic};
 use crate::models::{HeInit, ResNet, load_net};
 use crate::shim::MemoryFormat;
 use crate::train::metrics::{MetricsRow, read_metrics};
-use crate::train::{RunFiles, TrainSummary, checkpoint};
+use crate::train::{RunFiles, checkpoint};
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Device, nn};
 
@@ -265,7 +265,7 @@ impl RunDir {
                     "{} holds a run with another configuration than this one ({}); delete that folder to start \
                      afresh, or pass --out to write elsewhere",
                     self.path.display(),
-                    describe_difference(&text, &ours)
+                    super::config::describe_difference(&text, &ours)
                 );
             }
             return Ok(());
@@ -414,113 +414,4 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).map(Some).with_context(|| format!("parsing {}", path.display()))
-}
-
-fn describe_difference(theirs: &str, ours: &str) -> String {
-    let (a, b) = (flatten(theirs), flatten(ours));
-    let mut parts = Vec::new();
-    for (key, there) in &a {
-        match b.iter().find(|(k, _)| k == key) {
-            Some((_, here)) if here == there => {}
-            Some((_, here)) => parts.push(format!("`{key} = {there}` there, `{key} = {here}` here")),
-            None => parts.push(format!("`{key} = {there}` there only")),
-        }
-    }
-    for (key, here) in b.iter().filter(|(k, _)| !a.iter().any(|(j, _)| j == k)) {
-        parts.push(format!("`{key} = {here}` here only"));
-    }
-    if parts.is_empty() { "different fields".into() } else { parts.join("; ") }
-}
-
-/// A TOML document's values by their table-qualified keys (`data.transform.crop`), in the order
-/// they appear; an unparsable text has none.
-fn flatten(text: &str) -> Vec<(String, toml::Value)> {
-    fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
-        for (k, v) in table {
-            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-            match v {
-                toml::Value::Table(t) => walk(&key, t, out),
-                v => out.push((key, v.clone())),
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(t) = text.parse::<toml::Table>() {
-        walk("", &t, &mut out);
-    }
-    out
-}
-
-/// `final.json`: a finished run, what it measured last and what it ran on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FinalRecord {
-    pub net: String,
-    pub depth: usize,
-    pub residual: bool,
-    pub dataset: DatasetName,
-    pub preset: Preset,
-    pub seed: u64,
-    pub iterations: u64,
-    /// Test error (%) of the final weights (no model selection); CIFAR.
-    pub test_error: Option<f64>,
-    /// Images the test (or, without a test set, validation) error is over.
-    pub test_images: usize,
-    pub val_error: Option<f64>,
-    #[serde(default)]
-    pub val_top5_error: Option<f64>,
-    #[serde(default)]
-    pub skipped_images: u64,
-    /// Training error (%) over the last logging window.
-    pub train_error: f64,
-    pub seconds: f64,
-    pub device: String,
-    pub torch: String,
-    pub commit: String,
-    /// Where the warm-up ended, if the run had one.
-    pub warmup_ended_at: Option<u64>,
-    pub finished: String,
-    /// Data-parallel replicas it trained on (at its end); 1 for one process.
-    #[serde(default = "one", skip_serializing_if = "is_one")]
-    pub replicas: usize,
-    /// The training forward pass's arithmetic (fp32 for records written before it was recorded).
-    #[serde(default)]
-    pub precision: crate::train::Precision,
-}
-
-fn one() -> usize {
-    1
-}
-
-fn is_one(n: &usize) -> bool {
-    *n == 1
-}
-
-impl FinalRecord {
-    /// The record of `cfg`'s finished training, with what it ran on.
-    pub fn new(cfg: &RunConfig, s: &TrainSummary, device: Device, replicas: usize) -> Self {
-        let env = crate::env::Provenance::current(device);
-        FinalRecord {
-            net: cfg.net.name(),
-            depth: cfg.net.depth(),
-            residual: cfg.net.residual(),
-            dataset: cfg.data.dataset(),
-            preset: cfg.preset,
-            seed: cfg.seed,
-            iterations: s.iterations,
-            test_error: s.last.test_error,
-            test_images: s.last.images,
-            val_error: s.last.val_error,
-            val_top5_error: s.last.val_top5_error,
-            skipped_images: s.skipped_images,
-            train_error: s.train_error,
-            seconds: s.seconds,
-            device: env.device,
-            torch: env.torch,
-            commit: env.commit,
-            warmup_ended_at: s.warmup_ended_at,
-            finished: env.now,
-            replicas,
-            precision: cfg.train.precision,
-        }
-    }
 }

@@ -3,7 +3,8 @@
 //! paper's recipe, read from the runs' resolved configurations.
 
 use super::config::{Group, Preset, RunConfig};
-use super::store::{FinalRecord, Store, StoredRun};
+use super::record::FinalRecord;
+use super::store::{Store, StoredRun};
 use crate::data::DataConfig;
 use crate::data::imagenet::Protocol;
 use crate::fsutil::{write_atomic, write_csv};
