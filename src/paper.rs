@@ -3,7 +3,7 @@
 //! errors of Tables 2, 3 (10-crop) and 4 (multi-scale). Nothing else in the crate holds a
 //! published number.
 
-use crate::data::imagenet::Protocol;
+use crate::data::Protocol;
 use crate::models::{BottleneckStride, CifarNet, ImageNetNet, NetSpec, Shortcut};
 use serde::{Deserialize, Serialize};
 use std::fmt;

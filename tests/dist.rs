@@ -3,7 +3,7 @@
 //! hangs or dies makes the others fail within the timeout with a message naming the rank and the
 //! operation instead of hanging the job.
 
-use resnet_repro::data::imagenet::Protocol;
+use resnet_repro::data::Protocol;
 use resnet_repro::dist::{Launch, Replicas};
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::dist::{Backend, ProcessGroup, Rendezvous};

@@ -11,7 +11,7 @@ mod common;
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use resnet_repro::data::{cifar, fashion_mnist, imagenet};
+use resnet_repro::data::{cifar, fashion_mnist, folder};
 use resnet_repro::experiment::Experiment;
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::train::checkpoint;
@@ -232,7 +232,7 @@ fn image_files() {
         let sof = valid.windows(2).position(|w| w == [0xff, 0xc0]).map_or(vec![], |at| vec![at + 5]);
         let fields = if name.ends_with("png") { vec![16, 20] } else { sof };
         fuzz(&format!("image {name}"), 9 + i as u64, &valid, &path, &fields, |p| {
-            imagenet::decode_rgb(p).map(|_| ())
+            folder::decode_rgb(p).map(|_| ())
         });
     }
 }

@@ -3,8 +3,11 @@
 //! index, decoding against PIL, augmentation bounds, the test protocols against torchvision, top-k,
 //! the loader, BN re-estimation, and a few training iterations end to end.
 
-use resnet_repro::data::imagenet::*;
+use resnet_repro::data::folder::*;
 use resnet_repro::data::loader::{LoaderOptions, TrainLoader, epoch_order};
+use resnet_repro::data::transform::*;
+use resnet_repro::data::{EvalGeometry, Protocol};
+use resnet_repro::eval::views::*;
 use resnet_repro::eval::{reestimate_bn, topk_wrong};
 use resnet_repro::models::ImageNetNet;
 use resnet_repro::shim::MemoryFormat;

@@ -4,7 +4,7 @@
 mod common;
 
 use resnet_repro::data::DatasetName;
-use resnet_repro::data::imagenet::Protocol;
+use resnet_repro::data::Protocol;
 use resnet_repro::eval::EvalResult;
 use resnet_repro::eval::responses::{ResponseRow, merge_responses};
 use resnet_repro::experiment::Preset;

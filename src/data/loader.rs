@@ -5,7 +5,8 @@
 //! sees the same data.
 
 use super::augment::rng_for;
-use super::imagenet::{ImageFolder, TrainTransform, decode_rgb};
+use crate::data::folder::{ImageFolder, decode_rgb};
+use crate::data::transform::TrainTransform;
 use anyhow::{Context, Result, anyhow};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;

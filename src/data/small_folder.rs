@@ -8,7 +8,8 @@
 //! Classes are the sorted folder names; a file that cannot be read is an error naming it.
 
 use super::ImageSet;
-use super::imagenet::{ImageFolder, Subset, decode, five_crop_origins, resize_region, resized_size};
+use crate::data::folder::{ImageFolder, Subset, decode};
+use crate::data::transform::{five_crop_origins, resize_region, resized_size};
 use anyhow::{Context, Result, ensure};
 use fast_image_resize::Resizer;
 use image::DynamicImage;

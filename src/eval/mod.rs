@@ -3,6 +3,7 @@
 
 pub mod protocols;
 pub mod responses;
+pub mod views;
 
 pub use protocols::{
     EvalOptions, EvalResult, error_rate, evaluate_folder, reestimate_bn, reestimate_bn_from_folder, spread,

@@ -2,12 +2,12 @@
 //! protocols over an image folder with top-1/top-5 error (ImageNet), and the re-estimation of BN
 //! statistics over training batches that the paper's authors used for testing.
 
-use crate::data::imagenet::{
-    EvalGeometry, FolderOptions, ImageFolder, Normalize, Protocol, TrainTransform, View, decode_rgb,
-    test_views,
-};
+use crate::data::folder::{ImageFolder, decode_rgb};
 use crate::data::loader::{LoaderOptions, TrainLoader};
+use crate::data::transform::{Normalize, TrainTransform};
+use crate::data::{EvalGeometry, FolderOptions, Protocol};
 use crate::dist::Replicas;
+use crate::eval::views::{View, test_views};
 use crate::models::ResNet;
 use crate::shim::{MemoryFormat, contiguous};
 use anyhow::{Context, Result, ensure};

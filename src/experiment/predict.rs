@@ -7,9 +7,11 @@
 
 use super::config::RunConfig;
 use super::store::RunDir;
-use crate::data::imagenet::{Protocol, decode, test_views};
+use crate::data::Protocol;
+use crate::data::folder::decode;
 use crate::data::small_folder::{is_grey, shrink, to_chw};
 use crate::data::{DataConfig, DataOptions, Dataset, Prepared};
+use crate::eval::views::test_views;
 use crate::models::{NetSpec, ResNet, load_net};
 use anyhow::{Context, Result, bail};
 use fast_image_resize::Resizer;
@@ -223,9 +225,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let p = e?.path();
         if p.is_dir() {
             walk(&p, out)?;
-        } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-            crate::data::imagenet::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-        }) {
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| crate::data::folder::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
             out.push(p);
         }
     }

@@ -5,7 +5,8 @@
 use super::config::{Experiment, Preset, RunConfig};
 use super::record::FinalRecord;
 use super::store::{LoadedNet, RunDir, Store};
-use crate::data::imagenet::{FolderOptions, ImageFolder, locate_root};
+use crate::data::FolderOptions;
+use crate::data::folder::{ImageFolder, locate_root};
 use crate::data::loader::LoaderSettings;
 use crate::data::{DataConfig, DataOptions, Dataset, Prepared, Shape, TensorOptions};
 use crate::eval::{EvalOptions, EvalResult, evaluate_folder, reestimate_bn_from_folder};

@@ -19,7 +19,7 @@
 
 use super::config::{Group, RunConfig};
 use super::record::FinalRecord;
-use crate::data::imagenet::Protocol;
+use crate::data::Protocol;
 use crate::eval::EvalResult;
 use crate::fsutil::{FileLock, subdirs, write_atomic};
 use crate::models::{HeInit, ResNet, load_net};

@@ -6,7 +6,7 @@ use super::config::{Group, Preset, RunConfig};
 use super::record::FinalRecord;
 use super::store::{Store, StoredRun};
 use crate::data::DataConfig;
-use crate::data::imagenet::Protocol;
+use crate::data::Protocol;
 use crate::fsutil::{write_atomic, write_csv};
 use crate::paper::{Measure, Published, published, recipe};
 use anyhow::Result;
@@ -338,11 +338,7 @@ fn cifar_deviations(c: &RunConfig, o: &crate::data::TensorOptions, replicas: usi
     v
 }
 
-fn imagenet_deviations(
-    c: &RunConfig,
-    o: &crate::data::imagenet::FolderOptions,
-    replicas: usize,
-) -> Vec<String> {
+fn imagenet_deviations(c: &RunConfig, o: &crate::data::FolderOptions, replicas: usize) -> Vec<String> {
     let t = &c.train;
     let mut v: Vec<String> = Vec::new();
     v.extend(schedule_line(c, recipe::IMAGENET_ITERATIONS, recipe::IMAGENET_BATCH, "up to 600k of 256"));

@@ -5,8 +5,9 @@
 use crate::data::Prepared;
 use crate::data::TensorOptions;
 use crate::data::augment::{EpochPlan, StagedPlan, locate};
-use crate::data::imagenet::{FolderOptions, ImageFolder, Protocol};
+use crate::data::folder::ImageFolder;
 use crate::data::loader::{LoaderOptions, LoaderSettings, TrainLoader};
+use crate::data::{FolderOptions, Protocol};
 use crate::dist::Replicas;
 use crate::eval::{EvalOptions, error_rate, evaluate_folder, spread, wrong_count};
 use crate::models::ResNet;
