@@ -5,7 +5,6 @@
 
 pub mod bench;
 pub mod cli;
-pub mod complexity;
 pub mod data;
 pub mod dist;
 pub mod env;

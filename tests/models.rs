@@ -2,7 +2,7 @@
 //! options, initialisation, errors for impossible configurations, and weight files.
 //! The exact counts are the "computed" columns of shared/paper.md (torchvision's for option B).
 
-use resnet_repro::complexity::NetSpec;
+use resnet_repro::experiment::table1::NetSpec;
 use resnet_repro::models::blocks::{Shortcut as S, ShortcutPath};
 use resnet_repro::models::{BottleneckStride, CifarNet, ImageNetNet, ResNet, Shortcut, count_parameters};
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
@@ -60,7 +60,7 @@ fn parameter_counts_and_mult_adds_match_the_paper() {
 #[test]
 fn table1_rows_carry_the_counts_and_the_paper_beside_them() {
     let rows =
-        resnet_repro::complexity::table1_rows(&resnet_repro::complexity::table1_specs(), |_| {}).unwrap();
+        resnet_repro::experiment::table1::table1_rows(&resnet_repro::experiment::table1::table1_specs(), |_| {}).unwrap();
     let row = |m: &str| rows.iter().find(|r| r.model == m).unwrap_or_else(|| panic!("no row {m}"));
     assert_eq!(row("resnet18-B").params, 11_689_512);
     assert_eq!(row("resnet152-B").paper_mult_adds, Some(11.3e9));
@@ -72,7 +72,7 @@ fn table1_rows_carry_the_counts_and_the_paper_beside_them() {
             assert!(d.abs() < 4.0, "{}: {d}% from the paper", r.model);
         }
     }
-    let md = resnet_repro::complexity::markdown(&rows);
+    let md = resnet_repro::experiment::table1::markdown(&rows);
     assert!(md.contains("| resnet34-C | C | - | 3x224x224 | 22,716,840 | 3.831e9 |"), "{md}");
 }
 

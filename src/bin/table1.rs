@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use resnet_repro::complexity::{markdown, table1_rows, table1_specs, write_csv};
+use resnet_repro::experiment::table1::{markdown, table1_rows, table1_specs, write_csv};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 

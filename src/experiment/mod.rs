@@ -8,6 +8,7 @@ pub mod crosscheck;
 pub mod figure7;
 pub mod predict;
 pub mod recipe;
+pub mod table1;
 pub mod record;
 pub mod release;
 pub mod runner;

@@ -118,7 +118,7 @@ fn table1(r: &mut Report) -> Result<()> {
             "| {} | {} | {} | {} | {:.3e} | {} | {} |",
             row.model,
             row.input,
-            crate::complexity::thousands(row.params),
+            crate::experiment::table1::thousands(row.params),
             row.paper_params.map(|p| format!("{:.2}M", p / 1e6)).unwrap_or_else(|| "-".into()),
             row.mult_adds as f64,
             row.paper_mult_adds.map(|p| format!("{p:.1e}")).unwrap_or_else(|| "-".into()),
