@@ -59,8 +59,11 @@ fn parameter_counts_and_mult_adds_match_the_paper() {
 
 #[test]
 fn table1_rows_carry_the_counts_and_the_paper_beside_them() {
-    let rows =
-        resnet_repro::experiment::table1::table1_rows(&resnet_repro::experiment::table1::table1_specs(), |_| {}).unwrap();
+    let rows = resnet_repro::experiment::table1::table1_rows(
+        &resnet_repro::experiment::table1::table1_specs(),
+        |_| {},
+    )
+    .unwrap();
     let row = |m: &str| rows.iter().find(|r| r.model == m).unwrap_or_else(|| panic!("no row {m}"));
     assert_eq!(row("resnet18-B").params, 11_689_512);
     assert_eq!(row("resnet152-B").paper_mult_adds, Some(11.3e9));

@@ -4,8 +4,8 @@
 
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
-use resnet_repro::experiment::table1::{table1_rows, table1_specs, write_csv};
 use resnet_repro::experiment::summary::write_summary;
+use resnet_repro::experiment::table1::{table1_rows, table1_specs, write_csv};
 use resnet_repro::experiment::{Release, Store};
 use resnet_repro::report::render_store;
 use resnet_repro::report::status::{splice, table as table_md};

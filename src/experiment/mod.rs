@@ -8,12 +8,12 @@ pub mod crosscheck;
 pub mod figure7;
 pub mod predict;
 pub mod recipe;
-pub mod table1;
 pub mod record;
 pub mod release;
 pub mod runner;
 pub mod store;
 pub mod summary;
+pub mod table1;
 
 pub use config::{Experiment, Group, Preset, RunConfig, RunSpec};
 pub use record::FinalRecord;

@@ -199,7 +199,7 @@ enum Source {
     Tensors {
         config: DataConfig,
         opts: TensorOptions,
-        dataset: Option<Dataset>,
+        dataset: Option<Box<Dataset>>,
         prepared: Option<(Prepared, Vec<String>)>,
     },
     Folder {
@@ -224,7 +224,7 @@ impl Source {
                 let opts = tensors.tensors().context("tensor data")?.clone();
                 let dataset = match tensors.shape() {
                     Some(_) => None,
-                    None => Some(Dataset::load(tensors, &o.data)?),
+                    None => Some(Box::new(Dataset::load(tensors, &o.data)?)),
                 };
                 Source::Tensors { config: data.clone(), opts, dataset, prepared: None }
             }
@@ -261,7 +261,7 @@ impl Source {
             Source::Tensors { config, opts, dataset, prepared } => {
                 if prepared.is_none() {
                     let ds = match dataset.take() {
-                        Some(ds) => ds,
+                        Some(ds) => *ds,
                         None => Dataset::load(config, &o.data)?,
                     };
                     if o.train.is_rank0() {

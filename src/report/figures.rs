@@ -118,6 +118,9 @@ impl Line {
     }
 }
 
+/// How an axis's ticks are labelled.
+type Ticks = fn(&f64) -> String;
+
 type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// A chart's frame: its caption, axes and how its labels read. Every figure family draws on one.
@@ -131,7 +134,7 @@ struct Axes<'a> {
     /// The axis descriptions' font size (plotters' default where none).
     desc_size: Option<u32>,
     /// Tick labels: the x axis's, the y axis's (plotters' defaults where none).
-    ticks: Option<(fn(&f64) -> String, fn(&f64) -> String)>,
+    ticks: Option<(Ticks, Ticks)>,
 }
 
 /// A chart on `area` framed as `a` says: ranges from 0, a light grid, the axes described.

@@ -1,8 +1,8 @@
 //! One SGD update of a network: the model and its optimizer ([`Trainer`]), the forward and
 //! backward passes (BN over groups of a batch, bf16 autocast, gradients averaged with the other
 //! replicas) and the update at a rate that may live on the device ([`Rate`], what a captured CUDA
-//! graph reads). The loop ([`super::trainer`]) and the captured step ([`super::capture`]) both
-//! drive it; it knows neither.
+//! graph reads). The loop (`trainer`) and the captured step (`capture`) both drive it; it knows
+//! neither.
 
 use super::config::{Precision, TrainConfig};
 use super::optim::Sgd;
