@@ -155,21 +155,28 @@ fn unpack(archive: &Path, data_dir: &Path, folder: &str) -> Result<()> {
     result
 }
 
-/// Reads one batch file, checking its size and every label.
-pub fn read_batch(path: &Path, records: usize) -> Result<ImageSet> {
+/// A file of `records` records of `size` bytes each (of dataset `name`), read whole, its size
+/// checked.
+pub fn read_records(path: &Path, (records, size): (usize, usize), name: &str) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let expected = records * RECORD_BYTES;
+    let expected = records * size;
     ensure!(
         bytes.len() == expected,
-        "{}: {} bytes, expected {expected} ({records} records of {RECORD_BYTES} bytes){}",
+        "{}: {} bytes, expected {expected} ({records} records of {size} bytes){}",
         path.display(),
         bytes.len(),
-        if bytes.len() % RECORD_BYTES != 0 {
-            "; not even a multiple of 3073: truncated or not CIFAR-10"
+        if bytes.len() % size != 0 {
+            format!("; not even a multiple of {size}: truncated or not {name}")
         } else {
-            ""
+            String::new()
         }
     );
+    Ok(bytes)
+}
+
+/// Reads one batch file, checking its size and every label.
+pub fn read_batch(path: &Path, records: usize) -> Result<ImageSet> {
+    let bytes = read_records(path, (records, RECORD_BYTES), "CIFAR-10")?;
     let mut labels = Vec::with_capacity(records);
     let mut pixels = Vec::with_capacity(records * (RECORD_BYTES - 1));
     for (i, record) in bytes.chunks_exact(RECORD_BYTES).enumerate() {

@@ -5,7 +5,7 @@
 
 use super::ImageSet;
 use super::cifar::{Archive, fetch};
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -67,19 +67,7 @@ impl Default for Source {
 /// Reads one file of `records` records, checking its size and both labels of every record, and
 /// keeps the `labels` ones.
 pub fn read_file(path: &Path, records: usize, labels: Labels) -> Result<ImageSet> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let expected = records * RECORD_BYTES;
-    ensure!(
-        bytes.len() == expected,
-        "{}: {} bytes, expected {expected} ({records} records of {RECORD_BYTES} bytes){}",
-        path.display(),
-        bytes.len(),
-        if bytes.len() % RECORD_BYTES != 0 {
-            "; not even a multiple of 3074: truncated or not CIFAR-100"
-        } else {
-            ""
-        }
-    );
+    let bytes = super::cifar::read_records(path, (records, RECORD_BYTES), "CIFAR-100")?;
     let mut out = Vec::with_capacity(records);
     let mut pixels = Vec::with_capacity(records * (RECORD_BYTES - 2));
     for (i, r) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
