@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result, bail};
 use resnet_repro::models::{ImageNetNet, NetSpec, Shortcut};
-use resnet_repro::train::{Layout, Trainer};
+use resnet_repro::train::{Layout, SgdSettings, Trainer};
 use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
@@ -28,8 +28,13 @@ fn net(name: &str) -> Result<NetSpec> {
 
 /// One measurement, in this process: peak MiB after two steps at `batch`.
 fn measure(name: &str, batch: i64) -> Result<f64> {
-    let mut trainer =
-        Trainer::with_format(&net(name)?, (0.9, 1e-4), 0, Device::Cpu, Layout::Auto.resolve(Device::Cpu))?;
+    let mut trainer = Trainer::with_format(
+        &net(name)?,
+        SgdSettings::PAPER,
+        0,
+        Device::Cpu,
+        Layout::Auto.resolve(Device::Cpu),
+    )?;
     let x = Tensor::randn([batch, 3, 224, 224], (Kind::Float, Device::Cpu));
     let y = Tensor::randint(1000, [batch], (Kind::Int64, Device::Cpu));
     for _ in 0..2 {

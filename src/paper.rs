@@ -5,6 +5,7 @@
 
 use crate::data::Protocol;
 use crate::models::{BottleneckStride, CifarNet, ImageNetNet, NetSpec, Shortcut};
+use crate::stats::MeanStd;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -49,7 +50,7 @@ impl fmt::Display for Measure {
 pub struct Published {
     pub top1: f64,
     pub top5: Option<f64>,
-    pub mean_std: Option<(f64, f64)>,
+    pub mean_std: Option<MeanStd>,
 }
 
 const fn top1(top1: f64) -> Published {
@@ -82,7 +83,7 @@ fn table6(n: &CifarNet) -> Option<Published> {
         32 => top1(7.51),
         44 => top1(7.17),
         56 => top1(6.97),
-        110 => Published { top1: 6.43, top5: None, mean_std: Some((6.61, 0.16)) },
+        110 => Published { top1: 6.43, top5: None, mean_std: Some(MeanStd { mean: 6.61, std: 0.16 }) },
         1202 => top1(7.93),
         _ => return None,
     })

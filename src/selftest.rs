@@ -10,7 +10,7 @@ use crate::data::{Prepared, TensorOptions};
 use crate::models::{CifarNet, NetSpec};
 use crate::shim::dist::{Backend, ProcessGroup, Rendezvous};
 use crate::shim::{Autocast, MemoryFormat};
-use crate::train::{Staged, Stepper, TensorFeed, TrainData, Trainer};
+use crate::train::{SgdSettings, Staged, Stepper, TensorFeed, TrainData, Trainer};
 use anyhow::{Context, Result, bail, ensure};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
@@ -73,7 +73,7 @@ pub fn run(device: Device, mut report: impl FnMut(&Check)) -> Vec<Check> {
 fn resnet8(seed: u64, device: Device) -> Result<Trainer> {
     let net = NetSpec::Cifar(CifarNet::resnet(8));
     let format = crate::train::Layout::Auto.resolve(device);
-    let mut t = Trainer::with_format(&net, (0.9, 1e-4), seed, device, format)?;
+    let mut t = Trainer::with_format(&net, SgdSettings::PAPER, seed, device, format)?;
     t.opt.fused = true;
     Ok(t)
 }

@@ -2,12 +2,19 @@
 //! 95% interval for a difference of means (Student's t with the Welch-Satterthwaite degrees of
 //! freedom, its quantile from statrs).
 
+/// A mean and a sample standard deviation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeanStd {
+    pub mean: f64,
+    pub std: f64,
+}
+
 /// Mean and sample standard deviation (n - 1; 0 for one value).
-pub fn mean_std(xs: &[f64]) -> (f64, f64) {
+pub fn mean_std(xs: &[f64]) -> MeanStd {
     let n = xs.len() as f64;
     let mean = xs.iter().sum::<f64>() / n;
     let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-    (mean, var.sqrt())
+    MeanStd { mean, std: var.sqrt() }
 }
 
 /// A difference of means and its 95% interval.
@@ -24,7 +31,7 @@ pub fn welch_95(a: &[f64], b: &[f64]) -> Option<Interval> {
     if a.len() < 2 || b.len() < 2 {
         return None;
     }
-    let ((ma, sa), (mb, sb)) = (mean_std(a), mean_std(b));
+    let (MeanStd { mean: ma, std: sa }, MeanStd { mean: mb, std: sb }) = (mean_std(a), mean_std(b));
     let (va, vb) = (sa * sa / a.len() as f64, sb * sb / b.len() as f64);
     let se = (va + vb).sqrt();
     let diff = ma - mb;

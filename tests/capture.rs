@@ -15,7 +15,7 @@ use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::MemoryFormat;
 use resnet_repro::shim::graph::{CudaGraph, Graph};
 use resnet_repro::train::capture::Setting;
-use resnet_repro::train::{Precision, Stepper, TensorFeed, TrainData, Trainer};
+use resnet_repro::train::{Precision, SgdSettings, Stepper, TensorFeed, TrainData, Trainer};
 use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, Tensor};
 
@@ -36,7 +36,7 @@ fn train(
 ) -> (Vec<(f32, i64)>, Trainer) {
     let net = NetSpec::Cifar(CifarNet::resnet(8));
     let (bn_batch, precision, format) = setup;
-    let mut trainer = Trainer::with_format(&net, (0.9, 1e-4), 7, Device::Cpu, format).unwrap();
+    let mut trainer = Trainer::with_format(&net, SgdSettings::PAPER, 7, Device::Cpu, format).unwrap();
     (trainer.bn_batch, trainer.precision, trainer.opt.fused) = (bn_batch, precision, true);
     let mut feed = TensorFeed::new(data, 3, 8, &TensorOptions::default());
     feed.start(0, &[]).unwrap();
@@ -113,7 +113,8 @@ fn capture_falls_back_and_says_why_where_it_does_not_apply() {
     // A CPU run asks for it and trains eagerly, told why.
     let data = Prepared::new(&synthetic_cifar(16), 0, Device::Cpu).unwrap();
     let net = NetSpec::Cifar(CifarNet::resnet(8));
-    let trainer = Trainer::with_format(&net, (0.9, 1e-4), 0, Device::Cpu, MemoryFormat::Contiguous).unwrap();
+    let trainer =
+        Trainer::with_format(&net, SgdSettings::PAPER, 0, Device::Cpu, MemoryFormat::Contiguous).unwrap();
     let mut feed = TensorFeed::new(&data, 0, 8, &TensorOptions::default());
     let (stepper, reason) = Stepper::for_run(true, &trainer, &mut feed);
     assert!(!stepper.is_captured() && reason.unwrap().contains("CPU"));
@@ -140,7 +141,7 @@ fn the_step_benchmarks_fixed_batch_is_drawn_by_the_captured_program_as_it_is() {
     let net = NetSpec::Cifar(CifarNet::resnet(8));
     let make = || {
         let mut t =
-            Trainer::with_format(&net, (0.9, 1e-4), 1, Device::Cpu, MemoryFormat::Contiguous).unwrap();
+            Trainer::with_format(&net, SgdSettings::PAPER, 1, Device::Cpu, MemoryFormat::Contiguous).unwrap();
         t.opt.fused = true;
         t
     };
@@ -300,7 +301,8 @@ fn failing_capture(fail_end: bool) -> (Vec<f32>, Option<String>, Trainer, Proces
 
 fn fused_resnet8(seed: u64) -> Trainer {
     let net = NetSpec::Cifar(CifarNet::resnet(8));
-    let mut t = Trainer::with_format(&net, (0.9, 1e-4), seed, Device::Cpu, MemoryFormat::Contiguous).unwrap();
+    let mut t =
+        Trainer::with_format(&net, SgdSettings::PAPER, seed, Device::Cpu, MemoryFormat::Contiguous).unwrap();
     t.opt.fused = true;
     t
 }

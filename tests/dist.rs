@@ -7,7 +7,7 @@ use resnet_repro::data::Protocol;
 use resnet_repro::dist::{Launch, Replicas};
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::dist::{Backend, ProcessGroup, Rendezvous};
-use resnet_repro::train::Trainer;
+use resnet_repro::train::{SgdSettings, Trainer};
 mod common;
 
 use std::path::Path;
@@ -135,7 +135,7 @@ fn reducer_die(rank: usize, world: usize, port: u16) {
     let dp = std::sync::Arc::new(join_with(rank, world, port, Duration::from_secs(3)));
     let net = NetSpec::Cifar(CifarNet { in_channels: 1, ..CifarNet::resnet(8) });
     let format = resnet_repro::shim::MemoryFormat::ChannelsLast;
-    let mut t = Trainer::with_format(&net, (0.9, 1e-4), 0, tch::Device::Cpu, format).unwrap();
+    let mut t = Trainer::with_format(&net, SgdSettings::PAPER, 0, tch::Device::Cpu, format).unwrap();
     t.join(dp).unwrap();
     let x = Tensor::randn([8, 1, 12, 12], (Kind::Float, tch::Device::Cpu));
     let y = Tensor::randint(10, [8], (Kind::Int64, tch::Device::Cpu));
@@ -157,7 +157,7 @@ fn replicas(rank: usize, world: usize, port: u16) {
     let mut dp = join(rank, world, port);
     dp.bucket_bytes = 4096; // many buckets in flight, and tensors larger than one
     let net = NetSpec::Cifar(CifarNet { in_channels: 1, ..CifarNet::resnet(8) });
-    let hyper = (0.9, 1e-4);
+    let hyper = SgdSettings::PAPER;
     let format = resnet_repro::shim::MemoryFormat::ChannelsLast;
     let mut t = Trainer::with_format(&net, hyper, rank as u64, tch::Device::Cpu, format).unwrap();
     // Rank 0's variables everywhere: the same as a trainer built from seed 0.

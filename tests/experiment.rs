@@ -8,7 +8,7 @@ const IMAGENET: resnet_repro::data::Shape =
     resnet_repro::data::Shape { classes: 1000, channels: 3, size: 224 };
 
 use resnet_repro::data::DatasetName;
-use resnet_repro::experiment::summary::{format_best_mean_std, mean_std, summarize, write_summary};
+use resnet_repro::experiment::summary::{MeanStd, format_best_mean_std, mean_std, summarize, write_summary};
 use resnet_repro::experiment::{Experiment, Preset, Store};
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::paper::Measure;
@@ -33,9 +33,9 @@ fn fixture(
 
 #[test]
 fn summary_reports_best_mean_std_beside_the_paper() {
-    let (m, s) = mean_std(&[6.5, 6.7, 6.43, 6.8, 6.6]);
+    let MeanStd { mean: m, std: s } = mean_std(&[6.5, 6.7, 6.43, 6.8, 6.6]);
     assert!((m - 6.606).abs() < 1e-9 && (s - 0.148930).abs() < 1e-5, "{m} {s}");
-    assert_eq!(format_best_mean_std(6.43, Some((6.61, 0.16))), "6.43 (6.61±0.16)");
+    assert_eq!(format_best_mean_std(6.43, Some(MeanStd { mean: 6.61, std: 0.16 })), "6.43 (6.61±0.16)");
     assert_eq!(format_best_mean_std(8.75, None), "8.75");
 
     let out = tempfile::tempdir().unwrap();
@@ -294,7 +294,7 @@ fn the_paper_s_numbers_are_keyed_by_network_and_protocol() {
     use resnet_repro::models::{ImageNetNet, Shortcut};
     use resnet_repro::paper::published;
     let r110 = published(&NetSpec::Cifar(CifarNet::resnet(110)), Measure::Test).unwrap();
-    assert_eq!((r110.top1, r110.top5, r110.mean_std), (6.43, None, Some((6.61, 0.16))));
+    assert_eq!((r110.top1, r110.top5, r110.mean_std), (6.43, None, Some(MeanStd { mean: 6.61, std: 0.16 })));
     assert_eq!(published(&NetSpec::Cifar(CifarNet::resnet(20)), Measure::Test).unwrap().top1, 8.75);
     assert!(published(&NetSpec::Cifar(CifarNet::plain(20)), Measure::Test).is_none(), "Figure 6 only");
     let imagenet = |depth, s| NetSpec::ImageNet(ImageNetNet::resnet(depth, s));

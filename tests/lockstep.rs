@@ -10,7 +10,7 @@ mod common;
 
 use resnet_repro::models::{CifarNet, HeInit, NetSpec};
 use resnet_repro::shim::{MemoryFormat, contiguous};
-use resnet_repro::train::Trainer;
+use resnet_repro::train::{SgdSettings, Trainer};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor, nn::ModuleT};
@@ -34,7 +34,14 @@ fn ours(
 ) -> (Vec<f64>, HashMap<String, Tensor>, Tensor) {
     let net = CifarNet { in_channels: 1, image_size: SIZE, init: HeInit::FanIn, ..CifarNet::resnet(8) };
     let net = NetSpec::Cifar(CifarNet { residual, ..net });
-    let mut tr = Trainer::with_format(&net, (HYPER[1], HYPER[2]), 7, Device::Cpu, format).unwrap();
+    let mut tr = Trainer::with_format(
+        &net,
+        SgdSettings { momentum: HYPER[1], weight_decay: HYPER[2] },
+        7,
+        Device::Cpu,
+        format,
+    )
+    .unwrap();
     let mut file: Vec<(String, Tensor)> =
         tr.vs.variables().into_iter().map(|(n, t)| (format!("init.{n}"), t.contiguous().copy())).collect();
     // Images like centred Fashion-MNIST crops: roughly unit scale, some structure per class.

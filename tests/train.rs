@@ -10,8 +10,8 @@ use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::train::metrics::{METRICS_COLUMNS, read_metrics};
 use resnet_repro::train::policy::{Plateau, PlateauState, Schedule, Warmup, WarmupState};
 use resnet_repro::train::{
-    Layout, Precision, RunFiles, TensorFeed, TrainConfig, TrainData, TrainOptions, TrainStatus, Trainer,
-    train_run,
+    Layout, Precision, RunFiles, SgdSettings, TensorFeed, TrainConfig, TrainData, TrainOptions, TrainStatus,
+    Trainer, train_run,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -400,7 +400,7 @@ fn bn_batch_on_one_device_trains_as_replicas_of_that_batch_would() {
     let _rng = common::rng_lock();
     let net = NetSpec::Cifar(CifarNet { image_size: 12, ..CifarNet::resnet(8) });
     let format = resnet_repro::shim::MemoryFormat::ChannelsLast;
-    let make = || Trainer::with_format(&net, (0.9, 1e-4), 5, Device::Cpu, format).unwrap();
+    let make = || Trainer::with_format(&net, SgdSettings::PAPER, 5, Device::Cpu, format).unwrap();
     // The effect guarded: one step with BN over the whole batch of 12 instead of groups of 4.
     let effect = {
         let (mut whole, mut one) = (make(), make());
@@ -465,8 +465,8 @@ fn bf16_autocast_runs_convolutions_in_bf16_and_keeps_weights_statistics_and_grad
     let x = Tensor::randn([16, 3, 16, 16], (Kind::Float, Device::Cpu));
     let y = Tensor::randint(10, [16], (Kind::Int64, Device::Cpu));
     let format = resnet_repro::shim::MemoryFormat::ChannelsLast;
-    let mut fp32 = Trainer::with_format(&net, (0.9, 1e-4), 0, Device::Cpu, format).unwrap();
-    let mut bf16 = Trainer::with_format(&net, (0.9, 1e-4), 0, Device::Cpu, format).unwrap();
+    let mut fp32 = Trainer::with_format(&net, SgdSettings::PAPER, 0, Device::Cpu, format).unwrap();
+    let mut bf16 = Trainer::with_format(&net, SgdSettings::PAPER, 0, Device::Cpu, format).unwrap();
     bf16.precision = Precision::Bf16;
     // Inside the guard a convolution computes in bf16; after it, in fp32 again.
     let conv = &bf16.net.stem_conv_bn().conv;
@@ -488,7 +488,8 @@ fn bf16_autocast_runs_convolutions_in_bf16_and_keeps_weights_statistics_and_grad
     // or updated in bf16 would be off by its own rounding, ~4e-3 of a BN gamma of 1: several
     // times that gamma's update of ~1e-3.
     let (a, b) = (fp32.vs.variables(), bf16.vs.variables());
-    let start = Trainer::with_format(&net, (0.9, 1e-4), 0, Device::Cpu, format).unwrap().vs.variables();
+    let start =
+        Trainer::with_format(&net, SgdSettings::PAPER, 0, Device::Cpu, format).unwrap().vs.variables();
     let largest = |x: &Tensor, y: &Tensor| (x - y).abs().max().double_value(&[]);
     let (name, share) = a
         .iter()

@@ -13,7 +13,7 @@ use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::dist::{GradSync, Launch, Replicas};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, ImageNetNet, NetSpec, Shortcut};
-use resnet_repro::train::{Layout, Precision, TensorFeed, TrainData, Trainer};
+use resnet_repro::train::{Layout, Precision, SgdSettings, TensorFeed, TrainData, Trainer};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,7 +101,7 @@ fn model(args: &Args, depth: usize) -> NetSpec {
 fn measure(args: &Args, env: &BenchEnv, depth: usize, dp: Option<Arc<Replicas>>) -> Result<(f64, f64)> {
     let net = model(args, depth);
     let mut trainer =
-        Trainer::with_format(&net, (0.9, 1e-4), 0, env.device, Layout::Auto.resolve(env.device))?;
+        Trainer::with_format(&net, SgdSettings::PAPER, 0, env.device, Layout::Auto.resolve(env.device))?;
     trainer.precision = args.precision;
     if let Some(dp) = &dp {
         dp.broadcast_vars(&trainer.vs)?;

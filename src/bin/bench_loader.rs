@@ -10,7 +10,7 @@ use resnet_repro::data::loader::{LoaderSettings, TrainLoader};
 use resnet_repro::data::transform::TrainTransform;
 use resnet_repro::env::device_name;
 use resnet_repro::models::{ImageNetNet, NetSpec, Shortcut};
-use resnet_repro::train::{Layout, Trainer};
+use resnet_repro::train::{Layout, SgdSettings, Trainer};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -144,7 +144,8 @@ fn run() -> Result<()> {
     );
     let step = if args.step_batch > 0 {
         let net = NetSpec::ImageNet(ImageNetNet::resnet(50, Shortcut::B));
-        let mut trainer = Trainer::with_format(&net, (0.9, 1e-4), 0, device, Layout::Auto.resolve(device))?;
+        let mut trainer =
+            Trainer::with_format(&net, SgdSettings::PAPER, 0, device, Layout::Auto.resolve(device))?;
         let x = Tensor::randn([args.step_batch, 3, 224, 224], (Kind::Float, device));
         let y = Tensor::randint(1000, [args.step_batch], (Kind::Int64, device));
         let mut result = Ok(());

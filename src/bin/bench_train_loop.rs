@@ -11,7 +11,7 @@ use resnet_repro::data::{Prepared, TensorOptions};
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::contiguous;
-use resnet_repro::train::{Layout, Precision, Stepper, TensorFeed, TrainData, Trainer};
+use resnet_repro::train::{Layout, Precision, SgdSettings, Stepper, TensorFeed, TrainData, Trainer};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -82,7 +82,7 @@ struct Ours {
 fn ours(args: &Args, env: &BenchEnv, depth: usize, data: &Prepared) -> Result<Ours> {
     let net = NetSpec::Cifar(CifarNet::resnet(depth));
     let format = Layout::Auto.resolve(env.device);
-    let mut trainer = Trainer::with_format(&net, (0.9, 1e-4), 0, env.device, format)?;
+    let mut trainer = Trainer::with_format(&net, SgdSettings::PAPER, 0, env.device, format)?;
     trainer.precision = args.precision;
     let mut batches = TensorFeed::new(data, 0, args.bench.batch, &TensorOptions::default());
     let layout = trainer.format.to_string();

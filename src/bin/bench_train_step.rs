@@ -9,7 +9,7 @@ use resnet_repro::bench::{
 use resnet_repro::env::device_name;
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::{MemoryFormat, contiguous};
-use resnet_repro::train::{Precision, Stepper, Trainer};
+use resnet_repro::train::{Precision, SgdSettings, Stepper, Trainer};
 use serde::Serialize;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
@@ -110,7 +110,7 @@ struct Row {
 fn setup(args: &Args, env: &BenchEnv, depth: usize, s: Setting) -> Result<(Trainer, Tensor, Tensor)> {
     let (b, device) = (args.bench.batch as i64, env.device);
     let net = NetSpec::Cifar(CifarNet::resnet(depth));
-    let mut trainer = Trainer::with_format(&net, (0.9, 1e-4), 0, device, s.format)?;
+    let mut trainer = Trainer::with_format(&net, SgdSettings::PAPER, 0, device, s.format)?;
     trainer.precision = s.precision;
     let x = contiguous(&Tensor::randn([b, 3, 32, 32], (Kind::Float, device)), s.format)?;
     let y = Tensor::randint(10, [b], (Kind::Int64, device));

@@ -10,7 +10,7 @@ use crate::data::augment::EpochPlan;
 use crate::data::{DataConfig, Dataset};
 use crate::models::HeInit;
 use crate::shim::MemoryFormat;
-use crate::stats::{mean_std, welch_95};
+use crate::stats::{MeanStd, mean_std, welch_95};
 use crate::train::Trainer;
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
@@ -218,8 +218,7 @@ pub fn export_draws(exp: &Experiment, dir: &Path, train_images: usize) -> Result
             continue;
         }
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let hyper = (t.momentum, t.weight_decay);
-        let tr = Trainer::with_format(&run.net, hyper, run.seed, Device::Cpu, MemoryFormat::Contiguous)?;
+        let tr = Trainer::with_format(&run.net, t.sgd(), run.seed, Device::Cpu, MemoryFormat::Contiguous)?;
         let vars = tr.vs.variables().into_iter().map(|(n, v)| (n, v.contiguous().copy())).collect();
         write_safetensors(&out.join("init.safetensors"), vars)?;
         let mut plan = Vec::new();
@@ -299,7 +298,7 @@ pub struct Spread {
 
 impl Spread {
     fn of(xs: &[f64]) -> Self {
-        let (mean, std) = mean_std(xs);
+        let MeanStd { mean, std } = mean_std(xs);
         Spread { mean, std, n: xs.len() }
     }
 }
@@ -325,7 +324,7 @@ pub fn mean_curve(rows: &[CurveRow], (net, init, side): (&str, HeInit, Side), m:
     its.iter()
         .map(|&it| {
             let v: Vec<f64> = sel.iter().filter(|r| r.iteration == it).filter_map(|r| m.of(r)).collect();
-            let (mean, std) = mean_std(&v);
+            let MeanStd { mean, std } = mean_std(&v);
             MeanPoint { x: it as f64, mean, std }
         })
         .collect()

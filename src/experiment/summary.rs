@@ -55,12 +55,12 @@ fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S:
     s.collect_str(v)
 }
 
-pub use crate::stats::mean_std;
+pub use crate::stats::{MeanStd, mean_std};
 
 /// `6.43 (6.61±0.16)` for several values, `8.75` for one: the paper's style.
-pub fn format_best_mean_std(best: f64, mean_std: Option<(f64, f64)>) -> String {
+pub fn format_best_mean_std(best: f64, mean_std: Option<MeanStd>) -> String {
     match mean_std {
-        Some((m, s)) => format!("{best:.2} ({m:.2}±{s:.2})"),
+        Some(MeanStd { mean, std }) => format!("{best:.2} ({mean:.2}±{std:.2})"),
         None => format!("{best:.2}"),
     }
 }
@@ -135,7 +135,8 @@ pub fn summarize(runs: &[StoredRun]) -> Result<Vec<SummaryRow>> {
 fn row(cfg: &RunConfig, m: Measure, found: &[(Measured, &FinalRecord)]) -> SummaryRow {
     let errs: Vec<f64> = found.iter().map(|(x, _)| x.top1).collect();
     let best = errs.iter().copied().fold(f64::INFINITY, f64::min);
-    let (mean, std) = mean_std(&errs);
+    let spread = mean_std(&errs);
+    let MeanStd { mean, std } = spread;
     let top5: Vec<f64> = found.iter().filter_map(|(x, _)| x.top5).collect();
     let paper: Option<Published> = published(&cfg.net, m);
     let rec = found[0].1;
@@ -151,8 +152,8 @@ fn row(cfg: &RunConfig, m: Measure, found: &[(Measured, &FinalRecord)]) -> Summa
         best,
         mean,
         std,
-        ours: format_best_mean_std(best, (found.len() > 1).then_some((mean, std))),
-        top5: (!top5.is_empty()).then(|| mean_std(&top5).0),
+        ours: format_best_mean_std(best, (found.len() > 1).then_some(spread)),
+        top5: (!top5.is_empty()).then(|| mean_std(&top5).mean),
         paper: paper.map(|p| format_best_mean_std(p.top1, p.mean_std)).unwrap_or_default(),
         paper_top5: paper.and_then(|p| p.top5),
         diff: paper.filter(|_| cfg.group().comparable()).map(|p| best - p.top1),

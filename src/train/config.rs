@@ -2,6 +2,7 @@
 //! cadence of metrics rows, evaluations and checkpoints. The schedule keys have no defaults: the
 //! CIFAR and ImageNet recipes differ in every one of them, so an experiment file states them.
 
+use super::optim::SgdSettings;
 use super::policy::{Plateau, Schedule, Warmup};
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,11 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// SGD's momentum and weight decay.
+    pub fn sgd(&self) -> SgdSettings {
+        SgdSettings { momentum: self.momentum, weight_decay: self.weight_decay }
+    }
+
     pub fn schedule(&self) -> Schedule {
         Schedule {
             lr: self.lr,

@@ -19,5 +19,6 @@ pub use capture::Stepper;
 pub use checkpoint::RunFiles;
 pub use config::{Layout, Precision, TrainConfig};
 pub use feed::{Evaluation, FolderFeed, Staged, TensorFeed, TrainData};
+pub use optim::SgdSettings;
 pub use step::{Rate, Trainer};
 pub use trainer::{TrainJob, TrainOptions, TrainStatus, TrainSummary, train_run};

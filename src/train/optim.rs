@@ -6,6 +6,18 @@ use crate::shim::{SgdParams, clear_grads, fused_sgd_step_lr_tensor, sgd_step};
 use anyhow::Result;
 use tch::{Tensor, nn};
 
+/// SGD's hyperparameters besides the learning rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdSettings {
+    pub momentum: f64,
+    pub weight_decay: f64,
+}
+
+impl SgdSettings {
+    /// The paper's (Sec. 3.4 and 4.2): momentum 0.9, weight decay 1e-4.
+    pub const PAPER: SgdSettings = SgdSettings { momentum: 0.9, weight_decay: 1e-4 };
+}
+
 /// SGD over a var store's trainable variables, in their name order.
 #[derive(Debug)]
 pub struct Sgd {

@@ -112,8 +112,8 @@ impl Window {
         }
     }
 
-    /// (mean loss, error %); reading them waits for the device.
-    pub fn read(&self) -> (f64, f64) {
+    /// The window's averages; reading them waits for the device.
+    pub fn read(&self) -> Averages {
         self.sums().read()
     }
 
@@ -128,12 +128,19 @@ impl Window {
     }
 }
 
+/// A window's mean loss per batch and training error (% of its images).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Averages {
+    pub loss: f64,
+    pub error: f64,
+}
+
 impl WindowSums {
-    /// (mean loss, error %).
-    pub fn read(&self) -> (f64, f64) {
-        let loss = self.loss / self.batches.max(1) as f64;
-        let err = 100.0 * self.wrong as f64 / self.images.max(1) as f64;
-        (loss, err)
+    pub fn read(&self) -> Averages {
+        Averages {
+            loss: self.loss / self.batches.max(1) as f64,
+            error: 100.0 * self.wrong as f64 / self.images.max(1) as f64,
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! neither.
 
 use super::config::{Precision, TrainConfig};
-use super::optim::Sgd;
+use super::optim::{Sgd, SgdSettings};
 use crate::dist::{GradSync, Replicas};
 use crate::models::{NetSpec, ResNet};
 use crate::shim::dist::GradReducer;
@@ -45,7 +45,7 @@ impl Trainer {
     /// Builds `net` (initialised from `seed`) in the configured layout on `device`.
     pub fn new(net: &NetSpec, train: &TrainConfig, seed: u64, device: Device) -> Result<Self> {
         let format = train.layout.resolve(device);
-        let mut t = Self::with_format(net, (train.momentum, train.weight_decay), seed, device, format)?;
+        let mut t = Self::with_format(net, train.sgd(), seed, device, format)?;
         t.bn_batch = train.bn_batch;
         t.precision = train.precision;
         Ok(t)
@@ -54,7 +54,7 @@ impl Trainer {
     /// Builds `net` with SGD (momentum, weight decay) in a given layout.
     pub fn with_format(
         net: &NetSpec,
-        (momentum, weight_decay): (f64, f64),
+        sgd: SgdSettings,
         seed: u64,
         device: Device,
         format: MemoryFormat,
@@ -68,7 +68,7 @@ impl Trainer {
         let vs = nn::VarStore::new(device);
         let net = net.build(&vs.root())?;
         set_memory_format(&vs, format)?;
-        let opt = Sgd::new(&vs, momentum, weight_decay);
+        let opt = Sgd::new(&vs, sgd.momentum, sgd.weight_decay);
         Ok(Trainer {
             vs,
             net,

@@ -9,7 +9,7 @@ use super::config::TrainConfig;
 use super::feed::{Evaluation, TrainData};
 use super::metrics::{MetricsRow, MetricsWriter, read_metrics};
 use super::policy::LrPolicy;
-use super::progress::{Cadence, Progress, Window};
+use super::progress::{Averages, Cadence, Progress, Window};
 use super::step::Trainer;
 use crate::dist::Replicas;
 use crate::interrupt::{self, Interrupted};
@@ -266,7 +266,7 @@ impl<'a> Run<'a> {
         self.it += 1;
         self.progress.set_position(self.it);
         if self.policy.warmup_check_due(self.it, &self.state.policy) {
-            let (_, err) = self.warm_window.take().global(self.dp.as_deref())?.read();
+            let err = self.warm_window.take().global(self.dp.as_deref())?.read().error;
             if let Some(msg) = self.policy.warmup_check(self.it, err, &mut self.state.policy) {
                 self.progress.note(&msg);
             }
@@ -278,7 +278,7 @@ impl<'a> Run<'a> {
     fn end_window(&mut self, data: &mut dyn TrainData, n_train: usize, stop_at: u64) -> Result<()> {
         let (it, t) = (self.it, self.job.train);
         let window = self.window.take().global(self.dp.as_deref())?; // waits for the device
-        let (images, (loss_mean, train_err)) = (window.images, window.read());
+        let (images, Averages { loss: loss_mean, error: train_err }) = (window.images, window.read());
         let rate = self.progress.rate(images);
         if !loss_mean.is_finite() {
             bail!(
