@@ -54,6 +54,11 @@ pub fn table(results: &Path) -> Result<String> {
         "| Fig. 7: layer responses | `make reproduce-fig7` | none | ResNets respond less | not run here on the \
          full schedule |\n",
     );
+    // Said here once: the pages under docs/ point at this row.
+    md.push_str(
+        "| On a GPU: the CUDA-graph step, NCCL data-parallel, bf16 | `scripts/gpu-check` | none | the paper: 8 GPUs \
+         (ImageNet), 2 (CIFAR) | not yet run on a GPU (compiled; the CPU side tested) |\n",
+    );
     if results.join("table6/fig6_fashion-mnist.png").is_file() {
         writeln!(
             md,
