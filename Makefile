@@ -51,7 +51,7 @@ all: build
 
 help:
 	@echo "make reproduce-table6   Table 6, Figures 1 and 6: the CIFAR depth sweep (runs/table6/, plots/)"
-	@echo "                        DATASET=cifar10|fashion-mnist PRESET=full|quick DATA_DIR=data DEVICE=auto|cpu|cuda"
+	@echo "                        DATASET=cifar10|cifar100|fashion-mnist PRESET=full|quick DATA_DIR=data DEVICE=auto|cpu|cuda"
 	@echo "                        JOBS=N: N workers share the sweep (each run once; worker k on GPU k mod #GPUs)"
 	@echo "                        NPROC=N: data-parallel, each run on N processes (torchrun; NNODES, NODE_RANK,"
 	@echo "                        MASTER_ADDR, MASTER_PORT for several nodes, MAX_RESTARTS=3)"

@@ -21,7 +21,14 @@ subsample and append zero channels where the dimensions grow.
 import argparse
 import os
 import sys
-import tomllib
+
+try:
+    import tomllib  # Python 3.11+
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (scripts/with-torch installs it)
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError("reading a run's config.toml needs Python 3.11+, or `pip install tomli` on 3.10") from e
 
 import torch
 import torch.nn as nn

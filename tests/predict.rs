@@ -97,9 +97,95 @@ fn predict_gives_the_test_sets_probabilities_for_its_images_written_as_png() {
         stderr.contains("broken.png: error") && stderr.contains("1 of 2 files could not be classified"),
         "{stderr}"
     );
+    // A model.safetensors with its config.toml (a release's files) gives the same lines: the class
+    // names and the mean are found beside the config.
+    let copy = dir.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["config.toml", "class_index.csv", "data_mean.safetensors"] {
+        std::fs::copy(run.path.join(f), copy.join(f)).unwrap();
+    }
+    std::fs::copy(&weights, copy.join("model.safetensors")).unwrap();
+    let loose = std::process::Command::new(env!("CARGO_BIN_EXE_predict"))
+        .args(["--device", "cpu", "--top", "2", "--data-dir", "/nonexistent", "--weights"])
+        .arg(copy.join("model.safetensors"))
+        .arg("--config")
+        .arg(copy.join("config.toml"))
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&loose.stdout), stdout, "{}", String::from_utf8_lossy(&loose.stderr));
     let json = bin(&["--json"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert_eq!(v[0]["top"][0]["index"], got[0].top[0].index);
     assert!(v[1]["error"].as_str().unwrap().contains("broken.png"));
+}
+
+#[test]
+fn predict_prepares_a_file_for_an_imagenet_net_as_the_centre_crop_protocol_does() {
+    use resnet_repro::data::{Protocol, folder::decode};
+    use resnet_repro::eval::views::test_views;
+    let _rng = common::rng_lock();
+    tch::manual_seed(3);
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir { path: dir.path().join("run") };
+    std::fs::create_dir_all(&run.path).unwrap();
+    let text = "experiment = \"t\"\npreset = \"quick\"\nseed = 0\n[net]\nfamily = \"imagenet\"\ndepth = 18\n\
+                residual = true\nnum_classes = 3\n[train]\nbatch_size = 4\nlr = 0.1\nmilestones = []\n\
+                iterations = 1\nlog_every = 1\neval_every = 1\ncheckpoint_every = 1\n[data]\n\
+                dataset = \"imagenet\"\nfinal_protocols = [\"center\"]\n";
+    let config: resnet_repro::experiment::config::RunConfig = toml::from_str(text).unwrap();
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let net = config.net.build(&vs.root()).unwrap();
+    let weights = run.path.join("model.safetensors");
+    vs.save(&weights).unwrap();
+    std::fs::write(run.path.join("class_index.csv"), "index,class\n0,n01\n1,n02\n2,n03\n").unwrap();
+    // A colour JPEG of another shape than the crop, and a grey PNG.
+    let colour = dir.path().join("wide.jpg");
+    image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([(x % 251) as u8, (y * 3 % 256) as u8, 77]))
+        .save(&colour)
+        .unwrap();
+    let grey = dir.path().join("grey.png");
+    image::GrayImage::from_fn(180, 260, |x, y| image::Luma([((x + 2 * y) % 256) as u8])).save(&grey).unwrap();
+
+    let p = Predictor::new(
+        config.clone(),
+        &weights,
+        &run,
+        &resnet_repro::data::DataOptions::new(dir.path()),
+        Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(p.classes, ["n01", "n02", "n03"]);
+    let got = p.predict(&[colour.clone(), grey.clone()], 3);
+    let resnet_repro::data::DataConfig::ImageNet(o) = &config.data else { panic!() };
+    for (g, file) in got.iter().zip([&colour, &grey]) {
+        assert!(g.error.is_none(), "{g:?}");
+        let img = decode(file).unwrap();
+        let view = test_views(
+            &img.to_rgb8(),
+            Protocol::Center,
+            &o.geometry,
+            &o.transform.normalize,
+            &mut fast_image_resize::Resizer::new(),
+        )
+        .unwrap()
+        .remove(0);
+        assert_eq!((view.width, view.height), (224, 224));
+        let x = tch::Tensor::from_slice(&view.data).view([1, 224, 224, 3]).permute([0, 3, 1, 2]);
+        let x = resnet_repro::shim::contiguous(&x, config.train.layout.resolve(Device::Cpu)).unwrap();
+        let want = tch::no_grad(|| tch::nn::ModuleT::forward_t(&net, &x, false).softmax(1, Kind::Float));
+        assert_eq!(g.top.len(), 3);
+        for r in &g.top {
+            let w = want.double_value(&[0, r.index as i64]);
+            assert!((r.probability - w).abs() <= 1e-5 * w.max(1e-3), "{}: {r:?} against {w}", file.display());
+        }
+        assert!(
+            g.notes.iter().any(|n| n.contains("resized to shorter side 256 and centre-cropped to 224x224")),
+            "{:?}",
+            g.notes
+        );
+    }
+    assert!(!got[0].notes.iter().any(|n| n.contains("grey")), "{:?}", got[0].notes);
+    assert!(got[1].notes.iter().any(|n| n == "grey converted to colour"), "{:?}", got[1].notes);
 }
