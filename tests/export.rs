@@ -1,7 +1,7 @@
 //! Our trained networks outside the suite: python/resnet_repro_torch.py builds the network a run
 //! describes in plain PyTorch and loads its safetensors, and its ONNX export runs in onnxruntime;
 //! both give our logits on a batch (to 1e-4, the torchvision check's standard), for a plain and a
-//! residual net with trained BN statistics, grey and colour inputs.
+//! residual net with trained BN statistics (shortcut options A, B and C), grey and colour inputs.
 
 mod common;
 
@@ -9,11 +9,11 @@ use resnet_repro::experiment::{Experiment, RunDir};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-fn experiment(residual: bool, dataset: &str) -> Experiment {
+fn experiment(residual: bool, shortcut: char, dataset: &str) -> Experiment {
     let text = format!(
         "name = \"x\"\npreset = \"quick\"\nseeds = [0]\n[data]\n{dataset}\neval_batch_size = 8\n[train]\n\
          batch_size = 16\nlr = 0.1\nmilestones = []\niterations = 6\nlog_every = 2\neval_every = 2\n\
-         checkpoint_every = 2\n[[runs]]\ndepth = 8\nresidual = {residual}\n"
+         checkpoint_every = 2\n[[runs]]\ndepth = 8\nresidual = {residual}\nshortcut = \"{shortcut}\"\n"
     );
     toml::from_str(&text).unwrap()
 }
@@ -55,10 +55,13 @@ fn pytorch_and_onnx_give_our_logits_for_a_trained_run() {
     }
     let colour = "dataset = \"folder\"\npath = \"colour\"";
     let grey = "dataset = \"fashion-mnist\"";
-    for (residual, data) in [(false, grey), (true, grey), (true, colour)] {
-        let out = resnet_repro::experiment::run_experiment(&experiment(residual, data), &opts).unwrap();
+    let nets =
+        [(false, 'A', grey), (true, 'A', grey), (true, 'B', grey), (true, 'C', grey), (true, 'A', colour)];
+    for (residual, shortcut, data) in nets {
+        let out =
+            resnet_repro::experiment::run_experiment(&experiment(residual, shortcut, data), &opts).unwrap();
         let run = opts.store.run(&out[0].run);
-        let check = dir.path().join(format!("check-{residual}-{}", out[0].run.data.dataset()));
+        let check = dir.path().join(format!("check-{residual}-{shortcut}-{}", out[0].run.data.dataset()));
         std::fs::create_dir_all(&check).unwrap();
         let [ours, torch, onnx] = logits_three_ways(&run, &check);
         let classes = if data == colour { 2 } else { 10 };
@@ -66,7 +69,7 @@ fn pytorch_and_onnx_give_our_logits_for_a_trained_run() {
         let diff = |a: &Tensor| (a - &ours).abs().max().double_value(&[]);
         let spread = ours.abs().max().double_value(&[]);
         println!(
-            "residual {residual}: |ours| up to {spread:.3}; PyTorch {:.2e}, ONNX {:.2e} apart",
+            "residual {residual} ({shortcut}): |ours| up to {spread:.3}; PyTorch {:.2e}, ONNX {:.2e} apart",
             diff(&torch),
             diff(&onnx)
         );

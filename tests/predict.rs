@@ -94,7 +94,9 @@ fn predict_gives_the_test_sets_probabilities_for_its_images_written_as_png() {
     let first = format!("{}: {} ", files[0].display(), got[0].top[0].class);
     assert!(stdout.starts_with(&first) && stdout.lines().count() == 1, "{stdout}");
     assert!(
-        stderr.contains("broken.png: error") && stderr.contains("1 of 2 files could not be classified"),
+        stderr.contains("error: ")
+            && stderr.contains("broken.png: not a decodable image")
+            && stderr.contains("1 of 2 files could not be classified"),
         "{stderr}"
     );
     // A model.safetensors with its config.toml (a release's files) gives the same lines: the class

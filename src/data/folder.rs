@@ -124,7 +124,9 @@ pub fn decode(path: &Path) -> Result<image::DynamicImage> {
         .with_context(|| format!("opening {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("reading {}", path.display()))?;
-    let img = reader.decode().with_context(|| format!("{}: not a decodable image", path.display()))?;
+    // The decoder's message alone: its source repeats the last part of it.
+    let img =
+        reader.decode().map_err(|e| anyhow::anyhow!("{}: not a decodable image: {e}", path.display()))?;
     ensure!(img.width() > 0 && img.height() > 0, "{}: empty image", path.display());
     Ok(img)
 }
