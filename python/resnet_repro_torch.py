@@ -12,7 +12,7 @@ protocol does, so that the network can be used and exported outside the suite:
     rr.export_onnx(run, "resnet20.onnx")
 
 or from a shell: `python3 python/resnet_repro_torch.py onnx RUN OUT.onnx`. Only torch and
-safetensors are needed (onnx and onnxscript for the export). The networks are those of Sec. 4.2
+safetensors are needed (tomli too on Python 3.10; onnx and onnxscript for the export). The networks are those of Sec. 4.2
 of He et al. 2015: a 3x3 conv of 16 filters, three stages of 2n 3x3 layers on 16/32/64 filters
 with BN after each conv, global average pooling and a linear layer; option A's shortcuts
 subsample and append zero channels where the dimensions grow.

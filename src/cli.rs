@@ -30,8 +30,9 @@ pub struct ExperimentArgs {
     /// Overrides the seeds of every network, e.g. `--seeds 0,1,2`.
     #[arg(help_heading = "What to run", long, value_delimiter = ',')]
     pub seeds: Option<Vec<u64>>,
-    /// Overrides a CIFAR-style experiment's dataset: cifar10 or fashion-mnist (28x28x1, for
-    /// machines where CIFAR-10 cannot be fetched; every output names the dataset it used).
+    /// Overrides a CIFAR-style experiment's dataset: cifar10, cifar100 (the nets' fc sized from its
+    /// classes) or fashion-mnist (28x28x1, for machines where CIFAR-10 cannot be fetched); every
+    /// output names the dataset it used.
     #[arg(help_heading = "What to run", long)]
     pub dataset: Option<DatasetName>,
     /// The training forward pass's arithmetic for every run, overriding `[train] precision`:

@@ -96,6 +96,8 @@ fn predict_gives_the_test_sets_probabilities_for_its_images_written_as_png() {
     assert!(
         stderr.contains("error: ")
             && stderr.contains("broken.png: not a decodable image")
+            && stderr.matches("broken.png").count() == 1
+            && stderr.matches("Invalid PNG signature").count() == 1
             && stderr.contains("1 of 2 files could not be classified"),
         "{stderr}"
     );

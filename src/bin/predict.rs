@@ -87,7 +87,7 @@ fn run() -> Result<()> {
 
 fn print(p: &Prediction) {
     match &p.error {
-        Some(e) => eprintln!("error: {e}"), // e names the file
+        Some(e) => eprintln!("error: {e}"), // Predictor::predict's errors name the file
         None => {
             let top: Vec<String> =
                 p.top.iter().map(|r| format!("{} {:.1}%", r.class, 100.0 * r.probability)).collect();

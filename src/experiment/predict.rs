@@ -163,7 +163,7 @@ impl Predictor {
                         file: file.clone(),
                         top: vec![],
                         notes: vec![],
-                        error: Some(format!("{e:#}")),
+                        error: Some(naming(file, &format!("{e:#}"))),
                     },
                 }
             })
@@ -183,6 +183,12 @@ impl Predictor {
             })
             .collect())
     }
+}
+
+/// `message`, led by the file's name unless it already names it.
+fn naming(file: &Path, message: &str) -> String {
+    let name = file.display().to_string();
+    if message.contains(&name) { message.to_string() } else { format!("{name}: {message}") }
 }
 
 /// The dataset in `slot`, loaded on first use.
