@@ -230,11 +230,11 @@ pub fn write_summary(store: &Store, title: &str) -> Result<String> {
 
 /// What the summaries' numbers are.
 pub const MEASURES: &str = "Error (%) of the last iteration's weights, no model selection on the test set: \
-    `test` is CIFAR's test set (one view); `center`, `ten-crop` (4 corners and the centre of the image \
-    at shorter side 256, and their mirrors, softmax averaged; Tables 2 and 3) and `multi-scale` (the whole \
-    image at several shorter sides and mirrored, fully convolutional; Table 4) are ImageNet's validation \
-    set. Several seeds as best (mean±std, sample std), as the paper reports ResNet-110; the diff is our best \
-    minus the paper's, for the paper's dataset and recipe only.";
+    `test` is the dataset's test set (CIFAR's, Fashion-MNIST's; one view); `center`, `ten-crop` (4 corners \
+    and the centre of the image at shorter side 256, and their mirrors, softmax averaged; Tables 2 and 3) \
+    and `multi-scale` (the whole image at several shorter sides and mirrored, fully convolutional; Table 4) \
+    are ImageNet's validation set. Several seeds as best (mean±std, sample std), as the paper reports \
+    ResNet-110; the diff is our best minus the paper's, for the paper's dataset and recipe only.";
 
 /// The deviations of the runs' recipes as a Markdown list (nothing for no runs).
 pub fn deviations_markdown(runs: &[StoredRun]) -> String {
