@@ -37,13 +37,13 @@ EXPERIMENT_ARGS := --dataset $(DATASET) --data-dir $(DATA_DIR) --device $(DEVICE
 # ImageNet: DATA_DIR is the ImageNet root (train/, val/) or a folder holding imagenet/.
 IMAGENET_ARGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 
-# The release (results/, committed): plain-20 and ResNet-20 on Fashion-MNIST with the paper's full
-# CIFAR schedule (experiments/table6_cifar10.toml), bf16 autocast, 2 workers of one thread each.
+# The release (results/, committed): plain-20, ResNet-20, then plain-32 and ResNet-32 on Fashion-MNIST
+# with the paper's full CIFAR schedule (experiments/table6_cifar10.toml), bf16 autocast, 2 workers of one thread each.
 # `make release-runs` resumes from results/table6/in-progress/ and publishes what finishes;
 # `make release-snapshot` keeps the unfinished runs' newest checkpoints there (commit them).
 RELEASE_RUNS := runs/release
 RELEASE_TRAIN := target/release/cifar_depth_sweep --config experiments/table6_cifar10.toml --dataset fashion-mnist \
-	--only plain20,resnet20 --precision bf16 --threads 1 --out $(RELEASE_RUNS) --plots $(RELEASE_RUNS)/plots --no-download
+	--only plain20,resnet20,plain32,resnet32 --precision bf16 --threads 1 --out $(RELEASE_RUNS) --plots $(RELEASE_RUNS)/plots --no-download
 
 .PHONY: all build test fuzz bench doctor crosscheck release-runs release-snapshot results reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
 
