@@ -37,8 +37,9 @@ EXPERIMENT_ARGS := --dataset $(DATASET) --data-dir $(DATA_DIR) --device $(DEVICE
 # ImageNet: DATA_DIR is the ImageNet root (train/, val/) or a folder holding imagenet/.
 IMAGENET_ARGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 
-# The release (results/, committed): plain-20, ResNet-20, then plain-32 and ResNet-32 on Fashion-MNIST
-# with the paper's full CIFAR schedule (experiments/table6_cifar10.toml), bf16 autocast, 2 workers of one thread each.
+# The release (results/, committed): plain-20, ResNet-20, then plain-32 and ResNet-32 on
+# Fashion-MNIST with the paper's full CIFAR schedule (experiments/table6_cifar10.toml), bf16
+# autocast, 2 workers of one thread each.
 # `make release-runs` resumes from results/table6/in-progress/ and publishes what finishes;
 # `make release-snapshot` keeps the unfinished runs' newest checkpoints there (commit them).
 RELEASE_RUNS := runs/release
