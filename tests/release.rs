@@ -114,6 +114,18 @@ fn a_published_run_is_checked_by_its_manifest_and_its_weights_give_its_test_erro
     // Publishing again replaces the entries instead of adding to them.
     release.publish(&opts.store, "table6", "make release-runs").unwrap();
     assert_eq!(release.manifest().unwrap(), entries);
+    // A fresh work tree: the released run is restored as finished, so the same command does not
+    // train it again, and publishing leaves it and its entries (the command that trained it) alone.
+    let fresh = common::fixture_runner(dir.path(), &dir.path().join("fresh"));
+    let restored = release.restore_released(&fresh.store, "table6").unwrap();
+    assert_eq!(restored.len(), 1);
+    assert!(release.restore_released(&fresh.store, "table6").unwrap().is_empty(), "restored once");
+    resnet_repro::experiment::run_experiment(&tiny(), &fresh).unwrap();
+    let mut left = names(&restored[0].path);
+    left.retain(|n| n != "lock"); // the worker's claim, left by any run
+    assert_eq!(left, files, "not trained again (no checkpoint, no other file)");
+    assert!(release.publish(&fresh.store, "table6", "another command").unwrap().is_empty());
+    assert_eq!(release.manifest().unwrap(), entries);
     // A changed byte is found and named.
     let f = run.path.join("metrics.csv");
     let mut bytes = std::fs::read(&f).unwrap();

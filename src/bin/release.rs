@@ -13,8 +13,9 @@ use std::path::PathBuf;
 
 /// Moves results between a scratch runs folder (`--runs`, e.g. runs/release) and the committed
 /// release (`--results`, results/): a table's released runs are results/<table>/<dataset>/<net>/
-/// seed<k>/ (config.toml, metrics.csv, final.json, model.safetensors), its unfinished runs'
-/// newest checkpoints results/<table>/in-progress/..., every released file in results/MANIFEST.
+/// seed<k>/ (config.toml, metrics.csv, final.json, model.safetensors, class_index.csv,
+/// data_mean.safetensors), its unfinished runs' newest checkpoints results/<table>/in-progress/...,
+/// every released run file in results/MANIFEST.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -45,8 +46,9 @@ enum What {
         #[arg(long)]
         runs: PathBuf,
     },
-    /// Copy the in-progress runs back into --runs where it has none of them or an older
-    /// checkpoint, so that the same training command resumes them.
+    /// Copy the released runs into --runs where it has no finished copy (the training command
+    /// skips them, and `publish` leaves them as released), and the in-progress runs where it has
+    /// none of them or an older checkpoint, so that the same training command resumes them.
     Restore {
         #[arg(long)]
         runs: PathBuf,
@@ -80,7 +82,7 @@ fn run() -> Result<()> {
                 println!("released {}", r.dir.path.display());
             }
             if released.is_empty() {
-                println!("no finished run in {}", runs.root.display());
+                println!("no newly finished run in {}", runs.root.display());
             }
         }
         What::Snapshot { runs } => {
@@ -89,7 +91,11 @@ fn run() -> Result<()> {
             }
         }
         What::Restore { runs } => {
-            for (dir, it) in release.restore(&Store::new(runs), &args.table)? {
+            let runs = Store::new(runs);
+            for dir in release.restore_released(&runs, &args.table)? {
+                println!("restored {} (released: finished, not trained again)", dir.path.display());
+            }
+            for (dir, it) in release.restore(&runs, &args.table)? {
                 println!("restored {} (resumes from iteration {it})", dir.path.display());
             }
         }

@@ -65,18 +65,21 @@ impl Release {
 
     /// Copies every finished run of `runs` into the table `name` (replacing an earlier copy and
     /// the run's in-progress snapshot), and lists its files in the manifest with the commit that
-    /// finished it (its `final.json`'s) and `command`. Returns the runs released.
+    /// finished it (its `final.json`'s) and `command`. A run released before, byte for byte, is
+    /// left as it is with its entries (and the command that trained it). Returns the runs released.
     pub fn publish(&self, runs: &Store, name: &str, command: &str) -> Result<Vec<StoredRun>> {
         let (table, pending) = (self.table(name), self.in_progress(name));
         let mut released = Vec::new();
         let mut entries = self.manifest()?;
         for run in runs.runs()?.into_iter().filter(|r| r.dir.is_finished()) {
-            let commit = run.dir.final_record()?.map(|f| f.commit).unwrap_or_default();
             let dest = table.run(&run.config);
+            if same_files(&run.dir, &dest)? {
+                continue; // released before (restored by `restore_released`): its entries stay
+            }
+            let commit = run.dir.final_record()?.map(|f| f.commit).unwrap_or_default();
             std::fs::create_dir_all(&dest.path)
                 .with_context(|| format!("creating {}", dest.path.display()))?;
-            let optional = RELEASED_IF_THERE.into_iter().filter(|f| run.dir.path.join(f).is_file());
-            for f in RELEASED_FILES.into_iter().chain(optional) {
+            for f in released_files(&run.dir) {
                 copy(&run.dir.path.join(f), &dest.path.join(f))?;
                 let file = dest.path.join(f);
                 let rel = file.strip_prefix(&self.root).unwrap_or(&file).to_path_buf();
@@ -137,6 +140,26 @@ impl Release {
         Ok(restored)
     }
 
+    /// Copies the table's released runs into `runs` where `runs` has no finished copy of them, so
+    /// that the training command skips them (finished before) instead of training them again in
+    /// a fresh work tree, and its summary and figures include them. Returns each run restored.
+    pub fn restore_released(&self, runs: &Store, name: &str) -> Result<Vec<RunDir>> {
+        let mut restored = Vec::new();
+        for run in self.table(name).runs()? {
+            let dest = runs.run(&run.config);
+            if dest.is_finished() {
+                continue;
+            }
+            std::fs::create_dir_all(&dest.path)
+                .with_context(|| format!("creating {}", dest.path.display()))?;
+            for f in released_files(&run.dir) {
+                copy(&run.dir.path.join(f), &dest.path.join(f))?;
+            }
+            restored.push(dest);
+        }
+        Ok(restored)
+    }
+
     /// The manifest's entries (none if there is no manifest yet).
     pub fn manifest(&self) -> Result<Vec<Entry>> {
         let path = self.manifest_path();
@@ -185,6 +208,24 @@ impl Release {
         ensure!(bad.is_empty(), "{}:\n  {}", self.manifest_path().display(), bad.join("\n  "));
         Ok(entries.len())
     }
+}
+
+/// The files of `run` a release holds: [`RELEASED_FILES`], and [`RELEASED_IF_THERE`] where it has them.
+fn released_files(run: &RunDir) -> impl Iterator<Item = &'static str> + '_ {
+    let optional = RELEASED_IF_THERE.into_iter().filter(|f| run.path.join(f).is_file());
+    RELEASED_FILES.into_iter().chain(optional)
+}
+
+/// Whether `dest` holds every file of `run` a release holds, byte for byte.
+fn same_files(run: &RunDir, dest: &RunDir) -> Result<bool> {
+    for f in released_files(run) {
+        let (ours, theirs) = (run.path.join(f), dest.path.join(f));
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        if !theirs.is_file() || read(&ours)? != read(&theirs)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn parse_entry(line: &str) -> Result<Entry> {

@@ -116,14 +116,13 @@ fn table6_row(
     if let Some(run) = done.first() {
         let f = run.dir.final_record()?.context("a released run without final.json")?;
         let err = f.test_error.context("a released run without a test error")?;
+        let data = run.config.data.dataset().pretty();
         return Ok(Some(format!(
-            "| Table 6: {label} | {command} | {err:.2} ({}, {} iterations, {}, {:.1} h) | {paper} | {} stand-in, \
-             full schedule |\n",
-            f.dataset,
+            "| Table 6: {label} | {command} | {err:.2} ({data}, {} iterations, {}, {:.1} h) | {paper} | {data} \
+             stand-in, full schedule |\n",
             f.iterations,
             f.precision,
             f.seconds / 3600.0,
-            f.dataset
         )));
     }
     let Some(run) = pending.iter().find(|r| r.config.net.name() == name) else { return Ok(None) };
@@ -138,7 +137,7 @@ fn table6_row(
     let ours = last.map_or("training".into(), |(i, e)| format!("training: {e:.2} at iteration {i}"));
     Ok(Some(format!(
         "| Table 6: {label} | {command} | {ours} | {paper} | {} stand-in, full schedule, {}: iteration {it} of {} |\n",
-        run.config.data.dataset(),
+        run.config.data.dataset().pretty(),
         run.config.train.precision,
         run.config.train.iterations
     )))
