@@ -40,7 +40,8 @@ IMAGENET_ARGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 # The release (results/, committed): plain-20, ResNet-20, then plain-32 and ResNet-32 on
 # Fashion-MNIST with the paper's full CIFAR schedule (experiments/table6_cifar10.toml), bf16
 # autocast, 2 workers of one thread each.
-# `make release-runs` resumes from results/table6/in-progress/ and publishes what finishes;
+# `make release-runs` restores the released runs as finished (not trained again), resumes the
+# unfinished ones from results/table6/in-progress/ (when there are any) and publishes what finishes;
 # `make release-snapshot` keeps the unfinished runs' newest checkpoints there (commit them).
 RELEASE_RUNS := runs/release
 RELEASE_TRAIN := target/release/cifar_depth_sweep --config experiments/table6_cifar10.toml --dataset fashion-mnist \
