@@ -32,20 +32,25 @@ pub fn table(results: &Path) -> Result<String> {
         "| Tables 3-4: shortcuts A/B/C, ResNet-50/101/152 | `make reproduce-table3` | none | ResNet-50 22.85 \
          (10-crop), 20.74 (multi-scale) | not run here (needs ImageNet) |\n",
     );
-    let mut not_run = Vec::new();
+    let (mut not_run, mut resnets) = (Vec::new(), Vec::new());
     for depth in [20, 32, 44, 56, 110] {
         for residual in [false, true] {
             match table6_row(depth, residual, &table6, &pending)? {
                 Some(row) => md.push_str(&row),
-                None => not_run.push(format!("{}-{depth}", if residual { "ResNet" } else { "plain" })),
+                None if residual => {
+                    not_run.push(format!("ResNet-{depth}"));
+                    resnets.push(depth);
+                }
+                None => not_run.push(format!("plain-{depth}")),
             }
         }
     }
     if !not_run.is_empty() {
         writeln!(
             md,
-            "| Table 6: {} | `make reproduce-table6` | none | ResNet-32..110: 7.51 .. 6.43 (CIFAR-10) | not run here |",
-            not_run.join(", ")
+            "| Table 6: {} | `make reproduce-table6` | none | {} | not run here |",
+            not_run.join(", "),
+            paper_range(&resnets)
         )?;
     }
     md.push_str(&figure_row("Fig. 1: plain-20 vs plain-56", &["plain20", "plain56"], &table6, &pending));
@@ -66,6 +71,23 @@ pub fn table(results: &Path) -> Result<String> {
         )?;
     }
     Ok(md)
+}
+
+/// The paper's CIFAR-10 test errors of the ResNets of these depths, as a range.
+fn paper_range(depths: &[usize]) -> String {
+    let err = |d: usize| {
+        published(&NetSpec::Cifar(crate::models::CifarNet::resnet(d)), Measure::Test).map(|p| p.top1)
+    };
+    match (depths.first(), depths.last()) {
+        (Some(&a), Some(&b)) if a != b => match (err(a), err(b)) {
+            (Some(x), Some(y)) => format!("ResNet-{a}..{b}: {x:.2} .. {y:.2} (CIFAR-10)"),
+            _ => "curves in Fig. 6".into(),
+        },
+        (Some(&a), _) => {
+            err(a).map_or("a curve in Fig. 6".into(), |x| format!("ResNet-{a}: {x:.2} (CIFAR-10)"))
+        }
+        _ => "curves in Fig. 6".into(),
+    }
 }
 
 /// Table 1's row: the largest difference of the computed multiply-adds from the paper's.
@@ -165,4 +187,17 @@ pub fn splice(text: &str, table: &str) -> Result<String> {
     };
     anyhow::ensure!(b < e, "the README's status markers are out of order");
     Ok(format!("{}{BEGIN}\n{table}{}", &text[..b], &text[e..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::paper_range;
+
+    #[test]
+    fn the_not_run_rows_paper_column_covers_only_the_resnets_not_run() {
+        assert_eq!(paper_range(&[32, 44, 56, 110]), "ResNet-32..110: 7.51 .. 6.43 (CIFAR-10)");
+        assert_eq!(paper_range(&[44, 56, 110]), "ResNet-44..110: 7.17 .. 6.43 (CIFAR-10)");
+        assert_eq!(paper_range(&[110]), "ResNet-110: 6.43 (CIFAR-10)");
+        assert_eq!(paper_range(&[]), "curves in Fig. 6");
+    }
 }
