@@ -111,7 +111,18 @@ fn a_published_run_is_checked_by_its_manifest_and_its_weights_give_its_test_erro
     let record = run.final_record().unwrap().unwrap();
     let e = reevaluate(run, &opts.data, Device::Cpu).unwrap();
     assert_eq!((e.test_error, e.images), (record.test_error, record.test_images));
-    // Publishing again replaces the entries instead of adding to them.
+    // Publishing the same run again changes nothing.
+    assert!(release.publish(&opts.store, "table6", "make release-runs").unwrap().is_empty());
+    assert_eq!(release.manifest().unwrap(), entries);
+    // A run that differs replaces its entries instead of adding to them.
+    let metrics = opts.store.runs().unwrap()[0].dir.path.join("metrics.csv");
+    let original = std::fs::read(&metrics).unwrap();
+    std::fs::write(&metrics, [&original[..], b"\n"].concat()).unwrap();
+    assert_eq!(release.publish(&opts.store, "table6", "rerun").unwrap().len(), 1);
+    let replaced = release.manifest().unwrap();
+    assert_eq!(replaced.len(), entries.len());
+    assert!(replaced.iter().all(|e| e.command == "rerun"));
+    std::fs::write(&metrics, &original).unwrap();
     release.publish(&opts.store, "table6", "make release-runs").unwrap();
     assert_eq!(release.manifest().unwrap(), entries);
     // A fresh work tree: the released run is restored as finished, so the same command does not

@@ -78,15 +78,11 @@ fn paper_range(depths: &[usize]) -> String {
     let err = |d: usize| {
         published(&NetSpec::Cifar(crate::models::CifarNet::resnet(d)), Measure::Test).map(|p| p.top1)
     };
-    match (depths.first(), depths.last()) {
-        (Some(&a), Some(&b)) if a != b => match (err(a), err(b)) {
-            (Some(x), Some(y)) => format!("ResNet-{a}..{b}: {x:.2} .. {y:.2} (CIFAR-10)"),
-            _ => "curves in Fig. 6".into(),
-        },
-        (Some(&a), _) => {
-            err(a).map_or("a curve in Fig. 6".into(), |x| format!("ResNet-{a}: {x:.2} (CIFAR-10)"))
-        }
-        _ => "curves in Fig. 6".into(),
+    let known: Vec<(usize, f64)> = depths.iter().filter_map(|&d| err(d).map(|e| (d, e))).collect();
+    match known[..] {
+        [] => "curves in Fig. 6".into(),
+        [(a, x)] => format!("ResNet-{a}: {x:.2} (CIFAR-10)"),
+        [(a, x), .., (b, y)] => format!("ResNet-{a}..{b}: {x:.2} .. {y:.2} (CIFAR-10)"),
     }
 }
 
