@@ -37,15 +37,18 @@ EXPERIMENT_ARGS := --dataset $(DATASET) --data-dir $(DATA_DIR) --device $(DEVICE
 # ImageNet: DATA_DIR is the ImageNet root (train/, val/) or a folder holding imagenet/.
 IMAGENET_ARGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 
-# The release (results/, committed): plain-20, ResNet-20, then plain-32 and ResNet-32 on
-# Fashion-MNIST with the paper's full CIFAR schedule (experiments/table6_cifar10.toml), bf16
-# autocast, 2 workers of one thread each.
+# The release (results/, committed): Table 6's nets on Fashion-MNIST with the paper's full CIFAR
+# schedule (experiments/table6_cifar10.toml), bf16 autocast, 2 workers of one thread each, trained
+# in RELEASE_ONLY's order as compute allows: the 20s (released), the 32s, the 56s (Fig. 1's
+# plain-56), the 44s, ResNet-110 (its warm-up), seeds 1 and 2 of the 20s (their spread), plain-110.
 # `make release-runs` restores the released runs as finished (not trained again), resumes the
 # unfinished ones from results/table6/in-progress/ (when there are any) and publishes what finishes;
 # `make release-snapshot` keeps the unfinished runs' newest checkpoints there (commit them).
 RELEASE_RUNS := runs/release
+RELEASE_DEPTHS := plain20,resnet20,plain32,resnet32,plain56,resnet56,plain44,resnet44,resnet110/seed0
+RELEASE_ONLY := $(RELEASE_DEPTHS),plain20/seed1,resnet20/seed1,plain20/seed2,resnet20/seed2,plain110
 RELEASE_TRAIN := target/release/cifar_depth_sweep --config experiments/table6_cifar10.toml --dataset fashion-mnist \
-	--only plain20,resnet20,plain32,resnet32 --precision bf16 --threads 1 --out $(RELEASE_RUNS) --plots $(RELEASE_RUNS)/plots --no-download
+	--only $(RELEASE_ONLY) --precision bf16 --threads 1 --out $(RELEASE_RUNS) --plots $(RELEASE_RUNS)/plots --no-download
 
 .PHONY: all build test fuzz bench doctor crosscheck release-runs release-snapshot results reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
 
@@ -54,9 +57,10 @@ all: build
 help:
 	@echo "make reproduce-table6   Table 6, Figures 1 and 6: the CIFAR depth sweep (runs/table6/, plots/)"
 	@echo "                        DATASET=cifar10|cifar100|fashion-mnist PRESET=full|quick DATA_DIR=data DEVICE=auto|cpu|cuda"
-	@echo "                        JOBS=N: N workers share the sweep (each run once; worker k on GPU k mod #GPUs)"
+	@echo "                        JOBS=N: N workers share the sweep (each run once; worker k on GPU k mod #GPUs):"
+	@echo "                        the choice for several GPUs here (a captured GPU per run, BN over the whole batch)"
 	@echo "                        NPROC=N: data-parallel, each run on N processes (torchrun; NNODES, NODE_RANK,"
-	@echo "                        MASTER_ADDR, MASTER_PORT for several nodes, MAX_RESTARTS=3)"
+	@echo "                        MASTER_ADDR, MASTER_PORT for several nodes, MAX_RESTARTS=3; trusted networks only)"
 	@echo "make reproduce-fig7     Figure 7: layer-response stds of the Table 6 nets (trains missing ones; runs/fig7/)"
 	@echo "                        DATASET=... PRESET=... DATA_DIR=... DEVICE=... as for reproduce-table6"
 	@echo "make report             REPORT.md: every result under runs/ beside the paper, with the figures"

@@ -7,7 +7,7 @@ use crate::data::{DataOptions, DatasetName};
 use crate::dist::{GradSync, Launch, RankEnv, Replicas};
 use crate::env::device_name;
 use crate::experiment::recipe::Recipe;
-use crate::experiment::{Experiment, RunnerOptions, Store};
+use crate::experiment::{Experiment, RunPick, RunnerOptions, Store};
 use crate::train::{Precision, TrainOptions};
 use anyhow::Result;
 use clap::Args;
@@ -20,13 +20,16 @@ pub struct ExperimentArgs {
     /// Experiment file (default: the table's, under experiments/).
     #[arg(help_heading = "What to run", long)]
     pub config: Option<PathBuf>,
-    /// The quick preset: a few iterations (and on ImageNet a small subset at half size) to try the
-    /// whole pipeline on a CPU in minutes. Not a reproduction.
+    /// The quick preset: a shortened schedule to try the whole pipeline on a CPU in minutes (the
+    /// CIFAR sweep, experiments/quick.toml: 900 iterations of batch 64, depths 20 and 56; ImageNet:
+    /// 30 iterations of 16 on 10 classes at half the paper's sizes). Not a reproduction.
     #[arg(help_heading = "What to run", long, conflicts_with = "config")]
     pub quick: bool,
-    /// Only these networks, e.g. `--only resnet20,plain56` or `--only resnet34-A,plain34`.
+    /// Only these runs, trained in this order: networks (every seed the experiment gives them),
+    /// e.g. `--only resnet20,plain56` or `--only resnet34-A,plain34`, or one seed of a network,
+    /// `resnet20/seed1` (also a seed the experiment does not list).
     #[arg(help_heading = "What to run", long, value_delimiter = ',')]
-    pub only: Vec<String>,
+    pub only: Vec<RunPick>,
     /// Overrides the seeds of every network, e.g. `--seeds 0,1,2`.
     #[arg(help_heading = "What to run", long, value_delimiter = ',')]
     pub seeds: Option<Vec<u64>>,
@@ -232,6 +235,7 @@ impl ExperimentArgs {
             loader: LoaderSettings { threads, prefetch: self.prefetch, skip_corrupt: self.skip_corrupt },
             train,
             only: self.only.clone(),
+            estimate: None,
         })
     }
 
@@ -268,7 +272,8 @@ impl ExperimentArgs {
 /// where they went: what `cifar_depth_sweep`, `imagenet_plain_vs_resnet` and `imagenet_table3` do.
 pub fn run_table(args: &ExperimentArgs, recipe: &Recipe) -> Result<()> {
     let exp = args.experiment(recipe)?;
-    let opts = args.runner(recipe)?;
+    let mut opts = args.runner(recipe)?;
+    opts.estimate = how_long(args, recipe, &exp, &opts)?;
     let outcomes = crate::experiment::run_experiment(&exp, &opts)?;
     if !opts.train.is_rank0() {
         return Ok(()); // rank 0 writes the summary and figures
@@ -286,6 +291,50 @@ pub fn run_table(args: &ExperimentArgs, recipe: &Recipe) -> Result<()> {
     }
     println!("wrote {} and {}", opts.store.summary_csv().display(), opts.store.summary_md().display());
     Ok(())
+}
+
+/// Before a sweep of the paper's schedule (rank 0, the first worker): how long its unfinished runs
+/// take on this machine, from a timed step of each network, and the quick preset's time as the
+/// alternative. `None` where it is not said (another worker, image folders, the quick preset).
+fn how_long(
+    args: &ExperimentArgs,
+    recipe: &Recipe,
+    exp: &Experiment,
+    opts: &RunnerOptions,
+) -> Result<Option<crate::experiment::estimate::Estimate>> {
+    use crate::experiment::estimate::estimate;
+    use crate::train::progress::about;
+    let first = opts.train.is_rank0() && args.worker.is_none_or(|w| w.index == 0);
+    let Some(shape) = exp.data.shape() else { return Ok(None) };
+    if !first || exp.preset != crate::experiment::Preset::Full {
+        return Ok(None);
+    }
+    let device = opts.train.device;
+    let runs = crate::experiment::runner::select(exp.resolve(shape)?, &opts.only, &exp.name)?;
+    let Some(est) = estimate(&runs, Some(&opts.store), device)? else { return Ok(None) };
+    if est.runs.is_empty() {
+        return Ok(Some(est));
+    }
+    let workers = args.worker.map_or(1, |w| w.count);
+    let shared = if workers > 1 { format!(", shared by {workers} workers") } else { String::new() };
+    let quick =
+        ExperimentArgs { quick: true, config: None, only: Vec::new(), ..args.clone() }.experiment(recipe)?;
+    let quick_runs = quick.resolve(quick.data.shape().unwrap_or(shape))?;
+    let quick_time = estimate(&quick_runs, None, device)?.map(|e| e.seconds());
+    eprintln!(
+        "{}: {} runs to train, {}{shared} on this machine ({}, {} threads; a step of each net timed, \
+         evaluations left out){}",
+        exp.name,
+        est.runs.len(),
+        about(est.seconds() / workers as f64),
+        device_name(device),
+        tch::get_num_threads(),
+        quick_time.map_or(String::new(), |q| format!(
+            ". The quick preset (--quick, PRESET=quick) takes {}: a check of the pipeline, not a reproduction",
+            about(q)
+        )),
+    );
+    Ok(Some(est))
 }
 
 #[cfg(test)]
@@ -313,5 +362,23 @@ mod tests {
         assert_eq!(bf16.experiment(&TABLE6).unwrap().train.precision, Precision::Bf16);
         assert_eq!(GradSync::from(bf16.grad_sync), GradSync::AfterBackward);
         assert!(Cli::try_parse_from(["x", "--precision", "fp16"]).is_err(), "fp16 is not offered");
+    }
+
+    #[test]
+    fn the_quick_presets_help_gives_the_quick_files_schedules() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let quick = parse(&["--quick"]);
+        let cifar = quick.experiment(&TABLE6).unwrap();
+        let imagenet = quick.experiment(&crate::experiment::recipe::TABLE2).unwrap();
+        let (c, i) = (&cifar.train, &imagenet.train);
+        let said = [
+            format!("{} iterations of batch {}, depths 20 and 56", c.iterations, c.batch_size),
+            format!("{} iterations of {} on 10 classes", i.iterations, i.batch_size),
+        ];
+        for s in said {
+            assert!(help.contains(&s), "--quick's help does not say {s:?}: {help}");
+        }
     }
 }

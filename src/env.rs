@@ -28,6 +28,8 @@ pub struct TorchInfo {
     /// The CPU's model name (`/proc/cpuinfo`), if known.
     pub cpu_model: Option<String>,
     pub cpu_bf16: CpuBf16,
+    /// The NVIDIA driver's version, where one answers.
+    pub nvidia_driver: Option<String>,
 }
 
 /// What the CPU offers bf16 autocast (`--precision bf16`): oneDNN's bf16 convolutions run on
@@ -64,9 +66,14 @@ impl CpuBf16 {
             CpuBf16::Avx512Bf16 => {
                 "AVX512-BF16, no AMX (bf16 dot products; the bf16 step 1.3-1.9x fp32's, measured on two such CPUs)"
             }
-            CpuBf16::None => "none (bf16 is emulated: bf16 autocast may be slower than fp32 here)",
+            CpuBf16::None => "none (bf16 is emulated: the bf16 step 0.09x fp32's, measured on one such CPU)",
         }
     }
+}
+
+/// What this CPU offers bf16 autocast.
+pub fn cpu_bf16() -> CpuBf16 {
+    cpu_features().1
 }
 
 /// The CPU's model name and bf16 support, from `/proc/cpuinfo` (Linux; none known elsewhere).
@@ -89,6 +96,7 @@ impl TorchInfo {
         let cudnn_available = cuda_available && tch::Cuda::cudnn_is_available();
         let (cpu_model, cpu_bf16) = cpu_features();
         TorchInfo {
+            nvidia_driver: nvidia_driver(),
             version,
             loaded_library,
             cuda_available,
@@ -106,6 +114,23 @@ impl TorchInfo {
     }
 }
 
+impl TorchInfo {
+    /// The driver, this torch's CUDA, and whether they fit.
+    fn driver_line(&self) -> String {
+        let Some(driver) = &self.nvidia_driver else { return "none answers (no NVIDIA GPU here)".into() };
+        match DriverFit::of(driver, self.version.as_deref()) {
+            DriverFit::Fits { cuda, needs } => {
+                format!("{driver}: fits this torch's CUDA {}.{} (needs {needs} or newer)", cuda.0, cuda.1)
+            }
+            DriverFit::TooOld { cuda, needs } => format!(
+                "{driver}: TOO OLD for this torch's CUDA {}.{} (needs {needs} or newer): CUDA will not work",
+                cuda.0, cuda.1
+            ),
+            DriverFit::Unknown => format!("{driver} (this torch's CUDA unknown)"),
+        }
+    }
+}
+
 impl fmt::Display for TorchInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let yes = |b: bool| if b { "yes" } else { "no" };
@@ -117,6 +142,7 @@ impl fmt::Display for TorchInfo {
             "libtorch at build  {}",
             if LIBTORCH_LIB_AT_BUILD.is_empty() { "unknown" } else { LIBTORCH_LIB_AT_BUILD }
         )?;
+        writeln!(f, "NVIDIA driver      {}", self.driver_line())?;
         writeln!(f, "CUDA available     {}", yes(self.cuda_available))?;
         writeln!(f, "CUDA devices       {}", self.cuda_device_count)?;
         match self.cudnn_version {
@@ -150,11 +176,14 @@ fn version_near(lib_dir: &Path) -> Option<String> {
     std::fs::read_to_string(root.join("build-version")).ok().map(|s| s.trim().to_string())
 }
 
-/// Parses `auto`, `cpu`, `cuda` or `cuda:N`. `auto` is the first GPU if there is one, else the CPU.
-/// Asking for CUDA where libtorch sees none is an error, never a silent fall-back to the CPU.
+/// Parses `auto`, `cpu`, `cuda` or `cuda:N`. `auto` is the first GPU if there is one, else the CPU,
+/// but an error where an NVIDIA driver answers and libtorch still sees no GPU (a driver older than
+/// this torch's CUDA needs, most often): days on the CPU are never chosen silently. Asking for CUDA
+/// where libtorch sees none is an error too.
 pub fn parse_device(s: &str) -> Result<Device> {
     let device = match s {
-        "auto" => return Ok(Device::cuda_if_available()),
+        "auto" if tch::Cuda::is_available() => return Ok(Device::Cuda(0)),
+        "auto" => return auto_without_cuda(nvidia_driver().as_deref(), torch_version().as_deref()),
         "cpu" => return Ok(Device::Cpu),
         "cuda" => Device::Cuda(0),
         _ => match s.strip_prefix("cuda:") {
@@ -170,6 +199,99 @@ pub fn parse_device(s: &str) -> Result<Device> {
         );
     }
     Ok(device)
+}
+
+/// `auto` where libtorch sees no GPU: the CPU if no NVIDIA driver answers either, else an error
+/// with the driver, the CUDA this torch was built for, whether they fit, and the ways out.
+pub fn auto_without_cuda(driver: Option<&str>, torch: Option<&str>) -> Result<Device> {
+    let Some(driver) = driver else { return Ok(Device::Cpu) };
+    let torch_name = torch.unwrap_or("of unknown version");
+    let why = match DriverFit::of(driver, torch) {
+        DriverFit::TooOld { cuda, needs } => format!(
+            "this torch ({torch_name}) is built for CUDA {}.{}, which needs driver {needs} or newer",
+            cuda.0, cuda.1
+        ),
+        DriverFit::Fits { cuda, .. } => format!(
+            "the driver fits this torch's CUDA {}.{} ({torch_name}); check `nvidia-smi` and \
+             CUDA_VISIBLE_DEVICES",
+            cuda.0, cuda.1
+        ),
+        DriverFit::Unknown => format!("the CUDA this torch ({torch_name}) was built for is unknown"),
+    };
+    bail!(
+        "--device auto: an NVIDIA GPU is here (driver {driver}) but libtorch finds no CUDA device: {why}. \
+         Ways out: a newer NVIDIA driver; a torch built for an older CUDA (CUDA 12 builds run on drivers \
+         525 and newer), through LIBTORCH=<its libtorch folder> or LIBTORCH_USE_PYTORCH=1 with it as \
+         python3's torch, then a rebuild; or --device cpu (DEVICE=cpu) to train on the CPU on purpose. \
+         `doctor` prints the driver and the torch it found"
+    )
+}
+
+/// Whether the NVIDIA driver can run the CUDA a torch was built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverFit {
+    Fits {
+        cuda: (u32, u32),
+        needs: u32,
+    },
+    TooOld {
+        cuda: (u32, u32),
+        needs: u32,
+    },
+    /// The torch's CUDA (a CPU build, an unknown version) or the driver's version unread.
+    Unknown,
+}
+
+impl DriverFit {
+    /// From the driver's version (`535.154.05`) and torch's (`2.11.0+cu130`).
+    pub fn of(driver: &str, torch: Option<&str>) -> Self {
+        let major = driver.split('.').next().and_then(|m| m.trim().parse::<u32>().ok());
+        let cuda = torch.and_then(wheel_cuda);
+        // NVIDIA's minimum drivers (Linux) for a CUDA major, with minor-version compatibility.
+        let needs = cuda.and_then(|(m, _)| match m {
+            13 => Some(580),
+            12 => Some(525),
+            11 => Some(450),
+            _ => None,
+        });
+        match (major, cuda, needs) {
+            (Some(d), Some(cuda), Some(needs)) if d >= needs => DriverFit::Fits { cuda, needs },
+            (Some(_), Some(cuda), Some(needs)) => DriverFit::TooOld { cuda, needs },
+            _ => DriverFit::Unknown,
+        }
+    }
+}
+
+/// The CUDA a torch version was built for: `2.11.0+cu130` is 13.0, `2.4.1+cu121` 12.1; none for
+/// a CPU build.
+pub fn wheel_cuda(torch: &str) -> Option<(u32, u32)> {
+    let digits = torch.split_once("+cu")?.1;
+    let digits: String = digits.chars().take_while(char::is_ascii_digit).collect();
+    let (major, minor) = digits.split_at(digits.len().checked_sub(1)?);
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// The NVIDIA driver's version where one answers: `/proc/driver/nvidia/version`, else `nvidia-smi`.
+pub fn nvidia_driver() -> Option<String> {
+    if let Ok(text) = std::fs::read_to_string("/proc/driver/nvidia/version") {
+        // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.154.05  Thu Dec 28 ..."
+        let line = text.lines().find(|l| l.starts_with("NVRM version"))?;
+        return line
+            .split_whitespace()
+            .find(|w| w.contains('.') && w.starts_with(|c: char| c.is_ascii_digit()))
+            .map(String::from);
+    }
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=driver_version", "--format=csv,noheader"])
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).lines().next()?.trim().to_string();
+    (out.status.success() && !v.is_empty()).then_some(v)
+}
+
+/// The version of the libtorch this process loaded (`2.11.0+cu130`), if known.
+pub fn torch_version() -> Option<String> {
+    loaded_libtorch().as_deref().and_then(|l| l.parent()).and_then(version_near)
 }
 
 /// A short, stable name for a device: `cpu`, `cuda:0`.
@@ -213,6 +335,41 @@ impl Provenance {
 #[cfg(test)]
 mod tests {
     use super::CpuBf16;
+
+    #[test]
+    fn auto_stops_where_a_driver_answers_and_libtorch_sees_no_gpu_and_says_why() {
+        use super::{DriverFit, auto_without_cuda, wheel_cuda};
+        assert_eq!(wheel_cuda("2.11.0+cu130"), Some((13, 0)));
+        assert_eq!(wheel_cuda("2.4.1+cu121"), Some((12, 1)));
+        assert_eq!(wheel_cuda("2.11.0+cpu"), None);
+        assert_eq!(wheel_cuda("2.11.0"), None);
+        assert_eq!(
+            DriverFit::of("535.154.05", Some("2.11.0+cu130")),
+            DriverFit::TooOld { cuda: (13, 0), needs: 580 }
+        );
+        assert_eq!(
+            DriverFit::of("580.65.06", Some("2.11.0+cu130")),
+            DriverFit::Fits { cuda: (13, 0), needs: 580 }
+        );
+        assert_eq!(
+            DriverFit::of("535.154.05", Some("2.4.1+cu121")),
+            DriverFit::Fits { cuda: (12, 1), needs: 525 }
+        );
+        assert_eq!(DriverFit::of("535.154.05", None), DriverFit::Unknown);
+        // No driver: the CPU, as before.
+        assert_eq!(auto_without_cuda(None, Some("2.11.0+cu130")).unwrap(), tch::Device::Cpu);
+        let err = auto_without_cuda(Some("535.154.05"), Some("2.11.0+cu130")).unwrap_err().to_string();
+        for said in [
+            "an NVIDIA GPU is here (driver 535.154.05) but libtorch finds no CUDA device",
+            "this torch (2.11.0+cu130) is built for CUDA 13.0, which needs driver 580 or newer",
+            "LIBTORCH=",
+            "--device cpu (DEVICE=cpu)",
+        ] {
+            assert!(err.contains(said), "{err}");
+        }
+        let err = auto_without_cuda(Some("590.1"), Some("2.11.0+cu130")).unwrap_err().to_string();
+        assert!(err.contains("the driver fits this torch's CUDA 13.0"), "{err}");
+    }
 
     #[test]
     fn bf16_support_is_read_from_the_cpu_flags() {

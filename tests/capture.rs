@@ -221,12 +221,24 @@ impl Graph for StandIn {
     }
 }
 
+/// Where the stand-in's run fails.
+#[derive(Clone, Copy, PartialEq)]
+enum Fail {
+    /// An operation of the captured step (its staged draw).
+    InCapture,
+    /// The capture's end.
+    AtEnd,
+    /// The staged draw of a warm-up step, on the side stream before any capture.
+    InWarmup,
+}
+
 /// A fixed batch whose staged draw runs a libtorch operation that fails while the stand-in is
-/// capturing, as an operation that cannot be captured fails inside a real capture (tch panics).
+/// capturing (or warming up), as an operation that cannot be captured fails inside a real capture
+/// (tch panics).
 struct FailsInCapture {
     batch: resnet_repro::bench::FixedBatch,
     process: Arc<Mutex<Process>>,
-    fail: bool,
+    fail: Fail,
 }
 
 impl TrainData for FailsInCapture {
@@ -260,12 +272,12 @@ impl resnet_repro::train::Staged for FailsInCapture {
         resnet_repro::train::Staged::stage(&mut self.batch, iteration)
     }
     fn batch(&self) -> (Tensor, Tensor) {
-        let capturing = {
+        let (capturing, warming) = {
             let mut p = self.process.lock().unwrap();
             p.calls.push("staged");
-            p.capturing
+            (p.capturing, p.on_side && !p.capturing)
         };
-        if self.fail && capturing {
+        if (self.fail == Fail::InCapture && capturing) || (self.fail == Fail::InWarmup && warming) {
             let _ = self.batch.x.narrow(0, 0, 1000); // out of range: libtorch throws, tch panics
         }
         resnet_repro::train::Staged::batch(&self.batch)
@@ -275,16 +287,16 @@ impl resnet_repro::train::Staged for FailsInCapture {
     }
 }
 
-/// Six steps of a ResNet-8 (seed 1, fused SGD) on one batch with a stand-in capture that fails in
-/// the captured work or (`fail_end`) at its end: the losses, the note, the trainer and what the
-/// stand-in saw.
-fn failing_capture(fail_end: bool) -> (Vec<f32>, Option<String>, Trainer, Process) {
+/// Six steps of a ResNet-8 (seed 1, fused SGD) on one batch with a stand-in capture that fails
+/// where `fail` says: the losses, the note, the trainer and what the stand-in saw.
+fn failing_capture(fail: Fail) -> (Vec<f32>, Option<String>, Trainer, Process) {
+    let fail_end = fail == Fail::AtEnd;
     let process = Arc::new(Mutex::new(Process::default()));
     let batch = resnet_repro::bench::FixedBatch {
         x: Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu)),
         y: Tensor::randint(10, [8], (Kind::Int64, Device::Cpu)),
     };
-    let mut data = FailsInCapture { batch, process: Arc::clone(&process), fail: !fail_end };
+    let mut data = FailsInCapture { batch, process: Arc::clone(&process), fail };
     let mut trainer = fused_resnet8(1);
     let mut stepper = Stepper::capturing_into(Box::new(StandIn { process: Arc::clone(&process), fail_end }));
     let mut losses = Vec::new();
@@ -312,7 +324,7 @@ fn a_capture_failing_inside_the_step_is_abandoned_and_the_run_goes_on_eagerly() 
     let _rng = common::rng_lock();
     let before = fused_resnet8(2).vs.variables();
     tch::manual_seed(11);
-    let (losses, note, trainer, p) = failing_capture(false);
+    let (losses, note, trainer, p) = failing_capture(Fail::InCapture);
     let note = note.expect("the fallback is said");
     assert!(note.contains("could not be captured") && note.contains("runs eagerly"), "{note}");
     assert!(
@@ -328,6 +340,33 @@ fn a_capture_failing_inside_the_step_is_abandoned_and_the_run_goes_on_eagerly() 
     assert_eq!(p.calls[9..], ["begin", "staged", "abandon", "eager", "eager", "eager"]);
     assert!(!p.capturing && !p.generator_capturing && !p.on_side, "{p:?}");
     // Nothing of the failed capture ran: the same bits as six eager steps.
+    assert_six_eager_steps(&losses, &trainer);
+    // The next run draws its initial weights as if no capture had been tried.
+    let next = fused_resnet8(2).vs.variables();
+    for (name, t) in &next {
+        assert_eq!(bits(t), bits(&before[name]), "{name}");
+    }
+}
+
+#[test]
+fn a_capture_whose_end_fails_is_abandoned_leaving_the_generator_as_it_was() {
+    let _rng = common::rng_lock();
+    let before = fused_resnet8(2).vs.variables();
+    let (losses, note, _, p) = failing_capture(Fail::AtEnd);
+    let note = note.expect("the fallback is said");
+    assert!(note.contains("previous error during capture") && note.contains("runs eagerly"), "{note}");
+    assert_eq!(p.calls[9..], ["begin", "staged", "end", "abandon", "eager", "eager", "eager"]);
+    // libtorch's failed end leaves the generator capturing; abandoning the capture restores it.
+    assert!(!p.generator_capturing && !p.capturing && !p.on_side, "{p:?}");
+    assert!(losses.iter().all(|l| l.is_finite()) && losses.len() == 6);
+    let next = fused_resnet8(2).vs.variables();
+    for (name, t) in &next {
+        assert_eq!(bits(t), bits(&before[name]), "{name}");
+    }
+}
+
+/// `losses` and `trainer`'s weights are six eager steps' from seed 11's batch, bit for bit.
+fn assert_six_eager_steps(losses: &[f32], trainer: &Trainer) {
     tch::manual_seed(11);
     let (x, y) = (
         Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu)),
@@ -341,26 +380,25 @@ fn a_capture_failing_inside_the_step_is_abandoned_and_the_run_goes_on_eagerly() 
     for (name, t) in &a {
         assert_eq!(bits(t), bits(&b[name]), "{name}");
     }
-    // The next run draws its initial weights as if no capture had been tried.
-    let next = fused_resnet8(2).vs.variables();
-    for (name, t) in &next {
-        assert_eq!(bits(t), bits(&before[name]), "{name}");
-    }
 }
 
 #[test]
-fn a_capture_whose_end_fails_is_abandoned_leaving_the_generator_as_it_was() {
+fn a_warm_up_step_that_fails_is_a_failed_capture_and_the_run_goes_on_eagerly() {
     let _rng = common::rng_lock();
-    let before = fused_resnet8(2).vs.variables();
-    let (losses, note, _, p) = failing_capture(true);
+    tch::manual_seed(11);
+    let (losses, note, trainer, p) = failing_capture(Fail::InWarmup);
     let note = note.expect("the fallback is said");
-    assert!(note.contains("previous error during capture") && note.contains("runs eagerly"), "{note}");
-    assert_eq!(p.calls[9..], ["begin", "staged", "end", "abandon", "eager", "eager", "eager"]);
-    // libtorch's failed end leaves the generator capturing; abandoning the capture restores it.
-    assert!(!p.generator_capturing && !p.capturing && !p.on_side, "{p:?}");
-    assert!(losses.iter().all(|l| l.is_finite()) && losses.len() == 6);
-    let next = fused_resnet8(2).vs.variables();
-    for (name, t) in &next {
-        assert_eq!(bits(t), bits(&before[name]), "{name}");
-    }
+    assert!(
+        note.contains("the warm-up before the CUDA-graph capture failed") && note.contains("run eagerly"),
+        "{note}"
+    );
+    assert!(note.contains("start (0) + length (1000) exceeds"), "{note}");
+    // The first warm-up step eager, the second through the program: it fails, back on the main
+    // stream, and that update and every later one are eager; no capture is begun.
+    assert_eq!(
+        p.calls,
+        ["enter", "eager", "leave", "enter", "staged", "leave", "eager", "eager", "eager", "eager", "eager"]
+    );
+    assert!(!p.capturing && !p.on_side, "{p:?}");
+    assert_six_eager_steps(&losses, &trainer);
 }

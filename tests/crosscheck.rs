@@ -110,7 +110,7 @@ fn the_pytorch_side_trains_the_same_nets_and_recipe_on_our_device() {
     let root = dir.path().join("crosscheck");
     let exp = Experiment { init: HeInit::FanOut, ..tiny("") };
     let mut o = options(dir.path(), &root, vec![HeInit::FanOut], Swap { init: true, data: false });
-    o.runner.only = vec!["resnet8".into()];
+    o.runner.only = vec!["resnet8".parse().unwrap()];
     o.runner.train.device = tch::Device::Cuda(1);
     let args = pytorch_args(&exp, &o, Path::new("/data/fm"), 3).unwrap();
     let draws = format!("--draws={}", root.join("draws-fan_out").display());

@@ -455,16 +455,13 @@ fn replicas_start_from_rank_0_and_average_gradients_and_running_statistics() {
     }
 }
 
-/// Whether this build has Gloo: a test needing it skips without (saying so), or fails where
-/// RESNET_REPRO_REQUIRE_GLOO is set (CI, which installs libgloo-dev).
+/// Whether this build has Gloo: a test needing it fails without, naming the package (or skips,
+/// saying so, where the user opted out: [`common::prerequisite`]).
 fn gloo() -> bool {
-    if Backend::Gloo.compiled_in() {
-        return true;
-    }
-    let why = "this build has no Gloo: apt-get install libgloo-dev (.ci/run installs it); the next build notices it";
-    assert!(std::env::var_os("RESNET_REPRO_REQUIRE_GLOO").is_none(), "{why}");
-    eprintln!("SKIPPED: {why}");
-    false
+    common::prerequisite(
+        Backend::Gloo.compiled_in(),
+        "this build has no Gloo: apt-get install libgloo-dev (.ci/run installs it); the next build notices it",
+    )
 }
 
 #[test]
@@ -622,11 +619,7 @@ fn under_torchrun_a_killed_rank_restarts_the_job_from_its_checkpoint_and_it_ends
     if !gloo() {
         return;
     }
-    if !std::path::Path::new("/usr/share/datasets/fashion-mnist").is_dir() {
-        let why = "no Fashion-MNIST in /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist \
-                   (.ci/run installs it)";
-        assert!(std::env::var_os("RESNET_REPRO_REQUIRE_GLOO").is_none(), "{why}");
-        eprintln!("SKIPPED: {why}");
+    if !common::fashion_mnist_installed() {
         return;
     }
     let [whole, killed] = [(); 2].map(|_| tempfile::tempdir().unwrap());

@@ -119,3 +119,14 @@ fn the_link_checker_finds_broken_links_and_anchors() {
     );
     assert_eq!(slug("Several workers: `JOBS=N`"), "several-workers-jobsn");
 }
+
+#[test]
+fn the_metrics_columns_the_docs_list_are_those_written() {
+    let text = std::fs::read_to_string(repo().join("docs/experiments.md")).unwrap();
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let listed = format!(
+        "`metrics.csv` (every 100 iterations: `{}`;",
+        resnet_repro::train::metrics::METRICS_COLUMNS.join(", ")
+    );
+    assert!(flat.contains(&listed), "docs/experiments.md does not list {listed}");
+}

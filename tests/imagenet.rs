@@ -374,6 +374,7 @@ fn a_few_iterations_end_to_end_write_metrics_and_evaluations() {
         loader: LoaderSettings { threads: 2, prefetch: 2, skip_corrupt: false },
         train: TrainOptions { progress_bar: false, ..TrainOptions::new(Device::Cpu) },
         only: vec![],
+        estimate: None,
     };
     let outcomes = run_experiment(&exp, &opts).unwrap();
     assert_eq!(outcomes.len(), 3);

@@ -1,6 +1,7 @@
 //! The networks are the paper's: parameter counts to the unit, multiply-adds, output shapes, shortcut
 //! options, initialisation, errors for impossible configurations, and weight files.
-//! The exact counts are the "computed" columns of shared/paper.md (torchvision's for option B).
+//! The exact counts are counted analytically from the architectures (conv and fc multiply-adds;
+//! parameters with BN's gamma and beta and the fc bias), and torchvision's for option B.
 
 use resnet_repro::experiment::table1::NetSpec;
 use resnet_repro::models::blocks::{Shortcut as S, ShortcutPath};

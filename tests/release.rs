@@ -6,6 +6,10 @@
 mod common;
 
 use resnet_repro::data::DataOptions;
+use resnet_repro::eval::responses::{fig7_position, read_responses};
+use resnet_repro::experiment::estimate::estimate;
+use resnet_repro::experiment::figure7::measure_store;
+use resnet_repro::experiment::findings::{findings, findings_markdown};
 use resnet_repro::experiment::release::reevaluate;
 use resnet_repro::experiment::{Experiment, Release, Store};
 use std::path::Path;
@@ -39,19 +43,10 @@ fn the_committed_release_is_as_its_manifest_lists_and_its_test_errors_reproduce(
             assert!(listed.contains(&rel), "{} is not in the manifest", rel.display());
         }
     }
-    if finished.is_empty() {
-        println!("no released run yet: results/table6/in-progress holds the unfinished ones");
-        return;
-    }
-    let system = Path::new("/usr/share/datasets/fashion-mnist");
-    if !system.is_dir() {
-        assert!(std::env::var_os("RESNET_REPRO_REQUIRE_GLOO").is_none(), "CI installs dataset-fashion-mnist");
-        eprintln!("SKIPPED the re-evaluation: no Fashion-MNIST (apt-get install dataset-fashion-mnist)");
-        return;
-    }
+    assert!(!finished.is_empty(), "results/table6 holds no released run");
+    let Some(data) = fashion_mnist("the re-evaluation") else { return };
     // As the releases were trained: one thread.
     tch::set_num_threads(1);
-    let data = DataOptions { allow_download: false, ..DataOptions::new(repo().join("data")) };
     for run in finished.iter().filter(|r| r.config.net.name() == "resnet20") {
         let record = run.dir.final_record().unwrap().unwrap();
         let e = reevaluate(&run.dir, &data, Device::Cpu).unwrap();
@@ -62,6 +57,54 @@ fn the_committed_release_is_as_its_manifest_lists_and_its_test_errors_reproduce(
             run.dir.path.display()
         );
         println!("{}: test error {:?} again", run.dir.path.display(), e.test_error);
+    }
+}
+
+/// The real Fashion-MNIST the release was trained on (Debian's package, or data/), if there.
+fn fashion_mnist(what: &str) -> Option<DataOptions> {
+    let here = repo().join("data/fashion-mnist").is_dir() || common::fashion_mnist_installed();
+    if !here {
+        eprintln!("SKIPPED {what}");
+    }
+    here.then(|| DataOptions { allow_download: false, ..DataOptions::new(repo().join("data")) })
+}
+
+#[test]
+fn the_released_figure_7_and_findings_are_what_the_released_networks_give() {
+    let store = Release::new(repo().join("results")).table("table6");
+    let runs = store.runs().unwrap();
+    let rows = read_responses(&store.responses_csv()).unwrap();
+    // Every released network of Figure 7 is measured, a row per 3x3 layer (depth - 1).
+    for run in runs.iter().filter(|r| r.dir.is_finished() && r.config.seed == 0) {
+        let net = &run.config.net;
+        if fig7_position(net.residual(), net.depth()).is_some() {
+            let layers = rows.iter().filter(|r| r.net == net.name()).count();
+            assert_eq!(layers, net.depth() - 1, "{}'s responses", net.name());
+        }
+    }
+    // findings.md holds what the released files give.
+    let text = std::fs::read_to_string(store.findings_md()).unwrap();
+    let computed = findings_markdown(&findings(&runs, &rows).unwrap());
+    assert!(computed.contains("| ResNet-20 vs plain-20 | final test error (%) |"), "{computed}");
+    assert!(
+        text.contains(&computed),
+        "results/table6/findings.md is not what results/ gives: run `make results`"
+    );
+    // ResNet-20's responses measured again from its weights (float sums: any x86-64 CPU within 1e-4).
+    let Some(data) = fashion_mnist("Figure 7's re-measurement") else { return };
+    let others: Vec<_> = rows.iter().filter(|r| r.net != "resnet20").cloned().collect();
+    let again = measure_store(&store, &others, &data, Device::Cpu, 500).unwrap();
+    let committed: Vec<_> = rows.iter().filter(|r| r.net == "resnet20").collect();
+    assert_eq!(again.len(), committed.len());
+    for (a, c) in again.iter().zip(committed) {
+        assert_eq!((a.layer, a.images), (c.layer, c.images));
+        assert!(
+            (a.std - c.std).abs() <= 1e-4 * c.std,
+            "layer {}: {} measured, {} committed",
+            a.layer,
+            a.std,
+            c.std
+        );
     }
 }
 
@@ -185,4 +228,33 @@ fn a_run_snapshotted_mid_way_and_restored_elsewhere_resumes_to_the_same_bits() {
     // Once published, the snapshot is dropped.
     release.publish(&next.store, "table6", "x").unwrap();
     assert!(!pending.path.exists());
+}
+
+#[test]
+fn estimating_a_sweep_first_changes_none_of_its_bits_and_counts_what_is_left() {
+    let _rng = common::rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = common::fixture_runner(dir.path(), &dir.path().join("plain"));
+    resnet_repro::experiment::run_experiment(&tiny(), &plain).unwrap();
+    // The same sweep with a timed step of its net first (as `how_long` does before a sweep).
+    let timed = common::fixture_runner(dir.path(), &dir.path().join("timed"));
+    let runs = tiny().resolve(resnet_repro::data::Shape { classes: 10, channels: 1, size: 28 }).unwrap();
+    let est = estimate(&runs, Some(&timed.store), Device::Cpu).unwrap().unwrap();
+    assert_eq!(est.runs.len(), 1);
+    assert!(est.seconds() > 0.0 && est.seconds().is_finite(), "{est:?}");
+    resnet_repro::experiment::run_experiment(&tiny(), &timed).unwrap();
+    let one = |s: &Store| s.runs().unwrap().into_iter().next().unwrap().dir;
+    let (a, b) = (one(&plain.store), one(&timed.store));
+    assert_eq!(std::fs::read(a.files().weights).unwrap(), std::fs::read(b.files().weights).unwrap());
+    // A finished run has nothing left; a run stopped at 20 of 30 has 10 iterations left.
+    assert!(estimate(&runs, Some(&timed.store), Device::Cpu).unwrap().unwrap().runs.is_empty());
+    let mut part = common::fixture_runner(dir.path(), &dir.path().join("part"));
+    part.train.stop_after = Some(20);
+    resnet_repro::experiment::run_experiment(&tiny(), &part).unwrap();
+    let left = estimate(&runs, Some(&part.store), Device::Cpu).unwrap().unwrap();
+    assert_eq!(
+        left.runs.iter().map(|r| (r.label.as_str(), r.iterations)).collect::<Vec<_>>(),
+        [("resnet8 seed0", 10)]
+    );
+    assert_eq!(estimate(&runs, None, Device::Cpu).unwrap().unwrap().runs[0].iterations, 30);
 }

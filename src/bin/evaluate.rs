@@ -98,7 +98,7 @@ fn resolve(args: &Args, classes: usize) -> Result<(ImageNetNet, Normalize, EvalG
         let file = run.weights()?.with_context(|| format!("{}: no weights yet", w.display()))?;
         return Ok((net, data.transform.normalize, data.geometry, file));
     }
-    let file = if w.is_dir() { w.join("model.safetensors") } else { w.clone() };
+    let file = if w.is_dir() { w.join(resnet_repro::train::checkpoint::WEIGHTS_FILE) } else { w.clone() };
     let Some(arch) = &args.arch else {
         bail!("--arch is needed when --weights is not a run folder (e.g. --arch resnet50)")
     };

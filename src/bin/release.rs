@@ -4,11 +4,14 @@
 
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
+use resnet_repro::data::DataOptions;
+use resnet_repro::eval::responses::{fig7_position, read_responses};
+use resnet_repro::experiment::figure7::measure_store;
 use resnet_repro::experiment::summary::write_summary;
 use resnet_repro::experiment::table1::{table1_rows, table1_specs, write_csv};
 use resnet_repro::experiment::{Release, Store};
-use resnet_repro::report::render_store;
 use resnet_repro::report::status::{splice, table as table_md};
+use resnet_repro::report::{render_fig7, render_store};
 use std::path::PathBuf;
 
 /// Moves results between a scratch runs folder (`--runs`, e.g. runs/release) and the committed
@@ -55,14 +58,20 @@ enum What {
     },
     /// Check every file MANIFEST lists against its size and sha256.
     Check,
-    /// Write what the release shows from its files alone: the table's summary and figures
-    /// (results/<table>/), Table 1's counts (results/table1/), and the status table in --readme
-    /// between its markers (`make results`). --check compares instead of writing.
+    /// Write what the release shows: Figure 7's layer responses of the released networks that
+    /// results/fig7/responses.csv lacks (measured on their test set, no training; the data from
+    /// --data-dir or Debian's dataset package), then from the files alone the table's summary,
+    /// findings and figures (results/<table>/, results/fig7/), Table 1's counts
+    /// (results/table1/), and the status table in --readme between its markers (`make results`).
+    /// --check compares the status table instead of writing anything.
     Status {
         #[arg(long, default_value = "README.md")]
         readme: PathBuf,
         #[arg(long)]
         check: bool,
+        /// Where the released runs' dataset is looked for (as the training command's --data-dir).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -102,12 +111,40 @@ fn run() -> Result<()> {
         What::Check => {
             println!("{}: {} files as listed", release.manifest_path().display(), release.check()?)
         }
-        What::Status { readme, check } => status(&release, &args.table, &readme, check)?,
+        What::Status { readme, check, data_dir } => {
+            if !check {
+                figure7(&release, &args.table, &data_dir)?;
+            }
+            status(&release, &args.table, &readme, check)?
+        }
     }
     Ok(())
 }
 
-/// The summary, figures and Table 1 under the release, then the README's status table.
+/// Figure 7 of the released networks: the responses results/fig7/responses.csv lacks, measured
+/// on their test set (an error if their data is not found), then the figure.
+fn figure7(release: &Release, table: &str, data_dir: &std::path::Path) -> Result<()> {
+    let store = release.table(table);
+    let csv = store.responses_csv();
+    let mut rows = read_responses(&csv)?;
+    let data = DataOptions { allow_download: false, ..DataOptions::new(data_dir) };
+    let new = measure_store(&store, &rows, &data, tch::Device::Cpu, 500)
+        .context("Figure 7: measuring the released networks' layer responses")?;
+    let dir = csv.parent().context("a folder for responses.csv")?;
+    if !new.is_empty() {
+        rows.extend(new);
+        rows.sort_by_key(|r| (r.group.clone(), fig7_position(r.residual, r.depth), r.seed, r.layer));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        resnet_repro::fsutil::write_csv(&csv, &rows)?;
+        println!("wrote {}", csv.display());
+    }
+    for f in render_fig7(&csv, dir)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+/// The summary, findings, figures and Table 1 under the release, then the README's status table.
 fn status(release: &Release, table: &str, readme: &std::path::Path, check: bool) -> Result<()> {
     let text = std::fs::read_to_string(readme).with_context(|| format!("reading {}", readme.display()))?;
     if !check {

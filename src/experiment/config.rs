@@ -20,7 +20,8 @@ pub enum Preset {
     /// The paper's recipe.
     #[default]
     Full,
-    /// A few iterations to try the pipeline on a CPU: not a reproduction.
+    /// A shortened schedule to try the pipeline on a CPU (experiments/quick.toml: 900 iterations of
+    /// batch 64): not a reproduction.
     Quick,
 }
 

@@ -166,10 +166,13 @@ pub fn pytorch_args(
         d.augment && d.pad == 4 && d.val_split == 0,
         "the PyTorch side implements pad-4 crops and flips on the whole training set only"
     );
+    if let Some(pick) = o.runner.only.iter().find(|p| p.seed.is_some()) {
+        bail!("--only {pick}: the cross-check takes networks (its seeds are --seeds)");
+    }
     let runs = exp.resolve(FASHION_MNIST)?;
     let mut nets: Vec<String> = runs.iter().map(|r| r.net.name()).collect();
     nets.dedup();
-    nets.retain(|n| o.runner.only.is_empty() || o.runner.only.contains(n));
+    nets.retain(|n| o.runner.only.is_empty() || o.runner.only.iter().any(|p| p.net == *n));
     let seeds: Vec<String> = exp.seeds.iter().map(u64::to_string).collect();
     let eval_at: Vec<String> = checkpoints(exp).iter().map(u64::to_string).collect();
     let mut args = vec![

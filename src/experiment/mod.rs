@@ -1,11 +1,14 @@
 //! Experiments: one file format for every table ([`config`]), one runner ([`runner`]), the run
 //! store that alone knows the `runs/` layout ([`store`]), the summaries beside the paper
-//! ([`summary`]), Figure 7's choice of runs and its measurement ([`figure7`]), and the
-//! cross-check of whole training runs against plain PyTorch ([`crosscheck`]).
+//! ([`summary`]) and the paper's findings computed from them ([`findings`]), Figure 7's choice
+//! of runs and its measurement ([`figure7`]), and the cross-check of whole training runs against
+//! plain PyTorch ([`crosscheck`]).
 
 pub mod config;
 pub mod crosscheck;
+pub mod estimate;
 pub mod figure7;
+pub mod findings;
 pub mod predict;
 pub mod recipe;
 pub mod record;
@@ -18,5 +21,5 @@ pub mod table1;
 pub use config::{Experiment, Group, Preset, RunConfig, RunSpec};
 pub use record::FinalRecord;
 pub use release::Release;
-pub use runner::{Outcome, RunStatus, RunnerOptions, run_experiment};
+pub use runner::{Outcome, RunPick, RunStatus, RunnerOptions, run_experiment};
 pub use store::{CrosscheckDirs, RunDir, Runs, Store, StoredRun, Swap, Table};

@@ -8,18 +8,19 @@
 //! names and per-pixel mean. Its table folder holds the summary and the
 //! figures, made by the same code as a sweep's.
 
-use super::store::{RunDir, Store, StoredRun};
+use super::store::{RunDir, Store, StoredRun, run_file};
 use crate::fsutil::write_atomic;
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// The files of a released run.
-pub const RELEASED_FILES: [&str; 4] = ["config.toml", "metrics.csv", "final.json", "model.safetensors"];
+pub const RELEASED_FILES: [&str; 4] =
+    [run_file::CONFIG, run_file::METRICS, run_file::FINAL, run_file::WEIGHTS];
 
 /// Released too where the run has them (runs since CIFAR-100 and folders were added record them):
 /// what `predict` and python/resnet_repro_torch.py need besides the weights.
-pub const RELEASED_IF_THERE: [&str; 2] = ["class_index.csv", "data_mean.safetensors"];
+pub const RELEASED_IF_THERE: [&str; 2] = [run_file::CLASS_INDEX, run_file::DATA_MEAN];
 
 /// The folder under `results/` of an unfinished run's newest checkpoint.
 pub const IN_PROGRESS: &str = "in-progress";
@@ -261,7 +262,7 @@ fn size(path: &Path) -> Result<u64> {
 fn copy_resumable(run: &RunDir, ckpt: &Path, dest: &RunDir) -> Result<()> {
     let ckpt_dest = dest.path.join(ckpt.file_name().context("a checkpoint folder's name")?);
     std::fs::create_dir_all(&ckpt_dest).with_context(|| format!("creating {}", ckpt_dest.display()))?;
-    for f in ["config.toml", "metrics.csv"] {
+    for f in [run_file::CONFIG, run_file::METRICS] {
         copy(&run.path.join(f), &dest.path.join(f))?;
     }
     for f in files_in(ckpt)? {

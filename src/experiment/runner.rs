@@ -10,6 +10,7 @@ use crate::data::folder::{ImageFolder, locate_root};
 use crate::data::loader::LoaderSettings;
 use crate::data::{DataConfig, DataOptions, Dataset, Prepared, Shape, TensorOptions};
 use crate::eval::{EvalOptions, EvalResult, evaluate_folder, reestimate_bn_from_folder};
+use crate::train::progress::about;
 use crate::train::{FolderFeed, TensorFeed, TrainData, TrainOptions, TrainStatus, train_run};
 use anyhow::{Context, Result, ensure};
 use std::sync::Arc;
@@ -21,8 +22,11 @@ pub struct RunnerOptions {
     pub data: DataOptions,
     pub loader: LoaderSettings,
     pub train: TrainOptions,
-    /// Only these networks (`resnet20`, `resnet34-B`), if not empty.
-    pub only: Vec<String>,
+    /// Only these runs (`resnet20`, `resnet34-B`, `resnet20/seed1`), in this order, if not empty.
+    pub only: Vec<RunPick>,
+    /// How long the unfinished runs take here, where it was estimated: each run's start says its
+    /// time and the sweep's after it.
+    pub estimate: Option<super::estimate::Estimate>,
 }
 
 /// What the runner did with a run.
@@ -68,6 +72,12 @@ pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome
             o.store.root.join(exp.group().to_string()).display()
         );
     }
+    if speaks {
+        let bf16 = bf16_warning(&runs, o.train.device, crate::env::cpu_bf16());
+        bf16.into_iter()
+            .chain(data_parallel_notes(&runs, o.train.world(), o.train.device))
+            .for_each(|n| eprintln!("{n}"));
+    }
     let mut outcomes = Vec::new();
     for run in runs {
         if let Some(signal) = crate::interrupt::requested() {
@@ -88,6 +98,14 @@ pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome
             log_status(&run, &status);
             outcomes.push(Outcome { run, status, evals: Vec::new() });
             continue;
+        }
+        if speaks
+            && !dir.is_finished()
+            && let Some(e) = &o.estimate
+            && let Some(this) = e.of(&run.label())
+        {
+            let (this, after) = (about(this), about(e.after(&run.label())));
+            eprintln!("{}: {this} for this run here, {after} for the sweep's runs after it", run.label());
         }
         let status =
             train_one(&run, &dir, &mut source, o).with_context(|| format!("run {}", dir.path.display()))?;
@@ -115,23 +133,117 @@ pub fn all_done(outcomes: &[Outcome], store: &Store) -> Result<bool> {
     Ok(true)
 }
 
-/// The runs `--only` names (all if it names none); a name that is no network of the experiment
-/// is an error listing those that are.
-fn select(mut runs: Vec<RunConfig>, only: &[String], experiment: &str) -> Result<Vec<RunConfig>> {
+/// A warning where runs would train in bf16 autocast on a CPU that emulates bf16: there the bf16
+/// step is an order of magnitude slower than fp32's, not faster.
+fn bf16_warning(runs: &[RunConfig], device: tch::Device, support: crate::env::CpuBf16) -> Option<String> {
+    let bf16 = runs.iter().filter(|r| r.train.precision == crate::train::Precision::Bf16).count();
+    (bf16 > 0 && device == tch::Device::Cpu && support == crate::env::CpuBf16::None).then(|| {
+        format!(
+            "WARNING: {bf16} of these runs train in bf16 autocast, which this CPU emulates (no AVX512-BF16, \
+             no AMX): the bf16 step measured 11x slower than fp32's on such a CPU (ResNet-32, one thread). \
+             --precision fp32 is the fast choice here; a run begun in bf16 resumes in bf16 only."
+        )
+    })
+}
+
+/// What a data-parallel launch changes from the paper's setting, said at its start: a rank's share
+/// of the batch below the paper's BN batch (its statistics are over fewer images), and replicas'
+/// steps run uncaptured on a GPU. Small nets (CIFAR) usually train faster and closer to the paper
+/// as one run per GPU (`JOBS=N`).
+fn data_parallel_notes(runs: &[RunConfig], world: usize, device: tch::Device) -> Vec<String> {
+    use crate::paper::recipe::{CIFAR_BN_BATCH, IMAGENET_BN_BATCH};
+    let mut notes: Vec<String> = Vec::new();
+    if world <= 1 {
+        return notes;
+    }
+    for r in runs.iter().filter(|r| r.train.bn_batch.is_none()) {
+        let paper = if r.data.tensors().is_some() { CIFAR_BN_BATCH } else { IMAGENET_BN_BATCH };
+        let per_rank = r.train.batch_size / world;
+        let note = format!(
+            "NOTE: batch {} over {world} ranks is {per_rank} images per rank: BN statistics over {per_rank} \
+             images where the paper's were over {paper} (for the CIFAR nets, JOBS=N trains a run per GPU as \
+             the paper did)",
+            r.train.batch_size
+        );
+        if per_rank < paper && !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
+    if device.is_cuda() {
+        notes.push(
+            "NOTE: data-parallel replicas run their steps uncaptured (no CUDA graph): for small nets one \
+             captured GPU per run (JOBS=N) may well be faster in total"
+                .into(),
+        );
+    }
+    notes
+}
+
+/// One item of `--only`: a network (every seed the experiment gives it) or one seed of it,
+/// written as its run folder is named (`resnet20`, `resnet20/seed1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPick {
+    pub net: String,
+    pub seed: Option<u64>,
+}
+
+impl std::str::FromStr for RunPick {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (net, seed) = match s.split_once('/') {
+            None => (s, None),
+            Some((net, seed)) => {
+                let k = seed.strip_prefix("seed").and_then(|k| k.parse().ok());
+                let k = k.ok_or_else(|| format!("{s:?}: expected NET or NET/seedK, e.g. resnet20/seed1"))?;
+                (net, Some(k))
+            }
+        };
+        if net.is_empty() {
+            return Err(format!("{s:?}: no network named"));
+        }
+        Ok(RunPick { net: net.into(), seed })
+    }
+}
+
+impl std::fmt::Display for RunPick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seed {
+            None => write!(f, "{}", self.net),
+            Some(k) => write!(f, "{}/seed{k}", self.net),
+        }
+    }
+}
+
+/// The runs `--only` picks, in its order (the order they train in; each once); all of them, in
+/// the experiment's order, if it picks none. A seed the experiment does not list is that
+/// network's run with that seed. A name that is no network of the experiment is an error listing
+/// those that are.
+pub(crate) fn select(runs: Vec<RunConfig>, only: &[RunPick], experiment: &str) -> Result<Vec<RunConfig>> {
     if only.is_empty() {
         return Ok(runs);
     }
     let mut known: Vec<String> = runs.iter().map(|r| r.net.name()).collect();
     known.dedup();
-    for name in only {
+    let mut picked: Vec<RunConfig> = Vec::new();
+    for pick in only {
+        let of_net: Vec<&RunConfig> = runs.iter().filter(|r| r.net.name() == pick.net).collect();
         ensure!(
-            known.contains(name),
-            "--only {name}: not a network of experiment {experiment} ({})",
+            !of_net.is_empty(),
+            "--only {pick}: not a network of experiment {experiment} ({})",
             known.join(", ")
         );
+        let chosen: Vec<RunConfig> = match pick.seed {
+            None => of_net.into_iter().cloned().collect(),
+            Some(seed) => vec![RunConfig { seed, ..of_net[0].clone() }],
+        };
+        for run in chosen {
+            if !picked.iter().any(|p| p.net == run.net && p.seed == run.seed) {
+                picked.push(run);
+            }
+        }
     }
-    runs.retain(|r| only.contains(&r.net.name()));
-    Ok(runs)
+    Ok(picked)
 }
 
 /// `flag` as rank 0 has it, on every replica (alone: `flag`).
@@ -376,5 +488,91 @@ impl Source {
             .zip(&opts.final_protocols)
             .map(|(e, p)| e.with_context(|| format!("no {p} evaluation")))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RunPick, bf16_warning, data_parallel_notes, select};
+    use crate::data::Shape;
+    use crate::experiment::Experiment;
+
+    fn runs() -> Vec<crate::experiment::RunConfig> {
+        let text = "name = \"t\"\nseeds = [0]\n[data]\ndataset = \"fashion-mnist\"\n[train]\nbatch_size = 16\nlr = 0.1\nmilestones = [5]\niterations = 10\n\
+                    log_every = 5\neval_every = 5\ncheckpoint_every = 5\n\
+                    [[runs]]\ndepth = 20\nresidual = false\n[[runs]]\ndepth = 32\nresidual = false\n\
+                    [[runs]]\ndepth = 20\nresidual = true\n[[runs]]\ndepth = 110\nresidual = true\nseeds = [0, 1, 2]\n";
+        let exp: Experiment = toml::from_str(text).unwrap();
+        exp.resolve(Shape { classes: 10, channels: 1, size: 28 }).unwrap()
+    }
+
+    fn picked(only: &str) -> Vec<String> {
+        let only: Vec<RunPick> = only.split(',').map(|p| p.parse().unwrap()).collect();
+        select(runs(), &only, "t")
+            .unwrap()
+            .iter()
+            .map(|r| format!("{}/seed{}", r.net.name(), r.seed))
+            .collect()
+    }
+
+    #[test]
+    fn only_trains_in_its_own_order_each_run_once_and_a_seed_it_names() {
+        assert_eq!(picked("resnet20,plain32"), ["resnet20/seed0", "plain32/seed0"]);
+        assert_eq!(picked("resnet110"), ["resnet110/seed0", "resnet110/seed1", "resnet110/seed2"]);
+        assert_eq!(
+            picked("resnet110/seed2,plain20/seed1,resnet110"),
+            ["resnet110/seed2", "plain20/seed1", "resnet110/seed0", "resnet110/seed1"]
+        );
+        assert_eq!(picked("plain20,plain20/seed0"), ["plain20/seed0"]);
+        // Everything else of the run is the network's: only the seed differs.
+        let one: Vec<RunPick> = vec!["plain20/seed4".parse().unwrap()];
+        let run = &select(runs(), &one, "t").unwrap()[0];
+        assert_eq!(run, &crate::experiment::RunConfig { seed: 4, ..runs()[0].clone() });
+        assert_eq!(select(runs(), &[], "t").unwrap(), runs());
+    }
+
+    #[test]
+    fn bf16_on_a_cpu_that_emulates_it_is_warned_of_and_nowhere_else() {
+        use crate::env::CpuBf16;
+        use tch::Device;
+        let mut runs = runs();
+        assert_eq!(bf16_warning(&runs, Device::Cpu, CpuBf16::None), None, "fp32 runs");
+        runs[1].train.precision = crate::train::Precision::Bf16;
+        let w = bf16_warning(&runs, Device::Cpu, CpuBf16::None).unwrap();
+        assert!(
+            w.starts_with("WARNING: 1 of these runs train in bf16 autocast, which this CPU emulates"),
+            "{w}"
+        );
+        assert_eq!(bf16_warning(&runs, Device::Cpu, CpuBf16::Avx512Bf16), None);
+        assert_eq!(bf16_warning(&runs, Device::Cuda(0), CpuBf16::None), None);
+    }
+
+    #[test]
+    fn a_data_parallel_launch_says_where_it_leaves_the_papers_setting() {
+        use tch::Device;
+        let runs = runs(); // batch 16, CIFAR-style data: the paper's BN batch is 64
+        assert!(data_parallel_notes(&runs, 1, Device::Cuda(0)).is_empty(), "one process");
+        let notes = data_parallel_notes(&runs, 2, Device::Cpu);
+        assert_eq!(notes.len(), 1, "said once for every run of the batch: {notes:?}");
+        assert!(notes[0].starts_with("NOTE: batch 16 over 2 ranks is 8 images per rank"), "{notes:?}");
+        let mut grouped = runs.clone();
+        grouped.iter_mut().for_each(|r| r.train.bn_batch = Some(8));
+        assert!(data_parallel_notes(&grouped, 2, Device::Cpu).is_empty(), "bn_batch chosen on purpose");
+        let notes = data_parallel_notes(&grouped, 2, Device::Cuda(0));
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("uncaptured (no CUDA graph)"), "{notes:?}");
+    }
+
+    #[test]
+    fn a_pick_that_names_no_run_is_an_error_that_says_what_is_there() {
+        let err = select(runs(), &["plain56".parse().unwrap()], "t").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--only plain56: not a network of experiment t (plain20, plain32, resnet20, resnet110)"
+        );
+        for bad in ["resnet20/1", "resnet20/seedx", "/seed1"] {
+            assert!(bad.parse::<RunPick>().is_err(), "{bad}");
+        }
+        assert_eq!("resnet20/seed1".parse::<RunPick>().unwrap().to_string(), "resnet20/seed1");
     }
 }

@@ -4,12 +4,13 @@
 //! runs/<table>/<group>/<net>/seed<k>/   one run (group: <dataset> or <dataset>-quick)
 //!     config.toml                       its resolved configuration, written before training
 //!     metrics.csv                       a row every log_every iterations
-//!     ckpt-<iteration>/                 the newest checkpoint (weights, momentum, state)
+//!     ckpt-<iteration>/                 the two newest checkpoints (weights, momentum, state)
 //!     model.safetensors, final.json     the final weights and record (final.json marks it done)
 //!     eval-<protocol>.json              final evaluations (image folders)
 //!     class_index.csv                   the class of each output
 //!     data_mean.safetensors             the inputs' per-pixel mean (CIFAR-style data)
 //! runs/<table>/summary.{csv,md}         the table beside the paper
+//! runs/<table>/findings.md               the paper's findings across depth, computed from the runs
 //! runs/fig7/responses.csv, runs/table1/table1.csv
 //! runs/crosscheck/ours-<init>/          the cross-check's runs (a store), and PyTorch's beside them:
 //! runs/crosscheck/pytorch-<init>/<net>/seed<k>/metrics.csv, runs/crosscheck/{curves.csv,summary.md}
@@ -29,6 +30,17 @@ use crate::train::{RunFiles, checkpoint};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use tch::{Device, nn};
+
+/// The names of a run folder's files, written out here only (a checkpoint folder's inside is
+/// [`crate::train::checkpoint`]'s).
+pub mod run_file {
+    pub const CONFIG: &str = "config.toml";
+    pub const METRICS: &str = "metrics.csv";
+    pub const FINAL: &str = "final.json";
+    pub const WEIGHTS: &str = "model.safetensors";
+    pub const CLASS_INDEX: &str = "class_index.csv";
+    pub const DATA_MEAN: &str = "data_mean.safetensors";
+}
 
 /// The tables and figures with a folder under `runs/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +159,7 @@ impl CrosscheckDirs {
             for seed_dir in subdirs(&net)? {
                 let name = |p: &Path| p.file_name().unwrap_or_default().to_string_lossy().into_owned();
                 let seed = name(&seed_dir).strip_prefix("seed").and_then(|s| s.parse().ok());
-                let metrics = seed_dir.join("metrics.csv");
+                let metrics = seed_dir.join(run_file::METRICS);
                 if let (Some(seed), true) = (seed, metrics.is_file()) {
                     out.push((name(&net), seed, metrics));
                 }
@@ -198,6 +210,16 @@ impl Store {
         self.root.join("summary.md")
     }
 
+    /// The paper's findings across depth, computed from the runs.
+    pub fn findings_md(&self) -> PathBuf {
+        self.root.join("findings.md")
+    }
+
+    /// Figure 7's measurements beside this table (`<root>/../fig7/responses.csv`).
+    pub fn responses_csv(&self) -> PathBuf {
+        Runs::new(self.root.parent().unwrap_or(Path::new("."))).responses_csv()
+    }
+
     /// Every run with a configuration, by group, then in the paper's row order (plain before
     /// residual, by depth and shortcut option), then by seed. A folder whose `config.toml` this
     /// version cannot read is named on stderr and left out.
@@ -244,7 +266,7 @@ pub struct RunDir {
 
 impl RunDir {
     pub fn config_path(&self) -> PathBuf {
-        self.path.join("config.toml")
+        self.path.join(run_file::CONFIG)
     }
 
     pub fn config(&self) -> Result<RunConfig> {
@@ -277,8 +299,8 @@ impl RunDir {
     /// Where the trainer writes.
     pub fn files(&self) -> RunFiles {
         RunFiles {
-            metrics: self.path.join("metrics.csv"),
-            weights: self.path.join("model.safetensors"),
+            metrics: self.path.join(run_file::METRICS),
+            weights: self.path.join(run_file::WEIGHTS),
             checkpoints: self.path.clone(),
         }
     }
@@ -290,7 +312,7 @@ impl RunDir {
     }
 
     fn final_path(&self) -> PathBuf {
-        self.path.join("final.json")
+        self.path.join(run_file::FINAL)
     }
 
     fn lock_path(&self) -> PathBuf {
@@ -341,12 +363,12 @@ impl RunDir {
     }
 
     pub fn class_index_csv(&self) -> PathBuf {
-        self.path.join("class_index.csv")
+        self.path.join(run_file::CLASS_INDEX)
     }
 
     /// The per-pixel mean a CIFAR-style run's inputs had subtracted (1 x C x H x W).
     pub fn data_mean(&self) -> PathBuf {
-        self.path.join("data_mean.safetensors")
+        self.path.join(run_file::DATA_MEAN)
     }
 
     /// Records what a CIFAR-style run's inputs were, for using the network outside the suite:
@@ -389,7 +411,7 @@ impl RunDir {
         if done.is_file() {
             return Ok(Some(done));
         }
-        Ok(checkpoint::latest(&self.path)?.map(|c| c.join("model.safetensors")))
+        Ok(checkpoint::latest(&self.path)?.map(|c| c.join(checkpoint::WEIGHTS_FILE)))
     }
 
     /// The run's network with its final (or newest) weights, on `device` in the run's own layout.

@@ -175,7 +175,7 @@ pub fn markdown(rows: &[SummaryRow], heading: &str) -> String {
             format!("{}, the paper's recipe", g.dataset.pretty())
         } else if g.preset == Preset::Quick {
             format!(
-                "{}, quick preset: **not a reproduction** (a few iterations to check the pipeline; the paper's \
+                "{}, quick preset: **not a reproduction** (a shortened schedule to check the pipeline; the paper's \
                  column is for reference only)",
                 g.dataset.pretty()
             )
@@ -212,8 +212,11 @@ pub fn markdown(rows: &[SummaryRow], heading: &str) -> String {
 }
 
 /// Writes `summary.csv` and `summary.md` (title, what the numbers are, the deviations of the runs'
-/// recipes, the tables); returns the Markdown.
+/// recipes, the tables), and beside them `findings.md` where the runs allow a finding (with
+/// Figure 7's, where its responses were measured); returns the summary's Markdown.
 pub fn write_summary(store: &Store, title: &str) -> Result<String> {
+    let responses = crate::eval::responses::read_responses(&store.responses_csv())?;
+    super::findings::write_findings(store, &format!("Findings: {title}"), &responses)?;
     let runs = store.runs()?;
     let rows = summarize(&runs)?;
     std::fs::create_dir_all(&store.root)?;

@@ -250,7 +250,9 @@ fn fig7(r: &mut Report) -> Result<()> {
 fn group_label(g: Group) -> String {
     match g.preset {
         Preset::Quick => {
-            format!("`{g}`: quick preset, **not a reproduction** (a few iterations to check the pipeline)")
+            format!(
+                "`{g}`: quick preset, **not a reproduction** (a shortened schedule to check the pipeline)"
+            )
         }
         Preset::Full => format!("`{g}`: the paper's recipe"),
     }

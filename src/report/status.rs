@@ -3,7 +3,9 @@
 //! committed release (`results/`, [`Release`]), never typed by hand. `make results` writes it
 //! between the README's status markers; a test checks the README holds what it would write.
 
-use crate::experiment::{Release, StoredRun};
+use crate::eval::responses::{ResponseRow, fig7_position, read_responses};
+use crate::experiment::findings::{Quantity, findings};
+use crate::experiment::{Release, Runs, StoredRun};
 use crate::models::NetSpec;
 use crate::paper::{Measure, published};
 use anyhow::{Context, Result, bail};
@@ -55,15 +57,22 @@ pub fn table(results: &Path) -> Result<String> {
     }
     md.push_str(&figure_row("Fig. 1: plain-20 vs plain-56", &["plain20", "plain56"], &table6, &pending));
     md.push_str(&figure_row("Fig. 6: plain and ResNet curves", &["plain20", "resnet20"], &table6, &pending));
-    md.push_str(
-        "| Fig. 7: layer responses | `make reproduce-fig7` | none | ResNets respond less | not run here on the \
-         full schedule |\n",
-    );
+    md.push_str(&fig7_row(&table6, &read_responses(&Runs::new(results).responses_csv())?)?);
     // Said here once: the pages under docs/ point at this row.
     md.push_str(
         "| On a GPU: the CUDA-graph step, NCCL data-parallel, bf16 | `scripts/gpu-check` | none | the paper: 8 GPUs \
          (ImageNet), 2 (CIFAR) | not yet run on a GPU (compiled; the CPU side tested) |\n",
     );
+    let findings = release.table("table6").findings_md();
+    if findings.is_file() {
+        let rel = findings.strip_prefix(results.parent().unwrap_or(results)).unwrap_or(&findings);
+        writeln!(
+            md,
+            "\nThe paper's findings across depth, computed from these runs (seeds, spread, verdicts): \
+             [{0}]({0}).",
+            rel.display()
+        )?;
+    }
     if results.join("table6/fig6_fashion-mnist.png").is_file() {
         writeln!(
             md,
@@ -174,6 +183,45 @@ fn figure_row(what: &str, nets: &[&str], released: &[StoredRun], pending: &[Stor
         _ => format!("{} only (Fashion-MNIST, full schedule)", have.join(", ")),
     };
     format!("| {what} | `make reproduce-table6` | curves | curves | {state} |\n")
+}
+
+/// Figure 7's row: the released networks whose responses were measured, and the paper's reading
+/// of them (ResNets respond less than plain nets, deeper ResNets less still) as they show it.
+fn fig7_row(released: &[StoredRun], rows: &[ResponseRow]) -> Result<String> {
+    if rows.is_empty() {
+        return Ok(
+            "| Fig. 7: layer responses | `make reproduce-fig7` | none | ResNets respond less | not run \
+                   here on the full schedule |\n"
+                .into(),
+        );
+    }
+    let mut nets: Vec<(Option<usize>, bool, usize)> =
+        rows.iter().map(|r| (fig7_position(r.residual, r.depth), r.residual, r.depth)).collect();
+    nets.sort();
+    nets.dedup();
+    let labels: Vec<String> = nets
+        .iter()
+        .map(|(_, residual, depth)| format!("{}-{depth}", if *residual { "ResNet" } else { "plain" }))
+        .collect();
+    let readings: Vec<String> = findings(released, rows)?
+        .iter()
+        .filter(|f| f.quantity == Quantity::ResponseStd)
+        .map(|f| {
+            // The paper: the second responds less (Direction::Lower for every Figure 7 finding).
+            let (mark, sign) =
+                if f.diff() < 0.0 { ("<", "the paper's sign") } else { (">=", "against the paper's") };
+            format!("{} {mark} {}: {sign}", f.second.label, f.first.label)
+        })
+        .collect();
+    let state = match readings.is_empty() {
+        true => "measured; no pair to compare yet".to_string(),
+        false => format!("{}; one network each", readings.join(", ")),
+    };
+    Ok(format!(
+        "| Fig. 7: layer responses | `make results` | {} measured (released weights, test set) | ResNets respond \
+         less | {state} |\n",
+        labels.join(", ")
+    ))
 }
 
 /// `text` (the README) with the table between [`BEGIN`] and [`END`] replaced by `table`.

@@ -56,11 +56,11 @@ pub trait Graph {
 /// previous stream afterwards, also when `f` fails or panics.
 pub fn on_side_stream<T>(g: &mut dyn Graph, f: impl FnOnce() -> Result<T>) -> Result<T> {
     g.enter_side()?;
-    let out = std::panic::catch_unwind(AssertUnwindSafe(f));
+    let out = quiet_catch(f);
     let left = g.leave_side();
     match out {
         Ok(v) => left.and(v),
-        Err(panic) => std::panic::resume_unwind(panic),
+        Err(msg) => Err(anyhow!("an operation failed on the capture's side stream: {msg}")),
     }
 }
 

@@ -109,8 +109,8 @@ impl Stepper {
         self.note.take()
     }
 
-    /// Update `it` at rate `lr`. A capture that fails is abandoned and the steps go on eagerly,
-    /// with a note ([`Stepper::take_note`]).
+    /// Update `it` at rate `lr`. A capture that fails, or a warm-up step through the program it
+    /// would record, is abandoned and the steps go on eagerly, with a note ([`Stepper::take_note`]).
     pub fn step(
         &mut self,
         trainer: &mut Trainer,
@@ -122,14 +122,27 @@ impl Stepper {
             Mode::Eager => eager_step(trainer, data, it, lr),
             Mode::Warming { graph, program, left } if *left > 0 => {
                 *left -= 1;
-                graph::on_side_stream(graph.as_mut(), || match program {
+                let through_program = program.is_some();
+                let out = graph::on_side_stream(graph.as_mut(), || match program {
                     Some(p) => p.run(trainer, data, it, lr),
                     None => {
                         let out = eager_step(trainer, data, it, lr)?;
                         *program = Some(Program::new(trainer));
                         Ok(out)
                     }
-                })
+                });
+                match out {
+                    // The program the capture would record failed before any capture: as a
+                    // failed capture, the run goes on eagerly (this update included).
+                    Err(e) if through_program => {
+                        self.mode = Mode::Eager;
+                        self.note = Some(format!(
+                            "the warm-up before the CUDA-graph capture failed ({e:#}); the steps run eagerly"
+                        ));
+                        eager_step(trainer, data, it, lr)
+                    }
+                    out => out,
+                }
             }
             Mode::Warming { .. } => {
                 let Mode::Warming { graph, program, .. } = std::mem::replace(&mut self.mode, Mode::Eager)

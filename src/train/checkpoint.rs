@@ -51,6 +51,9 @@ pub struct TrainState {
 
 const PREFIX: &str = "ckpt-";
 
+/// A checkpoint folder's weights file.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
 fn ckpt_dir(run_dir: &Path, iteration: u64) -> PathBuf {
     run_dir.join(format!("{PREFIX}{iteration:08}"))
 }
@@ -86,7 +89,7 @@ pub fn save(run_dir: &Path, vs: &nn::VarStore, opt: &Sgd, state: &TrainState) ->
     let tmp = dest.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    crate::models::save_weights(vs, &tmp.join("model.safetensors"))?;
+    crate::models::save_weights(vs, &tmp.join(WEIGHTS_FILE))?;
     opt.save(&tmp.join("optim.safetensors"))?;
     write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
     if dest.exists() {
@@ -177,7 +180,7 @@ pub fn load(ckpt: &Path, vs: &mut nn::VarStore, opt: &mut Sgd) -> Result<TrainSt
     let path = ckpt.join("state.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let state = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    load_weights(&ckpt.join("model.safetensors"), vs)?;
+    load_weights(&ckpt.join(WEIGHTS_FILE), vs)?;
     opt.load(&ckpt.join("optim.safetensors"))?;
     Ok(state)
 }

@@ -49,11 +49,12 @@ impl std::fmt::Display for Precision {
     }
 }
 
+// The paper's SGD settings are written once, in `SgdSettings::PAPER`.
 fn paper_momentum() -> f64 {
-    0.9
+    SgdSettings::PAPER.momentum
 }
 fn paper_weight_decay() -> f64 {
-    1e-4
+    SgdSettings::PAPER.weight_decay
 }
 fn paper_lr_decay() -> f64 {
     0.1

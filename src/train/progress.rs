@@ -152,12 +152,14 @@ pub struct Progress {
     /// Shows nothing (a replica other than rank 0).
     silent: bool,
     iterations: u64,
+    batch: usize,
     /// Since the last row: training throughput leaves evaluations and checkpoints out.
     clock: Instant,
 }
 
 impl Progress {
-    pub fn new(label: String, iterations: u64, at: u64, use_bar: bool) -> Self {
+    /// `batch`: the images of one update (over every replica), for the time left.
+    pub fn new(label: String, iterations: u64, batch: usize, at: u64, use_bar: bool) -> Self {
         let bar = if use_bar {
             let bar = ProgressBar::new(iterations).with_position(at);
             bar.set_style(
@@ -173,7 +175,7 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
-        Progress { bar, label, use_bar, silent: false, iterations, clock: Instant::now() }
+        Progress { bar, label, use_bar, silent: false, iterations, batch, clock: Instant::now() }
     }
 
     /// The same, showing nothing: rank 0 speaks for the replicas.
@@ -216,11 +218,41 @@ impl Progress {
         if self.use_bar {
             self.bar.set_message(msg);
         } else if !self.silent {
-            eprintln!("{}: it {it}/{} (epoch {epoch:.1}) {msg}, {seconds:.0} s", self.label, self.iterations);
+            let left = self.iterations.saturating_sub(it) as f64 * self.batch as f64 / rate;
+            let left =
+                if left.is_finite() { format!(", {} left in the run", about(left)) } else { String::new() };
+            eprintln!(
+                "{}: it {it}/{} (epoch {epoch:.1}) {msg}, {seconds:.0} s{left}",
+                self.label, self.iterations
+            );
         }
     }
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// `about 3 days 4 h`, `about 5 h 10 min`, `about 12 min`, `under a minute`: a time to come.
+pub fn about(seconds: f64) -> String {
+    let m = (seconds / 60.0).round() as u64;
+    match m {
+        0 => "under a minute".into(),
+        1..60 => format!("about {m} min"),
+        60..1440 => format!("about {} h {} min", m / 60, m % 60),
+        _ => format!("about {} days {} h", m / 1440, m % 1440 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::about;
+
+    #[test]
+    fn times_to_come_read_as_people_say_them() {
+        assert_eq!(about(20.0), "under a minute");
+        assert_eq!(about(12.0 * 60.0), "about 12 min");
+        assert_eq!(about(5.0 * 3600.0 + 600.0), "about 5 h 10 min");
+        assert_eq!(about(3.0 * 86400.0 + 4.0 * 3600.0), "about 3 days 4 h");
     }
 }

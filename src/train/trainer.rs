@@ -194,7 +194,8 @@ impl<'a> Run<'a> {
             let opt = &mut trainer.opt;
             dp.start(&trainer.vs, (&opt.params, &mut opt.buffers), state.iteration)?;
         }
-        let progress = Progress::new(label, t.iterations, state.iteration, opts.progress_bar && writes);
+        let progress =
+            Progress::new(label, t.iterations, t.batch_size, state.iteration, opts.progress_bar && writes);
         let progress = if writes { progress } else { progress.silent() };
         // A checkpoint holds the windows' sums over every replica: rank 0 carries them on.
         let windows = if writes { state.windows } else { Default::default() };

@@ -269,6 +269,7 @@ pub fn runner_over(
             ..resnet_repro::train::TrainOptions::new(tch::Device::Cpu)
         },
         only: vec![],
+        estimate: None,
     }
 }
 
@@ -393,4 +394,34 @@ pub fn cifar100_archive(train: usize, test: usize) -> Vec<u8> {
         builder.append_data(&mut header, format!("cifar-100-binary/{name}"), &data[..]).unwrap();
     }
     builder.into_inner().unwrap().finish().unwrap()
+}
+
+/// The variable that lets tests whose prerequisite is missing (Gloo, Fashion-MNIST) skip instead of
+/// fail: without it such a test fails naming what to install, so `make test` never reports as
+/// checked what it did not check.
+pub const ALLOW_SKIP: &str = "RESNET_REPRO_ALLOW_SKIP";
+
+/// Whether a test may go on: `have`, else a failure with `why` (what to install), or, where
+/// [`ALLOW_SKIP`] is set, `false` after saying that the test was skipped and why.
+pub fn prerequisite(have: bool, why: &str) -> bool {
+    if have {
+        return true;
+    }
+    assert!(
+        std::env::var_os(ALLOW_SKIP).is_some(),
+        "{why} (or set {ALLOW_SKIP}=1 to skip the tests that need it)"
+    );
+    eprintln!("SKIPPED ({ALLOW_SKIP} is set): {why}");
+    false
+}
+
+/// Debian's Fashion-MNIST, the real data some tests train or evaluate on.
+pub const SYSTEM_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Whether Debian's Fashion-MNIST is here (see [`prerequisite`]).
+pub fn fashion_mnist_installed() -> bool {
+    prerequisite(
+        Path::new(SYSTEM_FASHION_MNIST).is_dir(),
+        "no Fashion-MNIST in /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist",
+    )
 }
