@@ -216,6 +216,9 @@ pub fn auto_without_cuda(driver: Option<&str>, torch: Option<&str>) -> Result<De
              CUDA_VISIBLE_DEVICES",
             cuda.0, cuda.1
         ),
+        DriverFit::Unknown if torch.is_some_and(|t| t.contains("+cpu")) => {
+            format!("this torch ({torch_name}) is a CPU-only build")
+        }
         DriverFit::Unknown => format!("the CUDA this torch ({torch_name}) was built for is unknown"),
     };
     bail!(
@@ -273,13 +276,9 @@ pub fn wheel_cuda(torch: &str) -> Option<(u32, u32)> {
 
 /// The NVIDIA driver's version where one answers: `/proc/driver/nvidia/version`, else `nvidia-smi`.
 pub fn nvidia_driver() -> Option<String> {
-    if let Ok(text) = std::fs::read_to_string("/proc/driver/nvidia/version") {
-        // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.154.05  Thu Dec 28 ..."
-        let line = text.lines().find(|l| l.starts_with("NVRM version"))?;
-        return line
-            .split_whitespace()
-            .find(|w| w.contains('.') && w.starts_with(|c: char| c.is_ascii_digit()))
-            .map(String::from);
+    let proc = std::fs::read_to_string("/proc/driver/nvidia/version").ok();
+    if let Some(v) = proc.as_deref().and_then(driver_in_proc_version) {
+        return Some(v);
     }
     let out = std::process::Command::new("nvidia-smi")
         .args(["--query-gpu=driver_version", "--format=csv,noheader"])
@@ -287,6 +286,15 @@ pub fn nvidia_driver() -> Option<String> {
         .ok()?;
     let v = String::from_utf8_lossy(&out.stdout).lines().next()?.trim().to_string();
     (out.status.success() && !v.is_empty()).then_some(v)
+}
+
+/// The driver's version in `/proc/driver/nvidia/version`'s text: "NVRM version: NVIDIA UNIX x86_64
+/// Kernel Module  535.154.05  Thu Dec 28 ..." (or "... Open Kernel Module for x86_64  580.65.06 ...").
+fn driver_in_proc_version(text: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.starts_with("NVRM version"))?;
+    let version =
+        line.split_whitespace().find(|w| w.contains('.') && w.starts_with(|c: char| c.is_ascii_digit()));
+    version.map(String::from)
 }
 
 /// The version of the libtorch this process loaded (`2.11.0+cu130`), if known.
@@ -343,6 +351,14 @@ mod tests {
         assert_eq!(wheel_cuda("2.4.1+cu121"), Some((12, 1)));
         assert_eq!(wheel_cuda("2.11.0+cpu"), None);
         assert_eq!(wheel_cuda("2.11.0"), None);
+        let proc = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.154.05  Thu Dec 28 22:38:18 UTC 2023\nGCC \
+                    version:  gcc version 12.2.0";
+        assert_eq!(super::driver_in_proc_version(proc).as_deref(), Some("535.154.05"));
+        let open = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build  (dvs-builder)";
+        assert_eq!(super::driver_in_proc_version(open).as_deref(), Some("580.65.06"));
+        assert_eq!(super::driver_in_proc_version("GCC version: 12.2.0"), None);
+        let cpu_build = auto_without_cuda(Some("535.154.05"), Some("2.11.0+cpu")).unwrap_err().to_string();
+        assert!(cpu_build.contains("this torch (2.11.0+cpu) is a CPU-only build"), "{cpu_build}");
         assert_eq!(
             DriverFit::of("535.154.05", Some("2.11.0+cu130")),
             DriverFit::TooOld { cuda: (13, 0), needs: 580 }

@@ -1,4 +1,4 @@
-//! `doctor --selftest`: the checks a new machine (and a first GPU session) runs before anything
+//! `doctor --selftest`: the checks a new machine (and a first run on a GPU) runs before anything
 //! else, each a PASS, FAIL or SKIP line, within a minute. On every device: bf16 autocast, the
 //! fused SGD update against the multi-tensor one, the captured step's program run without a graph
 //! against eager steps, and a one-rank process group (Gloo on the CPU, NCCL on a GPU). On a GPU

@@ -195,7 +195,7 @@ fn a_run_snapshotted_mid_way_and_restored_elsewhere_resumes_to_the_same_bits() {
     let dir = tempfile::tempdir().unwrap();
     let whole = common::fixture_runner(dir.path(), &dir.path().join("whole"));
     resnet_repro::experiment::run_experiment(&tiny(), &whole).unwrap();
-    // Another session's work tree: stopped at 20, its newest checkpoint kept in results/.
+    // Another work tree: stopped at 20, its newest checkpoint kept in results/.
     let mut first = common::fixture_runner(dir.path(), &dir.path().join("first"));
     first.train.stop_after = Some(20);
     resnet_repro::experiment::run_experiment(&tiny(), &first).unwrap();
@@ -204,7 +204,7 @@ fn a_run_snapshotted_mid_way_and_restored_elsewhere_resumes_to_the_same_bits() {
     assert_eq!(kept.iter().map(|(_, it)| *it).collect::<Vec<_>>(), [20]);
     let pending = &kept[0].0;
     assert_eq!(names(&pending.path), ["ckpt-00000020", "config.toml", "metrics.csv"]);
-    // The next session: a fresh runs folder, restored, then the same command.
+    // The next work tree: a fresh runs folder, restored, then the same command.
     let next = common::fixture_runner(dir.path(), &dir.path().join("next"));
     let restored = release.restore(&next.store, "table6").unwrap();
     assert_eq!(restored.len(), 1);

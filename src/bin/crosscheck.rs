@@ -8,7 +8,7 @@ use clap::Parser;
 use resnet_repro::cli::ExperimentArgs;
 use resnet_repro::experiment::crosscheck::{CrosscheckOptions, compare, markdown, run_crosscheck};
 use resnet_repro::experiment::recipe::CROSSCHECK;
-use resnet_repro::experiment::{CrosscheckDirs, Swap};
+use resnet_repro::experiment::{CrosscheckDirs, Draw, Swap};
 use resnet_repro::models::HeInit;
 use resnet_repro::report::figures::render_crosscheck;
 
@@ -21,7 +21,7 @@ struct Args {
     run: ExperimentArgs,
     /// He-normal modes to cross-check.
     #[arg(long, value_delimiter = ',', default_value = "fan-in,fan-out")]
-    init: Vec<Init>,
+    init: Vec<HeInit>,
     /// Python with torch 2.11 (default: RESNET_REPRO_PYTHON, set by scripts/with-torch, else python3).
     #[arg(long)]
     python: Option<String>,
@@ -34,19 +34,6 @@ struct Args {
     swap: Vec<Draw>,
 }
 
-/// One of our random draws (`--swap`).
-#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
-enum Draw {
-    Init,
-    Data,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Init {
-    FanIn,
-    FanOut,
-}
-
 fn main() -> std::process::ExitCode {
     resnet_repro::interrupt::exit_status(run())
 }
@@ -55,13 +42,9 @@ fn run() -> Result<()> {
     let args = Args::parse();
     let exp = args.run.experiment(&CROSSCHECK)?;
     let runner = args.run.runner(&CROSSCHECK)?;
-    let swap = Swap { init: args.swap.contains(&Draw::Init), data: args.swap.contains(&Draw::Data) };
+    let swap = Swap::of(&args.swap);
     let dirs = CrosscheckDirs { root: runner.store.root.clone(), swap };
-    let inits = args
-        .init
-        .iter()
-        .map(|i| if matches!(i, Init::FanIn) { HeInit::FanIn } else { HeInit::FanOut })
-        .collect();
+    let inits = args.init.clone();
     let python = args.python.unwrap_or_else(resnet_repro::bench::default_python);
     let script = resnet_repro::bench::repo_file("bench/pytorch_crosscheck.py");
     let o = CrosscheckOptions { runner, dirs: dirs.clone(), inits, python, script };

@@ -19,8 +19,8 @@ struct Args {
     #[arg(long)]
     selftest: bool,
     /// Where the self-test runs: auto (the first GPU if any, else the CPU), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto", value_parser = resnet_repro::env::parse_device)]
-    device: tch::Device,
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,7 +29,15 @@ fn main() -> std::process::ExitCode {
     if !args.selftest {
         return std::process::ExitCode::SUCCESS;
     }
-    let device = args.device;
+    // Parsed only now: `auto` stops where a driver answers and libtorch sees no GPU, which the
+    // lines above have just explained.
+    let device = match resnet_repro::env::parse_device(&args.device) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     println!("\nself-test on {}:", resnet_repro::env::device_name(device));
     let checks = resnet_repro::selftest::run(device, |c| println!("{c}"));
     let failed = checks.iter().filter(|c| c.outcome.is_err()).count();

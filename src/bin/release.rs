@@ -1,5 +1,5 @@
 //! Releases finished runs into results/ (committed) with a MANIFEST of sha256s, keeps unfinished
-//! runs' newest checkpoints there between sessions, and checks a release: `make release-runs`,
+//! runs' newest checkpoints there between work trees, and checks a release: `make release-runs`,
 //! `make results` and the release test use it.
 
 use anyhow::{Context, Result, ensure};
@@ -44,7 +44,7 @@ enum What {
         command: String,
     },
     /// Copy every unfinished run's configuration, metrics and newest checkpoint into
-    /// results/<table>/in-progress/ (commit it before a session ends).
+    /// results/<table>/in-progress/ (commit it before the work tree goes).
     Snapshot {
         #[arg(long)]
         runs: PathBuf,

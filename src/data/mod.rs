@@ -16,7 +16,7 @@ pub mod small_folder;
 pub mod transform;
 
 use anyhow::{Result, ensure};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 pub use config::{
@@ -173,9 +173,4 @@ impl Prepared {
     pub fn train_len(&self) -> usize {
         self.train_y.size()[0] as usize
     }
-}
-
-/// The default data folder, `data/` under the working directory.
-pub fn default_data_dir() -> &'static Path {
-    Path::new("data")
 }

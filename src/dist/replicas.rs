@@ -17,13 +17,15 @@ pub const BUCKET_BYTES: usize = 25 * 1024 * 1024;
 /// starts early in the backward pass.
 pub const FIRST_BUCKET_BYTES: usize = 1024 * 1024;
 
-/// When the replicas average their gradients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When the replicas average their gradients (`--grad-sync during|after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GradSync {
     /// During the backward pass, each bucket as soon as its gradients exist: c10d's `Reducer`,
     /// as PyTorch's DDP does.
+    #[value(name = "during")]
     DuringBackward,
-    /// After the backward pass, all buckets at once ([`Replicas::average_grads`]).
+    /// After the backward pass, all buckets at once (`Replicas::average_grads`).
+    #[value(name = "after")]
     AfterBackward,
 }
 

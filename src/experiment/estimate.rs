@@ -12,7 +12,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// Steps timed per network, after one untimed step (kernels chosen, buffers made): one keeps the
-/// wait short before a sweep of days (a ResNet-110 step in bf16 on one thread is seconds).
+/// wait short before a sweep of days (a ResNet-110 step on one CPU thread takes about a second).
 const TIMED_STEPS: u32 = 1;
 
 /// The sweep's unfinished runs, in training order, and what each has left on this machine.

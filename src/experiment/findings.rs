@@ -23,7 +23,7 @@ pub enum Quantity {
     TestError,
     /// `final.json`'s training error (%): the last logging window, augmented batches.
     TrainError,
-    /// Figure 7: the mean over 3x3 layers of each layer's response std (first seed).
+    /// Figure 7: the mean over 3x3 layers of each layer's response std (over the seeds measured).
     ResponseStd,
 }
 
@@ -134,7 +134,17 @@ pub fn findings(runs: &[StoredRun], responses: &[ResponseRow]) -> Result<Vec<Fin
                 }
             }
         }
-        out.extend(response_findings(g, responses));
+        // Only the responses of this store's finished runs (a responses.csv may hold other sweeps').
+        let ours: Vec<ResponseRow> = responses
+            .iter()
+            .filter(|r| {
+                group.iter().any(|run| {
+                    run.config.net.name() == r.net && run.config.seed == r.seed && run.dir.is_finished()
+                }) && r.group == g.to_string()
+            })
+            .cloned()
+            .collect();
+        out.extend(response_findings(g, &ours));
     }
     Ok(out)
 }
@@ -382,6 +392,8 @@ mod tests {
             row("resnet20", true, 20, 1, 0.5),
             row("resnet20", true, 20, 2, 1.5),
             row("resnet56", true, 56, 1, 1.2),
+            // Another sweep's network in the same responses.csv: not this store's, left out.
+            row("resnet32", true, 32, 1, 9.0),
         ];
         let all = findings(&s.runs().unwrap(), &responses).unwrap();
         let f = find(&all, "ResNet-56", "ResNet-20", Quantity::TestError);
@@ -391,6 +403,10 @@ mod tests {
         assert_eq!(f.verdict, Verdict::OneSeed { as_paper: true });
         let f = find(&all, "ResNet-56", "ResNet-20", Quantity::ResponseStd);
         assert_eq!(f.verdict, Verdict::OneSeed { as_paper: false });
+        assert!(
+            all.iter().all(|f| f.first.label != "ResNet-32" && f.second.label != "ResNet-32"),
+            "{all:#?}"
+        );
         assert!(findings_markdown(&all).contains("**the opposite of the paper's**"));
     }
 

@@ -22,4 +22,4 @@ pub use config::{Experiment, Group, Preset, RunConfig, RunSpec};
 pub use record::FinalRecord;
 pub use release::Release;
 pub use runner::{Outcome, RunPick, RunStatus, RunnerOptions, run_experiment};
-pub use store::{CrosscheckDirs, RunDir, Runs, Store, StoredRun, Swap, Table};
+pub use store::{CrosscheckDirs, Draw, RunDir, Runs, Store, StoredRun, Swap, Table};

@@ -1,6 +1,6 @@
 //! Released results: finished runs copied from a scratch runs folder into `results/` (committed),
 //! every file listed with its sha256 in `results/MANIFEST`; and unfinished runs' newest checkpoint
-//! kept under `results/<table>/in-progress/`, so that a run can span sessions whose work trees do
+//! kept under `results/<table>/in-progress/`, so that a run can span machines or work trees that do
 //! not survive (`release snapshot` before stopping, `release restore` before resuming).
 //!
 //! A released run holds what a reader needs and nothing to resume from: `config.toml`,

@@ -105,7 +105,7 @@ pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome
             && let Some(this) = e.of(&run.label())
         {
             let (this, after) = (about(this), about(e.after(&run.label())));
-            eprintln!("{}: {this} for this run here, {after} for the sweep's runs after it", run.label());
+            eprintln!("{}: {this} for this run here, {after} for the runs listed after it", run.label());
         }
         let status =
             train_one(&run, &dir, &mut source, o).with_context(|| format!("run {}", dir.path.display()))?;

@@ -107,7 +107,21 @@ pub struct Swap {
     pub data: bool,
 }
 
+/// One of our random draws (`crosscheck --swap init,data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Draw {
+    /// The initial weights.
+    Init,
+    /// The data stream: each epoch's order, crops and flips.
+    Data,
+}
+
 impl Swap {
+    /// The draws `swapped` names.
+    pub fn of(swapped: &[Draw]) -> Self {
+        Swap { init: swapped.contains(&Draw::Init), data: swapped.contains(&Draw::Data) }
+    }
+
     pub fn any(self) -> bool {
         self.init || self.data
     }

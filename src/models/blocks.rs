@@ -56,7 +56,9 @@ pub fn out_size(size: i64, k: i64, stride: i64, padding: i64) -> i64 {
 }
 
 /// The n of the convs' He-normal init N(0, 2/n) ("Delving deep into rectifiers", Eq. 10 and 14).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum HeInit {
     /// n = k²·c_in, the forward case: Caffe's `msra` filler, as in the authors' released models.

@@ -122,7 +122,7 @@ impl Stepper {
             Mode::Eager => eager_step(trainer, data, it, lr),
             Mode::Warming { graph, program, left } if *left > 0 => {
                 *left -= 1;
-                let through_program = program.is_some();
+                let saved = program.is_some().then(|| Saved::of(trainer));
                 let out = graph::on_side_stream(graph.as_mut(), || match program {
                     Some(p) => p.run(trainer, data, it, lr),
                     None => {
@@ -131,17 +131,19 @@ impl Stepper {
                         Ok(out)
                     }
                 });
-                match out {
+                match (out, saved) {
                     // The program the capture would record failed before any capture: as a
-                    // failed capture, the run goes on eagerly (this update included).
-                    Err(e) if through_program => {
+                    // failed capture, the run goes on eagerly, this update again from the state
+                    // before it (whatever of it the failure had applied is undone).
+                    (Err(e), Some(saved)) => {
+                        saved.restore(trainer);
                         self.mode = Mode::Eager;
                         self.note = Some(format!(
                             "the warm-up before the CUDA-graph capture failed ({e:#}); the steps run eagerly"
                         ));
                         eager_step(trainer, data, it, lr)
                     }
-                    out => out,
+                    (out, _) => out,
                 }
             }
             Mode::Warming { .. } => {
@@ -194,6 +196,39 @@ impl Setting {
             Some("this data's batches are decoded on the host, not drawn on the device")
         } else {
             None
+        }
+    }
+}
+
+/// The trainer's weights, BN statistics and momentum buffers, copied before a warm-up step through
+/// the capture's program: what a failure in it puts back.
+struct Saved {
+    /// (the live tensor, its copy).
+    vars: Vec<(Tensor, Tensor)>,
+    buffers: Vec<Option<Tensor>>,
+}
+
+impl Saved {
+    fn of(trainer: &Trainer) -> Self {
+        let vars =
+            trainer.vs.variables().into_values().map(|v| (v.shallow_clone(), v.detach().copy())).collect();
+        let buffers = trainer.opt.buffers.iter().map(|b| b.as_ref().map(|t| t.detach().copy())).collect();
+        Saved { vars, buffers }
+    }
+
+    fn restore(self, trainer: &mut Trainer) {
+        tch::no_grad(|| {
+            for (mut live, copy) in self.vars {
+                live.copy_(&copy);
+            }
+        });
+        for (live, copy) in trainer.opt.buffers.iter_mut().zip(self.buffers) {
+            match (live.as_mut(), copy) {
+                (Some(live), Some(copy)) => {
+                    tch::no_grad(|| live.copy_(&copy));
+                }
+                (_, copy) => *live = copy,
+            }
         }
     }
 }
