@@ -20,9 +20,7 @@ unsafe extern "C" {
         n: c_int,
         lr: c_double,
         momentum: c_double,
-        dampening: c_double,
         weight_decay: c_double,
-        nesterov: c_int,
         fused: c_int,
     ) -> c_int;
     fn rr_fused_sgd_tensor_lr(
@@ -32,9 +30,7 @@ unsafe extern "C" {
         n: c_int,
         lr: *mut C_tensor,
         momentum: c_double,
-        dampening: c_double,
         weight_decay: c_double,
-        nesterov: c_int,
     ) -> c_int;
     fn rr_autocast_enter_bf16(cuda: c_int, was_enabled: *mut c_int, was_dtype: *mut c_int) -> c_int;
     fn rr_autocast_leave(cuda: c_int, was_enabled: c_int, was_dtype: c_int) -> c_int;
@@ -119,14 +115,13 @@ pub fn clear_grads(tensors: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// Hyper-parameters of [`sgd_step`], torch.optim.SGD's.
+/// Hyper-parameters of [`sgd_step`], torch.optim.SGD's as the paper uses it (no dampening, no
+/// Nesterov momentum).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdParams {
     pub lr: f64,
     pub momentum: f64,
-    pub dampening: f64,
     pub weight_decay: f64,
-    pub nesterov: bool,
     /// torch.optim.SGD(fused=True)'s kernel (`_fused_sgd_`) instead of the multi-tensor path.
     pub fused: bool,
 }
@@ -162,9 +157,7 @@ pub fn sgd_step(params: &[Tensor], buffers: &mut [Option<Tensor>], h: SgdParams)
             p_ptrs.len() as c_int,
             h.lr,
             h.momentum,
-            h.dampening,
             h.weight_decay,
-            c_int::from(h.nesterov),
             c_int::from(h.fused),
         )
     };
@@ -211,9 +204,7 @@ pub fn fused_sgd_step_lr_tensor(
             p.len() as c_int,
             ptr(lr),
             h.momentum,
-            h.dampening,
             h.weight_decay,
-            c_int::from(h.nesterov),
         )
     };
     if rc != 0 {

@@ -29,7 +29,7 @@ std::vector<at::Tensor> list(at::Tensor** ts, int n) {
 // torch.optim.SGD's _fused_sgd: on the first step (no buffers yet) new empty buffers, which the
 // kernel fills with the first d_p, as PyTorch passes them.
 void fused_sgd(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int n, double lr, double momentum,
-               double dampening, double weight_decay, int nesterov) {
+               double weight_decay) {
   auto p = list(params, n);
   auto g = list(grads, n);
   std::vector<at::Tensor> b;
@@ -40,7 +40,8 @@ void fused_sgd(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int n
       b.push_back(*bufs[i]);
     }
   }
-  at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, dampening, nesterov != 0, /*maximize=*/false, first);
+  at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, /*dampening=*/0, /*nesterov=*/false, /*maximize=*/false,
+                  first);
 }
 }  // namespace
 
@@ -72,8 +73,8 @@ int rr_clear_grads(at::Tensor** ts, int n) {
 
 // One SGD step over n parameters, the same operations as torch.optim.SGD's multi-tensor path
 // (_multi_tensor_sgd in torch/optim/sgd.py, PyTorch 2.11), which its per-tensor path matches op for
-// op: d_p = grad + wd * param; buf = d_p on the first step, else buf = momentum * buf + (1 -
-// dampening) * d_p; d_p = buf (nesterov: d_p + momentum * buf); param -= lr * d_p.
+// op, with the paper's settings (no dampening, no Nesterov momentum): d_p = grad + wd * param;
+// buf = d_p on the first step, else buf = momentum * buf + d_p; param -= lr * buf.
 // bufs[i] == nullptr means "no momentum buffer yet": a new handle is stored there.
 // Returns 0, or -1 on error. Runs without recording autograd history.
 //
@@ -81,7 +82,7 @@ int rr_clear_grads(at::Tensor** ts, int n) {
 // tensor: weight decay, momentum and update together), where every momentum buffer exists or none
 // does (PyTorch's own condition: none on the first step).
 int rr_sgd_step(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int n, double lr,
-                double momentum, double dampening, double weight_decay, int nesterov, int fused) {
+                double momentum, double weight_decay, int fused) {
   return guarded(
       [&] {
         if (n == 0) return 0;
@@ -89,7 +90,7 @@ int rr_sgd_step(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int 
         int with_buffers = 0;
         for (int i = 0; i < n; ++i) with_buffers += bufs[i] != nullptr;
         if (fused && (with_buffers == 0 || with_buffers == n)) {
-          fused_sgd(params, grads, bufs, n, lr, momentum, dampening, weight_decay, nesterov);
+          fused_sgd(params, grads, bufs, n, lr, momentum, weight_decay);
           return 0;
         }
         auto p = list(params, n);
@@ -102,22 +103,18 @@ int rr_sgd_step(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int 
           if (all_buffers) {
             b = list(bufs, n);
             at::_foreach_mul_(b, momentum);
-            at::_foreach_add_(b, g, 1 - dampening);
+            at::_foreach_add_(b, g, 1.0);
           } else {
             for (int i = 0; i < n; ++i) {
               if (bufs[i] == nullptr) {
                 bufs[i] = new at::Tensor(g[i].detach().clone());
               } else {
-                bufs[i]->mul_(momentum).add_(g[i], 1 - dampening);
+                bufs[i]->mul_(momentum).add_(g[i], 1.0);
               }
               b.push_back(*bufs[i]);
             }
           }
-          if (nesterov) {
-            at::_foreach_add_(g, b, momentum);
-          } else {
-            g = b;
-          }
+          g = b;
         }
         at::_foreach_add_(p, g, -lr);
         return 0;
@@ -131,7 +128,7 @@ int rr_sgd_step(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int 
 // float32 scalar on the parameters' device (the kernel reads a float*); on the CPU the kernel reads
 // it as a double. 0, or -1 on error.
 int rr_fused_sgd_tensor_lr(at::Tensor** params, at::Tensor** grads, at::Tensor** bufs, int n, at::Tensor* lr,
-                           double momentum, double dampening, double weight_decay, int nesterov) {
+                           double momentum, double weight_decay) {
   return guarded(
       [&] {
         if (n == 0) return 0;
@@ -143,8 +140,8 @@ int rr_fused_sgd_tensor_lr(at::Tensor** params, at::Tensor** grads, at::Tensor**
             b.push_back(*bufs[i]);
           }
         }
-        at::_fused_sgd_(list(params, n), list(grads, n), b, weight_decay, momentum, *lr, dampening,
-                        nesterov != 0, /*maximize=*/false, /*is_first_step=*/false);
+        at::_fused_sgd_(list(params, n), list(grads, n), b, weight_decay, momentum, *lr, /*dampening=*/0,
+                        /*nesterov=*/false, /*maximize=*/false, /*is_first_step=*/false);
         return 0;
       },
       -1);

@@ -27,9 +27,7 @@ pub struct Sgd {
     /// Momentum buffers, `None` until the first step.
     pub buffers: Vec<Option<Tensor>>,
     pub momentum: f64,
-    pub dampening: f64,
     pub weight_decay: f64,
-    pub nesterov: bool,
     /// One fused kernel per tensor (`torch.optim.SGD(fused=True)`) instead of the multi-tensor
     /// path: the default on CUDA, where it saves kernel launches; on the CPU the multi-tensor path
     /// stays, so CPU runs keep their bytes.
@@ -48,7 +46,7 @@ impl Sgd {
         let params: Vec<Tensor> = names.iter().map(|n| vars[n].shallow_clone()).collect();
         let buffers = (0..params.len()).map(|_| None).collect();
         let fused = vs.device().is_cuda();
-        Sgd { names, params, buffers, momentum, dampening: 0.0, weight_decay, nesterov: false, fused }
+        Sgd { names, params, buffers, momentum, weight_decay, fused }
     }
 
     /// Drops every parameter's gradient (PyTorch's `zero_grad()`, set_to_none).
@@ -75,14 +73,7 @@ impl Sgd {
     }
 
     fn hyper(&self, lr: f64) -> SgdParams {
-        SgdParams {
-            lr,
-            momentum: self.momentum,
-            dampening: self.dampening,
-            weight_decay: self.weight_decay,
-            nesterov: self.nesterov,
-            fused: self.fused,
-        }
+        SgdParams { lr, momentum: self.momentum, weight_decay: self.weight_decay, fused: self.fused }
     }
 }
 

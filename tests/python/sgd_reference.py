@@ -13,8 +13,7 @@ from safetensors.torch import save_file
 
 CASES = {
     "paper": dict(momentum=0.9, weight_decay=1e-4, dampening=0.0, nesterov=False),
-    "dampened": dict(momentum=0.9, weight_decay=5e-4, dampening=0.1, nesterov=False),
-    "nesterov": dict(momentum=0.9, weight_decay=1e-4, dampening=0.0, nesterov=True),
+    "decay": dict(momentum=0.9, weight_decay=5e-4, dampening=0.0, nesterov=False),
     "plain": dict(momentum=0.0, weight_decay=1e-4, dampening=0.0, nesterov=False),
 }
 # The same cases with torch.optim.SGD(fused=True): its one-kernel update.
