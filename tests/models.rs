@@ -3,6 +3,7 @@
 //! The exact counts are counted analytically from the architectures (conv and fc multiply-adds;
 //! parameters with BN's gamma and beta and the fc bias), and torchvision's for option B.
 
+use resnet_repro::eval::responses::forward_with_responses;
 use resnet_repro::experiment::table1::NetSpec;
 use resnet_repro::models::blocks::{Shortcut as S, ShortcutPath};
 use resnet_repro::models::{BottleneckStride, CifarNet, ImageNetNet, ResNet, Shortcut, count_parameters};
@@ -305,7 +306,8 @@ fn responses_are_every_3x3_bn_output_and_leave_logits_unchanged() {
         let (_vs, net) = build(&spec);
         let x = Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu));
         let plain_logits = net.forward_t(&x, false);
-        let (logits, responses) = net.forward_with_responses(&x, false);
+        let (logits, responses) = forward_with_responses(&net, &x);
+        // The walk is the network's forward pass: the same logits, bit for bit.
         assert!(logits.equal(&plain_logits), "{}", spec.name());
         assert_eq!(responses.len(), net.num_3x3_layers());
         match &spec {
@@ -322,8 +324,7 @@ fn responses_are_every_3x3_bn_output_and_leave_logits_unchanged() {
     }
     // The first responses have the stem's and first stage's shape.
     let (_vs, net) = build(&NetSpec::Cifar(CifarNet::resnet(20)));
-    let (_, r) =
-        net.forward_with_responses(&Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu)), false);
+    let (_, r) = forward_with_responses(&net, &Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu)));
     assert_eq!(r[0].size(), [1, 16, 32, 32]);
     assert_eq!(r[18].size(), [1, 64, 8, 8]);
 }

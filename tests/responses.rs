@@ -2,7 +2,7 @@
 
 mod common;
 
-use resnet_repro::eval::responses::{ResponseRow, layer_stds, merge_responses, read_responses};
+use resnet_repro::eval::responses::{ResponseRow, forward_with_responses, layer_stds, merge_responses, read_responses};
 use resnet_repro::models::CifarNet;
 use resnet_repro::shim::MemoryFormat;
 use tch::{Device, Kind, Tensor, nn};
@@ -57,7 +57,7 @@ fn stds_over_batches_equal_the_std_of_all_responses_at_once() {
     let x = Tensor::randn([7, 3, 32, 32], (Kind::Float, Device::Cpu));
     // Batches of 2 in channels_last against one NCHW pass: equal up to float32 rounding.
     let stds = layer_stds(&net, &x, 2, MemoryFormat::ChannelsLast).unwrap();
-    let (_, responses) = tch::no_grad(|| net.forward_with_responses(&x, false));
+    let (_, responses) = tch::no_grad(|| forward_with_responses(&net, &x));
     assert_eq!(stds.len(), 19);
     // The effect guarded: the mean of the batches' own stds, which is not the std of the whole.
     let batches = [(0, 2), (2, 2), (4, 2), (6, 1)];

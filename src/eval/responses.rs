@@ -5,6 +5,7 @@
 
 use crate::fsutil::write_csv;
 use crate::models::ResNet;
+use crate::models::net::Stem;
 use crate::shim::{MemoryFormat, contiguous};
 use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,41 @@ pub const FIG7_NETS: [(bool, usize); 5] = [(false, 20), (false, 56), (true, 20),
 /// Where a CIFAR network stands in Figure 7's legend; `None` if it is not in the figure.
 pub fn fig7_position(residual: bool, depth: usize) -> Option<usize> {
     FIG7_NETS.iter().position(|&n| n == (residual, depth))
+}
+
+/// Logits and, in network order, the response of every 3x3 layer: its BN output before the ReLU
+/// or the addition (the quantity of Figure 7), BN in inference mode. Walks the network's layers
+/// as its own forward pass does, keeping each 3x3 layer's output before the in-place ReLU; the
+/// logits equal `forward_t`'s (tested), which holds the walk to the network it measures.
+pub fn forward_with_responses(net: &ResNet, xs: &Tensor) -> (Tensor, Vec<Tensor>) {
+    let mut responses = Vec::with_capacity(net.num_3x3_layers());
+    let mut h = net.stem_conv_bn().forward_t(xs, false);
+    match net.stem {
+        // The CIFAR stem is a 3x3 layer too (layer 1 of Figure 7).
+        Stem::Cifar(_) => {
+            responses.push(h.shallow_clone());
+            h = h.relu();
+        }
+        Stem::ImageNet(_) => h = h.relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false),
+    }
+    for block in net.stages.iter().flatten() {
+        let last = block.layers.len() - 1;
+        let mut b = h.shallow_clone();
+        for (i, layer) in block.layers.iter().enumerate() {
+            b = layer.forward_t(&b, false);
+            if layer.conv.kernel == 3 {
+                responses.push(b.shallow_clone());
+            }
+            if i < last {
+                b = b.relu();
+            }
+        }
+        if let Some(s) = &block.shortcut {
+            b = b + s.forward_t(&h, false);
+        }
+        h = b.relu();
+    }
+    (net.head(&h), responses)
 }
 
 /// Standard deviation of each 3x3 layer's response over every value it takes on `x` (all images,
@@ -34,7 +70,7 @@ pub fn layer_stds(net: &ResNet, x: &Tensor, batch: usize, format: MemoryFormat) 
     while start < n {
         let len = (batch as i64).min(n - start);
         let xb = contiguous(&x.narrow(0, start, len), format)?;
-        let (_, responses) = net.forward_with_responses(&xb, false);
+        let (_, responses) = forward_with_responses(net, &xb);
         ensure!(responses.len() == layers, "{} responses for {layers} 3x3 layers", responses.len());
         let moments: Vec<Tensor> = responses
             .iter()

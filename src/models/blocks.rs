@@ -318,20 +318,12 @@ impl Block {
         Block { layers, shortcut }
     }
 
-    /// Forward pass. With `responses`, each 3x3 layer's BN output (before ReLU or addition) is
-    /// appended to it, for Figure 7; without, ReLUs run in place and nothing is kept.
-    pub fn forward_t(&self, xs: &Tensor, train: bool, mut responses: Option<&mut Vec<Tensor>>) -> Tensor {
+    /// Forward pass; the ReLUs run in place.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let last = self.layers.len() - 1;
         let mut h = xs.shallow_clone();
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward_t(&h, train);
-            if let Some(r) = responses.as_deref_mut()
-                && layer.conv.kernel == 3
-            {
-                r.push(h.shallow_clone());
-                // The response must not be overwritten by an in-place op below.
-                h = h.copy();
-            }
             if i < last {
                 h = h.relu_();
             }

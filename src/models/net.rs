@@ -104,23 +104,19 @@ impl ResNet {
         ResNet { name: plan.name, stem: plan.stem, stages, fc, input: plan.input }
     }
 
-    fn forward_impl(&self, xs: &Tensor, train: bool, mut responses: Option<&mut Vec<Tensor>>) -> Tensor {
-        let stem = self.stem.conv_bn();
-        let mut h = stem.forward_t(xs, train);
-        if let (Some(r), Stem::Cifar(_)) = (responses.as_deref_mut(), &self.stem) {
-            // The CIFAR stem is a 3x3 layer too (layer 1 of Figure 7).
-            r.push(h.shallow_clone());
-            h = h.copy();
-        }
-        h = h.relu_();
+    fn forward_impl(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut h = self.stem.conv_bn().forward_t(xs, train).relu_();
         if let Stem::ImageNet(_) = self.stem {
             h = h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
-        for stage in &self.stages {
-            for block in stage {
-                h = block.forward_t(&h, train, responses.as_deref_mut());
-            }
+        for block in self.stages.iter().flatten() {
+            h = block.forward_t(&h, train);
         }
+        self.head(&h)
+    }
+
+    /// Global average pooling and the fc layer, on the last stage's output.
+    pub fn head(&self, h: &Tensor) -> Tensor {
         let pooled = h.mean_dim([2i64, 3].as_slice(), false, h.kind());
         self.fc.forward(&pooled)
     }
@@ -147,15 +143,7 @@ impl ResNet {
         self.stem.conv_bn()
     }
 
-    /// Logits and, in network order, the response of every 3x3 layer: its BN output before the
-    /// ReLU or the addition (the quantity of Figure 7).
-    pub fn forward_with_responses(&self, xs: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
-        let mut responses = Vec::new();
-        let logits = self.forward_impl(xs, train, Some(&mut responses));
-        (logits, responses)
-    }
-
-    /// Number of 3x3 layers, i.e. of responses [`ResNet::forward_with_responses`] returns.
+    /// Number of 3x3 layers (the stem's in a CIFAR net, and the blocks'): Figure 7's layers.
     pub fn num_3x3_layers(&self) -> usize {
         let stem = usize::from(matches!(self.stem, Stem::Cifar(_)));
         let blocks: usize = self
@@ -196,7 +184,7 @@ impl ResNet {
 
 impl nn::ModuleT for ResNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.forward_impl(xs, train, None)
+        self.forward_impl(xs, train)
     }
 }
 
