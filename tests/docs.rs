@@ -130,3 +130,23 @@ fn the_metrics_columns_the_docs_list_are_those_written() {
     );
     assert!(flat.contains(&listed), "docs/experiments.md does not list {listed}");
 }
+
+#[test]
+fn the_nets_the_status_table_calls_queued_are_in_the_release_queue() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
+    let queue: String = makefile
+        .lines()
+        .filter(|l| l.starts_with("RELEASE_DEPTHS :=") || l.starts_with("RELEASE_ONLY :="))
+        .collect::<Vec<_>>()
+        .join(",");
+    let Some(row) = readme.lines().find(|l| l.contains("not trained yet")) else { return };
+    let nets = row.split('|').nth(1).unwrap().trim().trim_start_matches("Table 6: ");
+    for net in nets.split(", ") {
+        let name = net.to_lowercase().replace('-', "");
+        assert!(
+            queue.split([',', ' ', '=']).any(|q| q == name || q.starts_with(&format!("{name}/"))),
+            "the README calls {net} queued, but the Makefile's release queue does not train it: {queue}"
+        );
+    }
+}

@@ -50,7 +50,7 @@ pub fn table(results: &Path) -> Result<String> {
     if !not_run.is_empty() {
         writeln!(
             md,
-            "| Table 6: {} | `make reproduce-table6` | none | {} | not run here |",
+            "| Table 6: {} | `make release-runs` | none | {} | not trained yet (in `make release-runs`' queue) |",
             not_run.join(", "),
             paper_range(&resnets)
         )?;
