@@ -2,7 +2,9 @@
 
 mod common;
 
-use resnet_repro::eval::responses::{ResponseRow, forward_with_responses, layer_stds, merge_responses, read_responses};
+use resnet_repro::eval::responses::{
+    ResponseRow, forward_with_responses, layer_stds, merge_responses, read_responses,
+};
 use resnet_repro::models::CifarNet;
 use resnet_repro::shim::MemoryFormat;
 use tch::{Device, Kind, Tensor, nn};

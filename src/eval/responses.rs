@@ -49,7 +49,8 @@ pub fn forward_with_responses(net: &ResNet, xs: &Tensor) -> (Tensor, Vec<Tensor>
             }
         }
         if let Some(s) = &block.shortcut {
-            b = b + s.forward_t(&h, false);
+            // Not in place: `b` may be the response just kept.
+            b = &b + s.forward_t(&h, false);
         }
         h = b.relu();
     }
