@@ -1,11 +1,12 @@
 //! resnet-repro: He et al. 2015, *Deep Residual Learning for Image Recognition*, reproduced table by
 //! table on tch (libtorch). The modules are layered, arrows pointing down (binaries; `cli`, `report`;
-//! `experiment`; `train`, `eval`, `data`; `models`, `dist`; `shim` and the floor): the layout, module
+//! `experiment`; `train`, `eval`, `data`; `models`, `detect`, `dist`; `shim` and the floor): the layout, module
 //! by module, is in docs/architecture.md.
 
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod detect;
 pub mod dist;
 pub mod env;
 pub mod eval;
