@@ -6,7 +6,8 @@
 mod common;
 
 use resnet_repro::detect::{
-    Anchors, BoxCoder, batched_nms, box_iou, clip_to_image, keep_large, nms, roi_pool,
+    Anchors, BoxCoder, Matcher, Rpn, RpnSettings, Sampler, batched_nms, box_iou, clip_to_image, keep_large,
+    nms, roi_pool,
 };
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
@@ -132,4 +133,67 @@ fn roi_pooling_refuses_what_it_cannot_pool() {
     assert!(roi_pool(&f, &Tensor::zeros([1, 4], (Kind::Float, Device::Cpu)), (2, 2), 1.0).is_err());
     let none = roi_pool(&f, &Tensor::zeros([0, 5], (Kind::Float, Device::Cpu)), (3, 2), 1.0).unwrap();
     assert_eq!(none.size(), [0, 2, 3, 2]);
+}
+
+#[test]
+fn matching_and_sampling_equal_torchvisions() {
+    let r = reference();
+    let quality = get(&r, "quality");
+    assert_same(&Matcher::RPN.assign(quality).unwrap(), get(&r, "matches_rpn"), "the RPN's matches");
+    assert_same(&Matcher::HEAD.assign(quality).unwrap(), get(&r, "matches_head"), "the head's matches");
+    assert!(Matcher::RPN.assign(&quality.narrow(0, 0, 0)).is_err(), "no ground truth");
+    // The same draws from libtorch's generator as torchvision's, seeded alike.
+    let _lock = common::rng_lock();
+    let labels = get(&r, "sample_labels");
+    tch::manual_seed(11);
+    for (i, l) in [labels.shallow_clone(), labels.narrow(0, 0, 100)].iter().enumerate() {
+        let (pos, neg) = Sampler::RPN.sample(l);
+        assert_same(&pos.to_kind(Kind::Uint8), get(&r, &format!("sample_pos_{i}")), "positives");
+        assert_same(&neg.to_kind(Kind::Uint8), get(&r, &format!("sample_neg_{i}")), "negatives");
+        let n = pos.sum(Kind::Int64).int64_value(&[]) + neg.sum(Kind::Int64).int64_value(&[]);
+        assert_eq!(
+            n,
+            256.min(l.ge(0).sum(Kind::Int64).int64_value(&[])),
+            "a batch of 256 where there are enough"
+        );
+    }
+}
+
+#[test]
+fn the_rpn_proposes_and_loses_as_torchvisions() {
+    let r = reference();
+    let dir = std::env::temp_dir().join(format!("resnet-repro-detect-{}", std::process::id()));
+    let mut vs = tch::nn::VarStore::new(Device::Cpu);
+    let anchors = Anchors { sizes: vec![16.0, 32.0, 64.0], ratios: vec![0.5, 1.0, 2.0] };
+    // Fewer than the 720 anchors kept before NMS, so that the cut is tested too.
+    let settings = RpnSettings { anchors, pre_nms_top_n: (600, 500), ..Default::default() };
+    let rpn = Rpn::new(&vs.root(), 8, settings).unwrap();
+    vs.load(dir.join("rpn.safetensors")).unwrap();
+    vs.double();
+    let features = get(&r, "rpn_features");
+    let sizes = [(128, 160), (120, 150)];
+    let (test, losses) = tch::no_grad(|| rpn.forward(features, (128, 160), &sizes, None, false)).unwrap();
+    assert!(losses.is_none());
+    for (i, p) in test.iter().enumerate() {
+        assert_same(p, get(&r, &format!("rpn_test_{i}")), "test proposals");
+    }
+    let gt = [get(&r, "rpn_gt_0").shallow_clone(), get(&r, "rpn_gt_1").shallow_clone()];
+    let _lock = common::rng_lock();
+    tch::manual_seed(7);
+    let (train, losses) = rpn.forward(features, (128, 160), &sizes, Some(&gt), true).unwrap();
+    for (i, p) in train.iter().enumerate() {
+        assert_same(p, get(&r, &format!("rpn_train_{i}")), "training proposals");
+    }
+    let losses = losses.unwrap();
+    let boxes = losses.boxes.double_value(&[]);
+    let theirs = get(&r, "rpn_loss_boxes").double_value(&[0]);
+    assert!((boxes - theirs).abs() <= 1e-12 * theirs && theirs > 0.0, "box loss {boxes} against {theirs}");
+    // torchvision's labels are float32, so its objectness loss is float32 (rounded to ~6e-8).
+    let obj = losses.objectness.double_value(&[]);
+    let theirs = get(&r, "rpn_loss_objectness").double_value(&[0]);
+    assert!((obj - theirs).abs() <= 1e-6 * theirs && theirs > 0.0, "objectness loss {obj} against {theirs}");
+    // The losses train the head: both have gradients.
+    let grads =
+        Tensor::run_backward(&[&losses.objectness + &losses.boxes], &vs.trainable_variables(), false, false);
+    assert!(grads.iter().all(|g| g.abs().sum(Kind::Double).double_value(&[]) > 0.0));
 }

@@ -1,15 +1,20 @@
 //! Object detection, the paper's Sec. 4.3 and Appendix A: Faster R-CNN (Ren et al. 2015) on the
 //! suite's networks in the C4 design (conv1..conv4_x shared, conv5_x per region). A file per
-//! concept: box arithmetic and coding (`boxes`), the RPN's anchors (`anchors`), non-maximum
-//! suppression (`nms`) and RoI max pooling (`roi_pool`). Each equals torchvision's function of the
+//! concept: box arithmetic and coding (`boxes`), the RPN's anchors (`anchors`), matching to the
+//! ground truth and sampling (`matching`), non-maximum suppression (`nms`), RoI max pooling
+//! (`roi_pool`) and the region proposal network (`rpn`). Each equals torchvision's function of the
 //! same name on the same inputs (tests/detect.rs, float64 and float32).
 
 pub mod anchors;
 pub mod boxes;
+pub mod matching;
 pub mod nms;
 pub mod roi_pool;
+pub mod rpn;
 
 pub use anchors::Anchors;
 pub use boxes::{BoxCoder, box_area, box_iou, clip_to_image, keep_large};
+pub use matching::{Matcher, Sampler};
 pub use nms::{batched_nms, nms};
 pub use roi_pool::roi_pool;
+pub use rpn::{Rpn, RpnLosses, RpnSettings};

@@ -1,12 +1,14 @@
 """torchvision's detection building blocks on seeded inputs, for tests/detect.rs: anchors, box
-coding, IoU, clipping, NMS (plain and per class) and RoI max pooling with its gradient. Writes the
-inputs and torchvision's outputs to OUT/detect.safetensors."""
+coding, IoU, clipping, NMS (plain and per class), RoI max pooling with its gradient, matching and
+sampling, and the RPN (proposals, losses). Writes the inputs and torchvision's outputs to
+OUT/detect.safetensors, the RPN's weights to OUT/rpn.safetensors."""
 import math
 import sys
 
 import torch
 from safetensors.torch import save_file
-from torchvision.models.detection._utils import BoxCoder
+from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, nms, remove_small_boxes, roi_pool
@@ -75,6 +77,51 @@ for dtype, tag in [(torch.float64, "f64"), (torch.float32, "f32")]:
         w = torch.randn(pooled.shape, generator=g, dtype=torch.float64).to(dtype)
         (grad,) = torch.autograd.grad((pooled * w).sum(), f)
         out[f"{key}_pooled"], out[f"{key}_weights"], out[f"{key}_grad"] = pooled.detach(), w, grad
+
+# Matching: IoU of 7 ground truths with 300 boxes, both rules; ties for a ground truth's best.
+gt = boxes(7, 200, torch.float64, min_side=20.0)
+cand = torch.cat([boxes(298, 200, torch.float64), gt[:2]])  # exact copies: IoU 1
+quality = box_iou(gt, cand)
+quality[3, 10] = quality[3, 11] = quality[3].max() + 0.01  # a tie for ground truth 3's best
+out["quality"] = quality
+out["matches_rpn"] = Matcher(0.7, 0.3, allow_low_quality_matches=True)(quality)
+out["matches_head"] = Matcher(0.5, 0.5, allow_low_quality_matches=False)(quality)
+labels = torch.randint(-1, 3, (1000,), generator=g).to(torch.float64)
+out["sample_labels"] = labels
+torch.manual_seed(11)
+pos, neg = BalancedPositiveNegativeSampler(256, 0.5)(
+    [labels, labels[:100]]
+)
+out["sample_pos_0"], out["sample_neg_0"], out["sample_pos_1"], out["sample_neg_1"] = pos[0], neg[0], pos[1], neg[1]
+
+# The RPN on an 8-channel stride-16 map of a batch padded to 128x160 (images 128x160 and 120x150),
+# small anchors so that the ground truth matches some; proposals at test (top 500 of 720 -> 300)
+# and in training (top 600 -> at most 2000) and the training losses, sampling from seed 7.
+torch.manual_seed(5)
+rpn = RegionProposalNetwork(
+    AnchorGenerator(((16, 32, 64),), ((0.5, 1.0, 2.0),)),
+    RPNHead(8, 9),
+    0.7, 0.3, 256, 0.5,
+    dict(training=600, testing=500), dict(training=2000, testing=300), 0.7,
+).double()
+with torch.no_grad():  # larger than the init's 0.01 so that scores and deltas mean something
+    rpn.head.cls_logits.weight *= 100
+    rpn.head.bbox_pred.weight *= 20
+features = torch.randn(2, 8, 8, 10, generator=g, dtype=torch.float64)
+images = ImageList(torch.zeros(2, 3, 128, 160, dtype=torch.float64), [(128, 160), (120, 150)])
+targets = [boxes(3, 100, torch.float64, min_side=16.0), boxes(1, 100, torch.float64, min_side=30.0)]
+out["rpn_features"], out["rpn_gt_0"], out["rpn_gt_1"] = features, targets[0], targets[1]
+rpn.eval()
+with torch.no_grad():
+    props, _ = rpn(images, {"0": features})
+out["rpn_test_0"], out["rpn_test_1"] = props
+rpn.train()
+torch.manual_seed(7)
+props, losses = rpn(images, {"0": features}, [{"boxes": t} for t in targets])
+out["rpn_train_0"], out["rpn_train_1"] = props[0].detach(), props[1].detach()
+out["rpn_loss_objectness"] = losses["loss_objectness"].detach().reshape(1)
+out["rpn_loss_boxes"] = losses["loss_rpn_box_reg"].detach().reshape(1)
+save_file({k: v.contiguous() for k, v in rpn.state_dict().items()}, f"{sys.argv[1]}/rpn.safetensors")
 
 assert math.isclose(math.log(1000.0 / 16), 4.135166556742356)
 save_file({k: v.contiguous() for k, v in out.items()}, f"{sys.argv[1]}/detect.safetensors")
