@@ -105,14 +105,38 @@ impl ResNet {
     }
 
     fn forward_impl(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut h = self.stem.conv_bn().forward_t(xs, train).relu_();
-        if let Stem::ImageNet(_) = self.stem {
-            h = h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        self.head(&self.stages_t(&self.stem_t(xs, train), 0..self.stages.len(), train))
+    }
+
+    /// The stem: conv, BN, ReLU (and, in an ImageNet net, the max pool).
+    pub fn stem_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let h = self.stem.conv_bn().forward_t(xs, train).relu_();
+        match self.stem {
+            Stem::ImageNet(_) => h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false),
+            Stem::Cifar(_) => h,
         }
-        for block in self.stages.iter().flatten() {
+    }
+
+    /// The stages `range` (0 is `layer1`) on `h`, the output of the stage before them (or of
+    /// the stem). A detector shares the first stages and runs the last on each region.
+    pub fn stages_t(&self, h: &Tensor, range: std::ops::Range<usize>, train: bool) -> Tensor {
+        let mut h = h.shallow_clone();
+        for block in self.stages[range].iter().flatten() {
             h = block.forward_t(&h, train);
         }
-        self.head(&h)
+        h
+    }
+
+    /// How many input pixels apart the positions of the map after the stem and the first
+    /// `stages` stages are (16 after conv4_x of an ImageNet net, 2 after stage 2 of a CIFAR net).
+    pub fn stride_after(&self, stages: usize) -> i64 {
+        let stem = self.stem.conv_bn().conv.stride * if let Stem::ImageNet(_) = self.stem { 2 } else { 1 };
+        let blocks: i64 = self.stages[..stages]
+            .iter()
+            .flatten()
+            .flat_map(|b| b.layers.iter().map(|l| l.conv.stride))
+            .product();
+        stem * blocks
     }
 
     /// Global average pooling and the fc layer, on the last stage's output.
