@@ -6,9 +6,10 @@
 mod common;
 
 use resnet_repro::detect::{
-    Anchors, BoxCoder, Matcher, Rpn, RpnSettings, Sampler, batched_nms, box_iou, clip_to_image, keep_large,
-    nms, roi_pool,
+    Anchors, BoxCoder, FasterRcnn, HeadSettings, Matcher, Rpn, RpnSettings, Sampler, Target, batched_nms,
+    box_iou, clip_to_image, keep_large, nms, roi_pool,
 };
+use resnet_repro::models::ImageNetNet;
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -161,6 +162,8 @@ fn matching_and_sampling_equal_torchvisions() {
 
 #[test]
 fn the_rpn_proposes_and_loses_as_torchvisions() {
+    // Building the RPN draws its init from libtorch's generator: not while another test samples.
+    let _lock = common::rng_lock();
     let r = reference();
     let dir = std::env::temp_dir().join(format!("resnet-repro-detect-{}", std::process::id()));
     let mut vs = tch::nn::VarStore::new(Device::Cpu);
@@ -168,8 +171,8 @@ fn the_rpn_proposes_and_loses_as_torchvisions() {
     // Fewer than the 720 anchors kept before NMS, so that the cut is tested too.
     let settings = RpnSettings { anchors, pre_nms_top_n: (600, 500), ..Default::default() };
     let rpn = Rpn::new(&vs.root(), 8, settings).unwrap();
-    vs.load(dir.join("rpn.safetensors")).unwrap();
     vs.double();
+    vs.load(dir.join("rpn.safetensors")).unwrap();
     let features = get(&r, "rpn_features");
     let sizes = [(128, 160), (120, 150)];
     let (test, losses) = tch::no_grad(|| rpn.forward(features, (128, 160), &sizes, None, false)).unwrap();
@@ -178,7 +181,6 @@ fn the_rpn_proposes_and_loses_as_torchvisions() {
         assert_same(p, get(&r, &format!("rpn_test_{i}")), "test proposals");
     }
     let gt = [get(&r, "rpn_gt_0").shallow_clone(), get(&r, "rpn_gt_1").shallow_clone()];
-    let _lock = common::rng_lock();
     tch::manual_seed(7);
     let (train, losses) = rpn.forward(features, (128, 160), &sizes, Some(&gt), true).unwrap();
     for (i, p) in train.iter().enumerate() {
@@ -196,4 +198,91 @@ fn the_rpn_proposes_and_loses_as_torchvisions() {
     let grads =
         Tensor::run_backward(&[&losses.objectness + &losses.boxes], &vs.trainable_variables(), false, false);
     assert!(grads.iter().all(|g| g.abs().sum(Kind::Double).double_value(&[]) > 0.0));
+}
+
+/// Within `tol` of `theirs`, relative to the largest magnitude of `theirs`.
+fn assert_close(ours: &Tensor, theirs: &Tensor, tol: f64, what: &str) {
+    assert_eq!(ours.size(), theirs.size(), "{what}: shapes");
+    let scale = theirs.abs().max().double_value(&[]).max(1e-300);
+    let diff = (ours - theirs).abs().max().double_value(&[]) / scale;
+    assert!(diff <= tol, "{what}: off by {diff:.3e} of its scale");
+}
+
+#[test]
+fn faster_rcnn_c4_on_resnet18_equals_torchvisions_stage_by_stage() {
+    let _lock = common::rng_lock();
+    let r = reference();
+    let dir = std::env::temp_dir().join(format!("resnet-repro-detect-{}", std::process::id()));
+    let mut vs = tch::nn::VarStore::new(Device::Cpu);
+    let backbone = ImageNetNet::torchvision(18).build(&(vs.root() / "backbone")).unwrap();
+    let rpn = RpnSettings {
+        anchors: Anchors { sizes: vec![32.0, 64.0, 128.0], ratios: vec![0.5, 1.0, 2.0] },
+        ..Default::default()
+    };
+    let det = FasterRcnn::new(&vs.root(), backbone, 4, rpn, HeadSettings::default()).unwrap();
+    assert_eq!((det.shared, det.stride), (3, 16));
+    vs.double();
+    let missing = vs.load_partial(dir.join("detector.safetensors")).unwrap();
+    assert_eq!(missing.len(), 2, "only the classifier's fc is not the detector's: {missing:?}");
+    let images = get(&r, "det_images");
+    let sizes = [(160, 224), (150, 200)];
+    // Float64 throughout. Frozen BN is computed as x * scale + shift by torchvision and by
+    // libtorch's batch_norm here: the features agree to ~1e-15 and every later stage inherits it.
+    let tol = 1e-10;
+    let pass = tch::no_grad(|| det.forward(images, &sizes, None)).unwrap();
+    assert_close(&pass.features, get(&r, "det_test_features"), tol, "shared features");
+    for i in 0..2 {
+        assert_close(&pass.proposals[i], get(&r, &format!("det_test_proposals_{i}")), tol, "test proposals");
+    }
+    assert_close(&pass.pooled.narrow(0, 0, 64), get(&r, "det_test_pooled"), tol, "pooled regions");
+    assert_close(&pass.logits, get(&r, "det_test_logits"), tol, "class logits");
+    assert_close(&pass.deltas, get(&r, "det_test_deltas"), tol, "box deltas");
+    // The detections, from ours and from torchvision's own logits, deltas and proposals (the
+    // postprocessing alone): RoI max pooling gives regions that round to the same bins equal
+    // scores, and NMS meets them in index order, as torchvision's stable sort does.
+    let theirs: Vec<Tensor> =
+        (0..2).map(|i| get(&r, &format!("det_test_proposals_{i}")).shallow_clone()).collect();
+    let (logits, deltas) = (get(&r, "det_test_logits"), get(&r, "det_test_deltas"));
+    let from_theirs = resnet_repro::detect::head::detect(&det.head, logits, deltas, &theirs, &sizes).unwrap();
+    for (i, (ours, d)) in pass.detections.iter().zip(&from_theirs).enumerate() {
+        assert!(d.boxes.size()[0] > 10, "image {i}: {} detections, too few to compare", d.boxes.size()[0]);
+        assert_same(&d.boxes, get(&r, &format!("det_test_boxes_{i}")), "detected boxes");
+        assert_same(&d.scores, get(&r, &format!("det_test_scores_{i}")), "detection scores");
+        assert_same(&d.labels, get(&r, &format!("det_test_labels_{i}")), "detection labels");
+        assert_close(&ours.boxes, get(&r, &format!("det_test_boxes_{i}")), tol, "detected boxes");
+        assert_close(&ours.scores, get(&r, &format!("det_test_scores_{i}")), tol, "detection scores");
+        assert_same(&ours.labels, get(&r, &format!("det_test_labels_{i}")), "detection labels");
+    }
+    let truth: Vec<Target> = (0..2)
+        .map(|i| Target {
+            boxes: get(&r, &format!("det_gt_boxes_{i}")).shallow_clone(),
+            labels: get(&r, &format!("det_gt_labels_{i}")).shallow_clone(),
+        })
+        .collect();
+    tch::manual_seed(9);
+    let pass = det.forward(images, &sizes, Some(&truth)).unwrap();
+    for i in 0..2 {
+        assert_close(&pass.regions[i], get(&r, &format!("det_train_regions_{i}")), tol, "sampled regions");
+    }
+    assert_close(
+        &pass.pooled.narrow(0, 0, 64),
+        get(&r, "det_train_pooled"),
+        tol,
+        "pooled regions (training)",
+    );
+    assert_close(&pass.logits, get(&r, "det_train_logits"), tol, "class logits (training)");
+    let losses = pass.losses.unwrap();
+    for (ours, name, tol) in [
+        (&losses.rpn.objectness, "loss_objectness", 1e-6), // float32 in torchvision (its labels)
+        (&losses.rpn.boxes, "loss_rpn_box_reg", tol),
+        (&losses.classification, "loss_classifier", tol),
+        (&losses.boxes, "loss_box_reg", tol),
+    ] {
+        let theirs = get(&r, &format!("det_train_{name}")).double_value(&[0]);
+        let ours = ours.double_value(&[]);
+        assert!(
+            (ours - theirs).abs() <= tol * theirs.abs() && theirs > 0.0,
+            "{name}: {ours} against {theirs}"
+        );
+    }
 }

@@ -2,11 +2,14 @@
 //! suite's networks in the C4 design (conv1..conv4_x shared, conv5_x per region). A file per
 //! concept: box arithmetic and coding (`boxes`), the RPN's anchors (`anchors`), matching to the
 //! ground truth and sampling (`matching`), non-maximum suppression (`nms`), RoI max pooling
-//! (`roi_pool`) and the region proposal network (`rpn`). Each equals torchvision's function of the
+//! (`roi_pool`), the region proposal network (`rpn`), the per-region head (`head`) and the
+//! detector that joins them to a backbone (`detector`). Each equals torchvision's function of the
 //! same name on the same inputs (tests/detect.rs, float64 and float32).
 
 pub mod anchors;
 pub mod boxes;
+pub mod detector;
+pub mod head;
 pub mod matching;
 pub mod nms;
 pub mod roi_pool;
@@ -14,6 +17,8 @@ pub mod rpn;
 
 pub use anchors::Anchors;
 pub use boxes::{BoxCoder, box_area, box_iou, clip_to_image, keep_large};
+pub use detector::{FasterRcnn, Losses, Pass};
+pub use head::{Detections, HeadSettings, Target};
 pub use matching::{Matcher, Sampler};
 pub use nms::{batched_nms, nms};
 pub use roi_pool::roi_pool;

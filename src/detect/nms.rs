@@ -1,5 +1,5 @@
-//! Non-maximum suppression: greedy, highest score first, a box dropped when its IoU with a kept
-//! box exceeds the threshold. The loop runs on the CPU over the boxes' own float type, the same
+//! Non-maximum suppression: greedy, highest score first (of equal scores, the first box first), a
+//! box dropped when its IoU with a kept box exceeds the threshold. The loop runs on the CPU over the boxes' own float type, the same
 //! arithmetic in the same order as torchvision's CPU kernel (`torchvision::nms`), so the kept
 //! indices are the same (tests/detect.rs); boxes on a GPU are copied over for it (at most a few
 //! thousand per image). Written here rather than loaded from torchvision's library, which would
@@ -12,7 +12,8 @@ use tch::{Device, Kind, Tensor};
 pub fn nms(boxes: &Tensor, scores: &Tensor, iou_threshold: f64) -> Result<Tensor> {
     check(boxes, scores)?;
     let device = boxes.device();
-    let order = scores.sort(0, true).1.to_device(Device::Cpu);
+    // Stable: of equal scores the first box comes first, as in torchvision's kernel.
+    let order = scores.sort_stable(true, 0, true).1.to_device(Device::Cpu);
     let order = Vec::<i64>::try_from(&order)?;
     let cpu = boxes.to_device(Device::Cpu).contiguous();
     let keep = match boxes.kind() {
@@ -24,16 +25,27 @@ pub fn nms(boxes: &Tensor, scores: &Tensor, iou_threshold: f64) -> Result<Tensor
 }
 
 /// NMS within each class of `classes` (`[N]`, int64), never across two; indices by decreasing
-/// score, as torchvision's `batched_nms`.
+/// score. As torchvision's `batched_nms`: up to 1,000 boxes (25,000 on a GPU) one NMS over boxes
+/// moved apart by class, more a loop over the classes. The two keep the same boxes but where
+/// scores tie (regions that RoI pooling rounds to the same bins score alike), which the first
+/// meets in index order over every box.
 pub fn batched_nms(boxes: &Tensor, scores: &Tensor, classes: &Tensor, iou_threshold: f64) -> Result<Tensor> {
     check(boxes, scores)?;
     ensure!(classes.size() == scores.size(), "{:?} classes for {:?} scores", classes.size(), scores.size());
+    let limit = if boxes.device().is_cuda() { 100_000 } else { 4_000 };
+    if boxes.numel() == 0 {
+        return Ok(Tensor::zeros([0], (Kind::Int64, boxes.device())));
+    }
+    if boxes.numel() <= limit {
+        let offsets = classes.to_kind(boxes.kind()) * (boxes.max() + 1.0);
+        return nms(&(boxes + offsets.unsqueeze(1)), scores, iou_threshold);
+    }
     let device = boxes.device();
     let classes_cpu = Vec::<i64>::try_from(classes.to_device(Device::Cpu).to_kind(Kind::Int64))?;
-    let mut kept: Vec<i64> = Vec::new();
     let mut unique = classes_cpu.clone();
     unique.sort_unstable();
     unique.dedup();
+    let mut kept: Vec<i64> = Vec::new();
     for c in unique {
         let members: Vec<i64> =
             (0..classes_cpu.len() as i64).filter(|&i| classes_cpu[i as usize] == c).collect();
