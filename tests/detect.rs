@@ -53,10 +53,10 @@ fn box_coding_iou_and_clipping_equal_torchvisions() {
     let (refs, targets, codes) = (get(&r, "refs"), get(&r, "targets"), get(&r, "codes"));
     for (name, coder) in [("rpn", BoxCoder::RPN), ("head", BoxCoder::HEAD)] {
         assert_same(&coder.encode(targets, refs).unwrap(), get(&r, &format!("encoded_{name}")), name);
-        let decoded = coder.decode(codes, refs);
+        let decoded = coder.decode(codes, refs).unwrap();
         assert_same(&decoded, get(&r, &format!("decoded_{name}")), name);
         // Decoding what was encoded gives the targets back (up to float64 rounding of log/exp).
-        let back = coder.decode(&coder.encode(targets, refs).unwrap(), refs);
+        let back = coder.decode(&coder.encode(targets, refs).unwrap(), refs).unwrap();
         let err = (back - targets).abs().max().double_value(&[]);
         assert!(err < 1e-9, "{name}: round trip off by {err}");
     }
@@ -65,8 +65,8 @@ fn box_coding_iou_and_clipping_equal_torchvisions() {
     assert_same(&keep_large(refs, 60.0), get(&r, "large"), "boxes of at least 60 pixels");
     // A code past the clip decodes to exp(log(1000 / 16)) = 62.5 times the reference's width.
     let codes_big = Tensor::from_slice(&[0.0, 0.0, 9.0, 9.0]).reshape([1, 4]);
-    let one = resnet_repro::detect::boxes::from_rows(&[[0.0, 0.0, 2.0, 2.0]], Kind::Double);
-    let decoded = BoxCoder::RPN.decode(&codes_big, &one);
+    let one = Tensor::from_slice(&[0.0, 0.0, 2.0, 2.0]).reshape([1, 4]);
+    let decoded = BoxCoder::RPN.decode(&codes_big, &one).unwrap();
     let w = decoded.double_value(&[0, 2]) - decoded.double_value(&[0, 0]);
     assert!((w - 125.0).abs() < 1e-9, "clipped width {w}");
     assert!(BoxCoder::RPN.encode(refs, &refs.narrow(0, 0, 3)).is_err());
@@ -285,4 +285,41 @@ fn faster_rcnn_c4_on_resnet18_equals_torchvisions_stage_by_stage() {
             "{name}: {ours} against {theirs}"
         );
     }
+}
+
+#[test]
+fn the_detector_refuses_bad_ground_truth_and_settings_naming_them() {
+    let _lock = common::rng_lock();
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let backbone = ImageNetNet::torchvision(18).build(&(vs.root() / "backbone")).unwrap();
+    let tiny = RpnSettings { post_nms_top_n: (0, 300), ..Default::default() };
+    let e = FasterRcnn::new(&vs.root(), backbone, 3, tiny, HeadSettings::default()).unwrap_err();
+    assert!(format!("{e:#}").contains("top-n"), "{e:#}");
+    let backbone = ImageNetNet::torchvision(18).build(&(vs.root() / "backbone")).unwrap();
+    assert!(
+        FasterRcnn::new(&vs.root(), backbone, 1, RpnSettings::default(), HeadSettings::default()).is_err()
+    );
+    let backbone = ImageNetNet::torchvision(18).build(&(vs.root() / "backbone")).unwrap();
+    let det =
+        FasterRcnn::new(&vs.root(), backbone, 3, RpnSettings::default(), HeadSettings::default()).unwrap();
+    let images = Tensor::zeros([1, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let flat = Target {
+        boxes: Tensor::from_slice(&[4.0f32, 4.0, 30.0, 30.0, 10.0, 12.0, 10.0, 40.0]).reshape([2, 4]),
+        labels: Tensor::from_slice(&[1i64, 2]),
+    };
+    let e = det.forward(&images, &[(64, 64)], Some(&[flat])).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("image 0") && msg.contains("box 1") && msg.contains("no area"), "{msg}");
+    let short = Target {
+        boxes: Tensor::from_slice(&[4.0f32, 4.0, 30.0, 30.0]).reshape([1, 4]),
+        labels: Tensor::from_slice(&[1i64, 2]),
+    };
+    assert!(det.forward(&images, &[(64, 64)], Some(&[short])).is_err());
+    // No proposal survives (none is that likely): no detections, and no panic on the way.
+    let backbone = ImageNetNet::torchvision(18).build(&(vs.root() / "backbone")).unwrap();
+    let none = RpnSettings { score_threshold: 2.0, ..Default::default() };
+    let det = FasterRcnn::new(&vs.root(), backbone, 3, none, HeadSettings::default()).unwrap();
+    let pass = tch::no_grad(|| det.forward(&images, &[(64, 64)], None)).unwrap();
+    assert_eq!(pass.proposals[0].size(), [0, 4]);
+    assert_eq!(pass.detections[0].boxes.size(), [0, 4]);
 }

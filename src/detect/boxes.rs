@@ -5,7 +5,7 @@
 //! operations, so that float64 results are equal (tests/detect.rs).
 
 use anyhow::{Result, ensure};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// Area of each box of `[N, 4]`.
 pub fn box_area(boxes: &Tensor) -> Tensor {
@@ -76,8 +76,16 @@ impl BoxCoder {
 
     /// The boxes `[N, 4k]` that `codes` (`[N, 4k]`, k boxes per reference, e.g. one per class)
     /// describe relative to `references` (`[N, 4]`).
-    pub fn decode(&self, codes: &Tensor, references: &Tensor) -> Tensor {
-        let n = codes.size()[0];
+    pub fn decode(&self, codes: &Tensor, references: &Tensor) -> Result<Tensor> {
+        let (c, r) = (codes.size(), references.size());
+        ensure!(
+            c.len() == 2 && r.len() == 2 && c[0] == r[0] && c[1] % 4 == 0 && r[1] == 4,
+            "decoding codes of shape {c:?} against boxes of shape {r:?}: [N, 4k] and [N, 4] expected"
+        );
+        if c[0] == 0 {
+            return Ok(codes.zeros_like());
+        }
+        let n = c[0];
         let codes = codes.reshape([n, -1, 4]);
         let references = references.to_kind(codes.kind());
         let [wx, wy, ww, wh] = self.weights;
@@ -91,7 +99,7 @@ impl BoxCoder {
         let py = dy * &h + cy;
         let half_w = (dw.exp() * w) * 0.5;
         let half_h = (dh.exp() * h) * 0.5;
-        Tensor::stack(&[&px - &half_w, &py - &half_h, &px + &half_w, &py + &half_h], 2).flatten(1, 2)
+        Ok(Tensor::stack(&[&px - &half_w, &py - &half_h, &px + &half_w, &py + &half_h], 2).flatten(1, 2))
     }
 }
 
@@ -101,10 +109,4 @@ fn centres(boxes: &Tensor) -> (Tensor, Tensor, Tensor, Tensor) {
     let w = boxes.select(1, 2) - &x1;
     let h = boxes.select(1, 3) - &y1;
     (x1 + &w * 0.5, y1 + &h * 0.5, w, h)
-}
-
-/// `[N, 4]` of `kind` from rows of `(x1, y1, x2, y2)`.
-pub fn from_rows(rows: &[[f64; 4]], kind: Kind) -> Tensor {
-    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
-    Tensor::from_slice(&flat).reshape([-1, 4]).to_kind(kind)
 }

@@ -1,7 +1,8 @@
 //! Faster R-CNN in the paper's C4 design (Appendix A): a ResNet's conv1 to conv4_x shared (stride
 //! 16 on ImageNet nets), the RPN on that map, RoI pooling on it, conv5_x run on each region (its
-//! first block with stride 2), global average pooling and the predictor. BN is frozen at the
-//! backbone's statistics (always in inference mode), as the paper does. The CIFAR nets split the
+//! first block with stride 2), global average pooling and the predictor. BN runs in inference
+//! mode with the backbone's statistics, as the paper's frozen BN (a training step must also leave
+//! BN's scale and shift out of the update). The CIFAR nets split the
 //! same way at their last stage (conv1 and stages 1-2 shared, stride 2; stage 3 per region).
 //! Variable names: `backbone.*` (the network's own, torchvision's), `rpn.*`,
 //! `roi_heads.box_predictor.*`, torchvision's `FasterRCNN`'s.
@@ -69,10 +70,14 @@ impl FasterRcnn {
     ) -> Result<Self> {
         let stages = backbone.stages.len();
         ensure!(stages >= 2, "{}: a detector needs at least two stages", backbone.name);
+        ensure!(num_classes >= 2, "{num_classes} classes: the background and at least one more expected");
+        head.validate()?;
         let shared = stages - 1;
-        let channels =
-            |s: usize| backbone.stages[s].last().and_then(|b| b.layers.last()).map(|l| l.conv.out_channels);
-        let (map, last) = (channels(shared - 1).unwrap(), channels(stages - 1).unwrap());
+        let channels = |s: usize| {
+            let c = backbone.stages[s].last().and_then(|b| b.layers.last()).map(|l| l.conv.out_channels);
+            c.ok_or_else(|| anyhow::anyhow!("{}: stage {} has no layers", backbone.name, s + 1))
+        };
+        let (map, last) = (channels(shared - 1)?, channels(stages - 1)?);
         let stride = backbone.stride_after(shared);
         let rpn = Rpn::new(&(p / "rpn"), map, rpn)?;
         let predictor = Predictor::new(&(p / "roi_heads" / "box_predictor"), last, num_classes);
@@ -89,6 +94,12 @@ impl FasterRcnn {
             "{} sizes for images of shape {s:?}",
             sizes.len()
         );
+        if let Some(t) = truth {
+            ensure!(t.len() == sizes.len(), "{} targets for {} images", t.len(), sizes.len());
+            for (i, t) in t.iter().enumerate() {
+                t.validate(sizes[i]).map_err(|e| e.context(format!("the ground truth of image {i}")))?;
+            }
+        }
         let train = truth.is_some();
         // BN frozen: the backbone always runs in inference mode.
         let features = self.backbone.stages_t(&self.backbone.stem_t(images, false), 0..self.shared, false);

@@ -5,9 +5,10 @@
 //! L1; its detections: per class, score above 0.05, NMS at 0.5, the best 100 an image.
 
 use super::boxes::{BoxCoder, box_iou, clip_to_image, keep_large};
-use super::matching::{BELOW_LOW, BETWEEN, Matcher, Sampler};
+use super::matching::{self, Matcher, Sampler};
 use super::nms::batched_nms;
 use super::roi_pool::roi_pool;
+use crate::models::net::Fc;
 use anyhow::{Result, ensure};
 use tch::{Kind, Reduction, Tensor, nn};
 
@@ -17,6 +18,28 @@ use tch::{Kind, Reduction, Tensor, nn};
 pub struct Target {
     pub boxes: Tensor,
     pub labels: Tensor,
+}
+
+impl Target {
+    /// Boxes `[M, 4]` with positive width and height, a label of at least 1 for each.
+    pub fn validate(&self, (height, width): (i64, i64)) -> Result<()> {
+        let (b, l) = (self.boxes.size(), self.labels.size());
+        ensure!(b.len() == 2 && b[1] == 4, "boxes of shape {b:?}: [M, 4] expected");
+        ensure!(l == [b[0]], "{l:?} labels for {} boxes", b[0]);
+        if b[0] == 0 {
+            return Ok(());
+        }
+        let w = self.boxes.select(1, 2) - self.boxes.select(1, 0);
+        let h = self.boxes.select(1, 3) - self.boxes.select(1, 1);
+        let bad = w.le(0.0).logical_or(&h.le(0.0)).nonzero();
+        if bad.size()[0] > 0 {
+            let i = bad.int64_value(&[0, 0]);
+            let row = Vec::<f64>::try_from(self.boxes.get(i).to_kind(Kind::Double))?;
+            anyhow::bail!("box {i} {row:?} (x1, y1, x2, y2) has no area in an image of {width}x{height}");
+        }
+        ensure!(self.labels.min().int64_value(&[]) >= 1, "a label below 1 (0 is the background)");
+        Ok(())
+    }
 }
 
 /// An image's detections: boxes `[D, 4]`, scores `[D]`, labels `[D]` (int64), best first.
@@ -54,24 +77,41 @@ impl Default for HeadSettings {
     }
 }
 
+impl HeadSettings {
+    pub fn validate(&self) -> Result<()> {
+        self.matcher.validate()?;
+        self.sampler.validate()?;
+        ensure!(self.pooled.0 > 0 && self.pooled.1 > 0, "a pooled size of {:?}", self.pooled);
+        ensure!(self.per_image > 0, "{} detections an image: at least 1 expected", self.per_image);
+        ensure!(
+            (0.0..=1.0).contains(&self.nms_threshold),
+            "a detection NMS threshold of {}",
+            self.nms_threshold
+        );
+        Ok(())
+    }
+}
+
 /// The class scores and box deltas of `num_classes` classes (the background included) from a
-/// region's pooled feature; torchvision's `FastRCNNPredictor` (`cls_score`, `bbox_pred`).
+/// region's pooled feature; torchvision's `FastRCNNPredictor` (`cls_score`, `bbox_pred`), two fc
+/// layers initialised as PyTorch's `nn.Linear` (the networks' own fc).
 #[derive(Debug)]
 pub struct Predictor {
-    cls_score: nn::Linear,
-    bbox_pred: nn::Linear,
+    cls_score: Fc,
+    bbox_pred: Fc,
 }
 
 impl Predictor {
     pub fn new(p: &nn::Path, features: i64, num_classes: i64) -> Predictor {
-        let cls_score = nn::linear(p / "cls_score", features, num_classes, Default::default());
-        let bbox_pred = nn::linear(p / "bbox_pred", features, 4 * num_classes, Default::default());
-        Predictor { cls_score, bbox_pred }
+        Predictor {
+            cls_score: Fc::new(&(p / "cls_score"), features, num_classes),
+            bbox_pred: Fc::new(&(p / "bbox_pred"), features, 4 * num_classes),
+        }
     }
 
     /// Class logits `[K, classes]` and box deltas `[K, 4 classes]`.
     pub fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
-        (x.apply(&self.cls_score), x.apply(&self.bbox_pred))
+        (self.cls_score.forward(x), self.bbox_pred.forward(x))
     }
 }
 
@@ -124,7 +164,7 @@ fn assign(s: &HeadSettings, boxes: &Tensor, gt: &Tensor, gt_labels: &Tensor) -> 
     let m = s.matcher.assign(&box_iou(gt, boxes))?;
     let matched = m.clamp_min(0);
     let labels = gt_labels.to_kind(Kind::Int64).index_select(0, &matched);
-    Ok((labels.masked_fill(&m.eq(BELOW_LOW), 0).masked_fill(&m.eq(BETWEEN), -1), matched))
+    Ok((matching::labels(&labels, &m), matched))
 }
 
 /// RoI pooling of every image's boxes from the shared map (`spatial_scale` = 1 / its stride).
@@ -165,8 +205,15 @@ pub fn detect(
     proposals: &[Tensor],
     sizes: &[(i64, i64)],
 ) -> Result<Vec<Detections>> {
+    ensure!(
+        proposals.len() == sizes.len(),
+        "{} images of proposals for {} image sizes",
+        proposals.len(),
+        sizes.len()
+    );
     let classes = logits.size()[1];
-    let boxes = BoxCoder::HEAD.decode(deltas, &Tensor::cat(proposals, 0)).reshape([-1, classes, 4]);
+    ensure!(classes >= 2, "{classes} classes: the background and at least one more expected");
+    let boxes = BoxCoder::HEAD.decode(deltas, &Tensor::cat(proposals, 0))?.reshape([-1, classes, 4]);
     let scores = logits.softmax(-1, logits.kind());
     let mut out = Vec::new();
     let mut start = 0;

@@ -26,6 +26,16 @@ impl Matcher {
     /// The head's (Fast R-CNN): foreground at 0.5, background below 0.5.
     pub const HEAD: Matcher = Matcher { high: 0.5, low: 0.5, low_quality: false };
 
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            (0.0..=1.0).contains(&self.low) && (0.0..=1.0).contains(&self.high) && self.low <= self.high,
+            "IoU thresholds low {} and high {}: 0 <= low <= high <= 1 expected",
+            self.low,
+            self.high
+        );
+        Ok(())
+    }
+
     /// For `quality` (`[M ground truths, N boxes]` of IoU), each box's match (`[N]`, int64).
     pub fn assign(&self, quality: &Tensor) -> Result<Tensor> {
         let s = quality.size();
@@ -46,6 +56,13 @@ impl Matcher {
     }
 }
 
+/// `values` (a box's class, or 1 for "an object") with the background (matches below the low
+/// threshold) set to 0 and the ignored boxes (between the thresholds) to -1: the labels the
+/// losses and the sampler read.
+pub fn labels(values: &Tensor, matches: &Tensor) -> Tensor {
+    values.masked_fill(&matches.eq(BELOW_LOW), 0).masked_fill(&matches.eq(BETWEEN), -1)
+}
+
 /// A balanced training batch: up to `per_image x positive_fraction` positives drawn at random
 /// (libtorch's generator, as torchvision draws them), the rest of `per_image` negatives.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,6 +77,16 @@ impl Sampler {
     /// The head's: 512 regions per image (torchvision's; Fast R-CNN took 64 of 2 images' 128), up to
     /// a quarter foreground.
     pub const HEAD: Sampler = Sampler { per_image: 512, positive_fraction: 0.25 };
+
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.per_image > 0, "{} boxes sampled per image: at least 1 expected", self.per_image);
+        ensure!(
+            (0.0..=1.0).contains(&self.positive_fraction),
+            "a positive fraction of {}: between 0 and 1 expected",
+            self.positive_fraction
+        );
+        Ok(())
+    }
 
     /// Masks (`[N]`, bool) of the positives and negatives drawn from `labels` (`[N]`: >= 1
     /// positive, 0 negative, < 0 ignored).

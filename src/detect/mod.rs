@@ -4,7 +4,7 @@
 //! ground truth and sampling (`matching`), non-maximum suppression (`nms`), RoI max pooling
 //! (`roi_pool`), the region proposal network (`rpn`), the per-region head (`head`) and the
 //! detector that joins them to a backbone (`detector`). Each equals torchvision's function of the
-//! same name on the same inputs (tests/detect.rs, float64 and float32).
+//! same name on the same inputs (tests/detect.rs: float64, and float32 for NMS and RoI pooling).
 
 pub mod anchors;
 pub mod boxes;

@@ -32,7 +32,7 @@ pub fn nms(boxes: &Tensor, scores: &Tensor, iou_threshold: f64) -> Result<Tensor
 pub fn batched_nms(boxes: &Tensor, scores: &Tensor, classes: &Tensor, iou_threshold: f64) -> Result<Tensor> {
     check(boxes, scores)?;
     ensure!(classes.size() == scores.size(), "{:?} classes for {:?} scores", classes.size(), scores.size());
-    let limit = if boxes.device().is_cuda() { 100_000 } else { 4_000 };
+    let limit = if boxes.device() == Device::Cpu { 4_000 } else { 100_000 };
     if boxes.numel() == 0 {
         return Ok(Tensor::zeros([0], (Kind::Int64, boxes.device())));
     }

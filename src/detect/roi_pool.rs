@@ -21,6 +21,12 @@ pub fn roi_pool(features: &Tensor, rois: &Tensor, out: (i64, i64), spatial_scale
     ensure!(fs.len() == 4, "features of shape {fs:?}: [N, C, H, W] expected");
     ensure!(rois.dim() == 2 && rois.size()[1] == 5, "rois of shape {:?}: [K, 5] expected", rois.size());
     ensure!(out.0 > 0 && out.1 > 0, "pooled size {out:?}");
+    ensure!(
+        rois.kind() == features.kind(),
+        "rois of {:?} for features of {:?}",
+        rois.kind(),
+        features.kind()
+    );
     let (n, c, h, w) = (fs[0], fs[1], fs[2], fs[3]);
     let k = rois.size()[0];
     if k == 0 {
@@ -33,7 +39,7 @@ pub fn roi_pool(features: &Tensor, rois: &Tensor, out: (i64, i64), spatial_scale
     // [C, N*H*W]: every region's positions gathered from one flat row per channel.
     let flat = features.permute([1, 0, 2, 3]).reshape([c, -1]);
     // Regions in chunks of about 2^26 gathered values (256 MiB of float32).
-    let per_region = (c * out.0 * out.1 * (h * w / (out.0 * out.1) + 2).pow(2)).max(1);
+    let per_region = (c * out.0 * out.1 * (h / out.0 + 2) * (w / out.1 + 2)).max(1);
     let chunk = ((1i64 << 26) / per_region).max(1) as usize;
     let pooled: Vec<Tensor> = bins.chunks(chunk).map(|b| pool_chunk(&flat, b, out, (h, w))).collect();
     Ok(Tensor::cat(&pooled, 0))

@@ -7,8 +7,8 @@
 
 use super::anchors::{Anchors, stride_of};
 use super::boxes::{BoxCoder, box_iou, clip_to_image, keep_large};
-use super::matching::{BELOW_LOW, BETWEEN, Matcher, Sampler};
-use super::nms::nms;
+use super::matching::{self, Matcher, Sampler};
+use super::nms::batched_nms;
 use anyhow::{Result, ensure};
 use tch::{Reduction, Tensor, nn};
 
@@ -23,6 +23,8 @@ pub struct RpnSettings {
     pub nms_threshold: f64,
     /// Proposals with a side shorter than this (pixels) are dropped.
     pub min_size: f64,
+    /// Proposals whose objectness (a probability) is below this are dropped.
+    pub score_threshold: f64,
     pub matcher: Matcher,
     pub sampler: Sampler,
 }
@@ -35,9 +37,25 @@ impl Default for RpnSettings {
             post_nms_top_n: (2000, 300),
             nms_threshold: 0.7,
             min_size: 1e-3,
+            score_threshold: 0.0,
             matcher: Matcher::RPN,
             sampler: Sampler::RPN,
         }
+    }
+}
+
+impl RpnSettings {
+    pub fn validate(&self) -> Result<()> {
+        self.anchors.validate()?;
+        self.matcher.validate()?;
+        self.sampler.validate()?;
+        let (pre, post) = (self.pre_nms_top_n, self.post_nms_top_n);
+        ensure!(
+            pre.0 > 0 && pre.1 > 0 && post.0 > 0 && post.1 > 0,
+            "RPN top-n {pre:?} before NMS and {post:?} after (training, testing): positive expected"
+        );
+        ensure!((0.0..=1.0).contains(&self.nms_threshold), "an RPN NMS threshold of {}", self.nms_threshold);
+        Ok(())
     }
 }
 
@@ -59,7 +77,7 @@ pub struct Rpn {
 impl Rpn {
     /// An RPN over `channels`-deep features, its convs drawn from N(0, 0.01²) with zero biases.
     pub fn new(p: &nn::Path, channels: i64, settings: RpnSettings) -> Result<Rpn> {
-        settings.anchors.validate()?;
+        settings.validate()?;
         let a = settings.anchors.per_position() as i64;
         let init = nn::ConvConfig {
             ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.01 },
@@ -114,15 +132,16 @@ impl Rpn {
         let anchors =
             self.settings.anchors.grid(grid, stride_of(padded, grid), features.kind(), features.device());
         let proposals = self.propose(&objectness.detach(), &deltas.detach(), &anchors, image_sizes, train)?;
-        let losses = match targets {
-            Some(t) if train => Some(self.losses(&objectness, &deltas, &anchors, t)?),
-            _ => None,
+        let losses = match (targets, train) {
+            (Some(t), true) => Some(self.losses(&objectness, &deltas, &anchors, t)?),
+            (None, true) => anyhow::bail!("training the RPN needs the ground truth"),
+            (_, false) => None,
         };
         Ok((proposals, losses))
     }
 
     /// The proposals of each image: the top `pre_nms_top_n` anchors by objectness, decoded,
-    /// clipped, tiny ones dropped, NMS, the first `post_nms_top_n`.
+    /// clipped, tiny and unlikely ones dropped, NMS, the first `post_nms_top_n`.
     fn propose(
         &self,
         objectness: &Tensor,
@@ -143,11 +162,16 @@ impl Rpn {
             let (_, idx) = objectness.get(i as i64).topk(top, 0, true, true);
             let scores = objectness.get(i as i64).index_select(0, &idx).sigmoid();
             let boxes = BoxCoder::RPN
-                .decode(&deltas.get(i as i64).index_select(0, &idx), &anchors.index_select(0, &idx));
+                .decode(&deltas.get(i as i64).index_select(0, &idx), &anchors.index_select(0, &idx))?;
             let boxes = clip_to_image(&boxes, size);
             let keep = keep_large(&boxes, s.min_size);
             let (boxes, scores) = (boxes.index_select(0, &keep), scores.index_select(0, &keep));
-            let keep = nms(&boxes, &scores, s.nms_threshold)?;
+            let keep = scores.ge(s.score_threshold).nonzero().squeeze_dim(1);
+            let (boxes, scores) = (boxes.index_select(0, &keep), scores.index_select(0, &keep));
+            // One feature map is one level of torchvision's per-level NMS, whose two paths (up to
+            // 1,000 boxes, and more) order equal scores differently.
+            let level = scores.zeros_like().to_kind(tch::Kind::Int64);
+            let keep = batched_nms(&boxes, &scores, &level, s.nms_threshold)?;
             let keep = keep.narrow(0, 0, post.min(keep.size()[0]));
             out.push(boxes.index_select(0, &keep));
         }
@@ -209,8 +233,7 @@ impl Rpn {
         }
         let matches = self.settings.matcher.assign(&box_iou(gt, anchors))?;
         let matched = gt.index_select(0, &matches.clamp_min(0));
-        let labels = matches.ge(0).to_kind(anchors.kind());
-        let labels = labels.masked_fill(&matches.eq(BELOW_LOW), 0.0).masked_fill(&matches.eq(BETWEEN), -1.0);
+        let labels = matching::labels(&matches.ge(0).to_kind(anchors.kind()), &matches);
         Ok((labels, BoxCoder::RPN.encode(&matched, anchors)?))
     }
 }
