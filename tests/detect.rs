@@ -9,6 +9,7 @@ use resnet_repro::detect::{
     Anchors, BoxCoder, FasterRcnn, HeadSettings, Matcher, Rpn, RpnSettings, Sampler, Target, batched_nms,
     box_iou, clip_to_image, keep_large, nms, roi_pool,
 };
+use resnet_repro::detect::{ApMetric, average_precision};
 use resnet_repro::models::ImageNetNet;
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
@@ -322,4 +323,43 @@ fn the_detector_refuses_bad_ground_truth_and_settings_naming_them() {
     let pass = tch::no_grad(|| det.forward(&images, &[(64, 64)], None)).unwrap();
     assert_eq!(pass.proposals[0].size(), [0, 4]);
     assert_eq!(pass.detections[0].boxes.size(), [0, 4]);
+}
+
+#[test]
+fn voc_average_precision_equals_the_devkits() {
+    use resnet_repro::detect::voc_ap::{ImageTruth, Scored};
+    let r = reference();
+    let rows = |name: &str| Vec::<f64>::try_from(get(&r, name).to_kind(Kind::Double).reshape([-1])).unwrap();
+    let (gt_image, gt_boxes, gt_difficult) =
+        (rows("voc_gt_image"), rows("voc_gt_boxes"), rows("voc_gt_difficult"));
+    let mut truth = vec![ImageTruth::default(); 30];
+    for (k, &img) in gt_image.iter().enumerate() {
+        let b = &gt_boxes[4 * k..4 * k + 4];
+        truth[img as usize].boxes.push([b[0], b[1], b[2], b[3]]);
+        truth[img as usize].difficult.push(gt_difficult[k] == 1.0);
+    }
+    let (det_image, det_score, det_boxes) =
+        (rows("voc_det_image"), rows("voc_det_score"), rows("voc_det_boxes"));
+    let detections: Vec<Scored> = (0..det_image.len())
+        .map(|k| {
+            let b = &det_boxes[4 * k..4 * k + 4];
+            Scored { image: det_image[k] as usize, score: det_score[k], bbox: [b[0], b[1], b[2], b[3]] }
+        })
+        .collect();
+    for t in [5, 7] {
+        for (metric, name) in [(ApMetric::ElevenPoint, "ap07"), (ApMetric::Area, "ap")] {
+            let ours = average_precision(&truth, &detections, t as f64 / 10.0, metric).unwrap().unwrap();
+            let theirs = get(&r, &format!("voc_{name}_{t}")).double_value(&[0]);
+            // The same sums; numpy's np.sum adds pairwise, hence not exactly.
+            assert!((ours - theirs).abs() < 1e-12, "{name} at 0.{t}: {ours} against {theirs}");
+            assert!(ours > 0.05 && ours < 0.95, "a degenerate AP {ours}");
+        }
+    }
+    // A class without objects (or with difficult ones only) has no AP, rather than NaN.
+    let only_difficult = vec![ImageTruth { boxes: vec![[0.0, 0.0, 9.0, 9.0]], difficult: vec![true] }];
+    assert_eq!(average_precision(&only_difficult, &detections[..1], 0.5, ApMetric::Area).unwrap(), None);
+    assert!(
+        average_precision(&truth[..1], &detections, 0.5, ApMetric::Area).is_err(),
+        "a detection in image 29 of 1"
+    );
 }

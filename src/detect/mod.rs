@@ -3,7 +3,7 @@
 //! concept: box arithmetic and coding (`boxes`), the RPN's anchors (`anchors`), matching to the
 //! ground truth and sampling (`matching`), non-maximum suppression (`nms`), RoI max pooling
 //! (`roi_pool`), the region proposal network (`rpn`), the per-region head (`head`) and the
-//! detector that joins them to a backbone (`detector`). Each equals torchvision's function of the
+//! detector that joins them to a backbone (`detector`); PASCAL VOC's average precision (`voc_ap`). Each equals torchvision's function of the
 //! same name on the same inputs (tests/detect.rs: float64, and float32 for NMS and RoI pooling).
 
 pub mod anchors;
@@ -14,6 +14,7 @@ pub mod matching;
 pub mod nms;
 pub mod roi_pool;
 pub mod rpn;
+pub mod voc_ap;
 
 pub use anchors::Anchors;
 pub use boxes::{BoxCoder, box_area, box_iou, clip_to_image, keep_large};
@@ -23,3 +24,4 @@ pub use matching::{Matcher, Sampler};
 pub use nms::{batched_nms, nms};
 pub use roi_pool::roi_pool;
 pub use rpn::{Rpn, RpnLosses, RpnSettings};
+pub use voc_ap::{ApMetric, average_precision};
