@@ -14,15 +14,19 @@ use resnet_repro::models::ImageNetNet;
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
-fn reference() -> HashMap<String, Tensor> {
+/// The folder the Python reference wrote (once per test process).
+fn reference_dir() -> &'static std::path::Path {
     static ONCE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    let dir = ONCE.get_or_init(|| {
+    ONCE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("resnet-repro-detect-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         common::run_python_reference("detect_reference.py", &[dir.as_os_str()]);
         dir
-    });
-    Tensor::read_safetensors(dir.join("detect.safetensors")).unwrap().into_iter().collect()
+    })
+}
+
+fn reference() -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(reference_dir().join("detect.safetensors")).unwrap().into_iter().collect()
 }
 
 fn get<'a>(r: &'a HashMap<String, Tensor>, name: &str) -> &'a Tensor {
@@ -166,14 +170,13 @@ fn the_rpn_proposes_and_loses_as_torchvisions() {
     // Building the RPN draws its init from libtorch's generator: not while another test samples.
     let _lock = common::rng_lock();
     let r = reference();
-    let dir = std::env::temp_dir().join(format!("resnet-repro-detect-{}", std::process::id()));
     let mut vs = tch::nn::VarStore::new(Device::Cpu);
     let anchors = Anchors { sizes: vec![16.0, 32.0, 64.0], ratios: vec![0.5, 1.0, 2.0] };
     // Fewer than the 720 anchors kept before NMS, so that the cut is tested too.
     let settings = RpnSettings { anchors, pre_nms_top_n: (600, 500), ..Default::default() };
     let rpn = Rpn::new(&vs.root(), 8, settings).unwrap();
     vs.double();
-    vs.load(dir.join("rpn.safetensors")).unwrap();
+    vs.load(reference_dir().join("rpn.safetensors")).unwrap();
     let features = get(&r, "rpn_features");
     let sizes = [(128, 160), (120, 150)];
     let (test, losses) = tch::no_grad(|| rpn.forward(features, (128, 160), &sizes, None, false)).unwrap();
@@ -213,7 +216,6 @@ fn assert_close(ours: &Tensor, theirs: &Tensor, tol: f64, what: &str) {
 fn faster_rcnn_c4_on_resnet18_equals_torchvisions_stage_by_stage() {
     let _lock = common::rng_lock();
     let r = reference();
-    let dir = std::env::temp_dir().join(format!("resnet-repro-detect-{}", std::process::id()));
     let mut vs = tch::nn::VarStore::new(Device::Cpu);
     let backbone = ImageNetNet::torchvision(18).build(&(vs.root() / "backbone")).unwrap();
     let rpn = RpnSettings {
@@ -223,7 +225,7 @@ fn faster_rcnn_c4_on_resnet18_equals_torchvisions_stage_by_stage() {
     let det = FasterRcnn::new(&vs.root(), backbone, 4, rpn, HeadSettings::default()).unwrap();
     assert_eq!((det.shared, det.stride), (3, 16));
     vs.double();
-    let missing = vs.load_partial(dir.join("detector.safetensors")).unwrap();
+    let missing = vs.load_partial(reference_dir().join("detector.safetensors")).unwrap();
     assert_eq!(missing.len(), 2, "only the classifier's fc is not the detector's: {missing:?}");
     let images = get(&r, "det_images");
     let sizes = [(160, 224), (150, 200)];

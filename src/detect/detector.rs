@@ -7,7 +7,7 @@
 //! Variable names: `backbone.*` (the network's own, torchvision's), `rpn.*`,
 //! `roi_heads.box_predictor.*`, torchvision's `FasterRCNN`'s.
 
-use super::head::{self, Detections, HeadSettings, Predictor, Samples, Target};
+use super::head::{self, Detections, HeadSettings, Predictor, Target};
 use super::rpn::{Rpn, RpnLosses, RpnSettings};
 use crate::models::ResNet;
 use anyhow::{Result, ensure};
@@ -106,14 +106,9 @@ impl FasterRcnn {
         let targets: Option<Vec<Tensor>> = truth.map(|t| t.iter().map(|t| t.boxes.shallow_clone()).collect());
         let (proposals, rpn_losses) =
             self.rpn.forward(&features, (s[2], s[3]), sizes, targets.as_deref(), train)?;
-        let samples = match truth {
-            Some(t) => Some(head::sample(&self.head, &proposals, t)?),
-            None => None,
-        };
-        let regions: Vec<Tensor> = match &samples {
-            Some(Samples { proposals, .. }) => proposals.iter().map(|p| p.shallow_clone()).collect(),
-            None => proposals.iter().map(|p| p.shallow_clone()).collect(),
-        };
+        let samples = truth.map(|t| head::sample(&self.head, &proposals, t)).transpose()?;
+        let regions: Vec<Tensor> =
+            samples.as_ref().map_or(&proposals, |s| &s.proposals).iter().map(|p| p.shallow_clone()).collect();
         let pooled = head::pool(&self.head, &features, &regions, 1.0 / self.stride as f64)?;
         let all = self.backbone.stages.len();
         let h = self.backbone.stages_t(&pooled, self.shared..all, false);
