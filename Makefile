@@ -50,7 +50,7 @@ RELEASE_ONLY := $(RELEASE_DEPTHS),plain20/seed1,resnet20/seed1,plain20/seed2,res
 RELEASE_TRAIN := target/release/cifar_depth_sweep --config experiments/table6_cifar10.toml --dataset fashion-mnist \
 	--only $(RELEASE_ONLY) --precision bf16 --threads 1 --out $(RELEASE_RUNS) --plots $(RELEASE_RUNS)/plots --no-download
 
-.PHONY: all build test fuzz bench doctor crosscheck release-runs release-snapshot results reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
+.PHONY: all build test fuzz bench doctor crosscheck release-runs release-snapshot release-detect-scenes reproduce-detect-scenes results reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
 
 all: build
 
@@ -69,11 +69,15 @@ help:
 	@echo "                        NPROC=8: the paper's 8 GPUs of 32 images each (NNODES=... as for reproduce-table6)"
 	@echo "make reproduce-table3   Tables 3 and 4: ResNet-34 A/B/C, ResNet-50/101/152 on ImageNet (runs/table3/)"
 	@echo "                        DATA_DIR=... PRESET=... DEVICE=... JOBS=N or NPROC=N as for reproduce-table2"
+	@echo "make reproduce-detect-scenes  Tables 7-8 at small scale: Faster R-CNN C4 on Fashion-MNIST scenes, the"
+	@echo "                        released plain-20/ResNet-20 as backbones, pre-trained and from scratch"
+	@echo "                        (runs/detect_scenes/summary.md); JOBS=2 shares the runs between 2 workers"
 	@echo "make reproduce-table1   Table 1: parameters and multiply-adds beside the paper's (runs/table1/)"
 	@echo "make plots              re-render every figure and summary from runs/ (no training)"
 	@echo "make results            results/ (the release) checked against its MANIFEST; its summary, figures and"
 	@echo "                        the README's status table written from it"
 	@echo "make release-runs       train the release's runs to the end (resuming from results/), publish them"
+	@echo "make release-detect-scenes  train the small-scale detection runs, release them (results/detect_scenes/)"
 	@echo "make release-snapshot   keep unfinished release runs' newest checkpoints in results/ (to commit)"
 	@echo "make crosscheck         our training against plain PyTorch's, same recipe, seeds, both inits (runs/crosscheck/)"
 	@echo "                        PRESET=full|quick (quick: 2 seeds, 200 iterations) DATA_DIR=... DEVICE=..."
@@ -126,6 +130,19 @@ release-runs: build
 	scripts/workers 2 $(RELEASE_TRAIN)
 	target/release/release publish --runs $(RELEASE_RUNS) --command "scripts/workers 2 $(RELEASE_TRAIN)"
 	$(MAKE) results
+
+# Tables 7-8 at small scale: Faster R-CNN C4 on scenes of Fashion-MNIST items, the backbones the
+# released plain-20 and ResNet-20 (pre-trained and from scratch, 3 seeds: experiments/detect_scenes.toml).
+# `make release-detect-scenes` trains them as two workers of one thread (about an hour or two here),
+# releases them under results/detect_scenes/ with the manifest and writes the status table.
+DETECT_RELEASE := scripts/workers 2 target/release/detect_scenes --threads 1 --out $(RELEASE_RUNS)/detect_scenes --no-download
+reproduce-detect-scenes: build
+	scripts/workers $(JOBS) target/release/detect_scenes --data-dir $(DATA_DIR) --device $(DEVICE)
+
+release-detect-scenes: build
+	$(DETECT_RELEASE)
+	target/release/release --table detect_scenes publish --runs $(RELEASE_RUNS)/detect_scenes --command "$(DETECT_RELEASE)"
+	target/release/release status
 
 release-snapshot: build
 	target/release/release snapshot --runs $(RELEASE_RUNS)

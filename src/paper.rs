@@ -1,7 +1,7 @@
 //! Every number the paper publishes that the suite compares against, as data keyed by network and
 //! protocol: Table 1's multiply-adds, Table 6's parameter counts and test errors, and the ImageNet
-//! errors of Tables 2, 3 (10-crop) and 4 (multi-scale). Nothing else in the crate holds a
-//! published number.
+//! errors of Tables 2, 3 (10-crop) and 4 (multi-scale), and the detection results of Tables 7-8.
+//! Nothing else in the crate holds a published number.
 
 use crate::data::Protocol;
 use crate::models::{BottleneckStride, CifarNet, ImageNetNet, NetSpec, Shortcut};
@@ -166,3 +166,46 @@ pub mod recipe {
     /// ImageNet batch norm: 8 GPUs of 32 images.
     pub const IMAGENET_BN_BATCH: usize = 32;
 }
+
+/// A detection result of Tables 7-8: Faster R-CNN with VGG-16 and with ResNet-101 (%).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DetectionResult {
+    pub table: &'static str,
+    /// Trained on, tested on.
+    pub data: &'static str,
+    pub metric: &'static str,
+    pub vgg16: f64,
+    pub resnet101: f64,
+}
+
+/// Table 7 (PASCAL VOC, mAP at IoU 0.5) and Table 8 (COCO validation).
+pub const DETECTION: [DetectionResult; 4] = [
+    DetectionResult {
+        table: "7",
+        data: "VOC 07+12 trainval, VOC 2007 test",
+        metric: "mAP",
+        vgg16: 73.2,
+        resnet101: 76.4,
+    },
+    DetectionResult {
+        table: "7",
+        data: "VOC 07++12, VOC 2012 test",
+        metric: "mAP",
+        vgg16: 70.4,
+        resnet101: 73.8,
+    },
+    DetectionResult {
+        table: "8",
+        data: "COCO train, COCO val",
+        metric: "mAP@.5",
+        vgg16: 41.5,
+        resnet101: 48.4,
+    },
+    DetectionResult {
+        table: "8",
+        data: "COCO train, COCO val",
+        metric: "mAP@[.5, .95]",
+        vgg16: 21.2,
+        resnet101: 27.2,
+    },
+];

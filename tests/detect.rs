@@ -365,3 +365,66 @@ fn voc_average_precision_equals_the_devkits() {
         "a detection in image 29 of 1"
     );
 }
+
+#[test]
+fn coco_average_precision_equals_pycocotools() {
+    use resnet_repro::detect::coco_ap::{CocoParams, Detection, GroundTruth, evaluate};
+    let dir = std::env::temp_dir().join(format!("resnet-repro-coco-eval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    common::run_python_reference("coco_eval_reference.py", &[dir.as_os_str()]);
+    let text = std::fs::read_to_string(dir.join("coco_eval.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ids = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect::<Vec<_>>();
+    let bbox = |v: &serde_json::Value| -> [f64; 4] {
+        let b: Vec<f64> = v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        [b[0], b[1], b[2], b[3]]
+    };
+    let gts: Vec<GroundTruth> = r["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| GroundTruth {
+            image: a["image_id"].as_i64().unwrap(),
+            category: a["category_id"].as_i64().unwrap(),
+            bbox: bbox(&a["bbox"]),
+            area: a["area"].as_f64().unwrap(),
+            crowd: a["iscrowd"].as_i64().unwrap() == 1,
+        })
+        .collect();
+    let dets: Vec<Detection> = r["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| Detection {
+            image: d["image_id"].as_i64().unwrap(),
+            category: d["category_id"].as_i64().unwrap(),
+            bbox: bbox(&d["bbox"]),
+            score: d["score"].as_f64().unwrap(),
+        })
+        .collect();
+    assert!(gts.iter().any(|g| g.crowd) && dets.len() > 300, "the reference lost its hard cases");
+    let (images, categories) = (ids("images"), ids("categories"));
+    let stats: Vec<f64> = r["stats"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    // numpy sums pairwise, the evaluator in order: the same matches give means equal to ~1e-16.
+    let close = |ours: Option<f64>, theirs: f64, what: &str| {
+        let ours = ours.unwrap_or(-1.0);
+        assert!((ours - theirs).abs() < 1e-12, "{what}: ours {ours}, pycocotools {theirs}");
+    };
+    let all = evaluate(&CocoParams::default(), &gts, &dets, &images, &categories);
+    close(all.ap, stats[0], "AP@[.5,.95]");
+    close(all.ap50, stats[1], "AP@.5");
+    close(all.ap75, stats[2], "AP@.75");
+    for (i, (c, ap)) in all.per_category.iter().enumerate() {
+        let theirs = &r["per_category"][i];
+        assert_eq!(*c, theirs[0].as_i64().unwrap());
+        match (ap, theirs[1].as_f64()) {
+            (Some(a), Some(b)) => assert!((a - b).abs() < 1e-12, "category {c}: ours {a}, pycocotools {b}"),
+            (None, None) => {}
+            (a, b) => panic!("category {c}: ours {a:?}, pycocotools {b:?}"),
+        }
+    }
+    for (range, stat, what) in [((0.0, 1024.0), stats[3], "small"), ((1024.0, 9216.0), stats[4], "medium")] {
+        let p = CocoParams { area_range: range, ..CocoParams::default() };
+        close(evaluate(&p, &gts, &dets, &images, &categories).ap, stat, what);
+    }
+}

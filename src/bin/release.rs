@@ -6,10 +6,11 @@ use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
 use resnet_repro::data::DataOptions;
 use resnet_repro::eval::responses::{fig7_position, read_responses};
+use resnet_repro::experiment::detect_scenes::{records, write_summary as detection_summary};
 use resnet_repro::experiment::figure7::measure_store;
 use resnet_repro::experiment::summary::write_summary;
 use resnet_repro::experiment::table1::{table1_rows, table1_specs, write_csv};
-use resnet_repro::experiment::{Release, Store};
+use resnet_repro::experiment::{Release, Store, Table};
 use resnet_repro::report::status::{splice, table as table_md};
 use resnet_repro::report::{render_fig7, render_store};
 use std::path::PathBuf;
@@ -18,7 +19,8 @@ use std::path::PathBuf;
 /// release (`--results`, results/): a table's released runs are results/<table>/<dataset>/<net>/
 /// seed<k>/ (config.toml, metrics.csv, final.json, model.safetensors, class_index.csv,
 /// data_mean.safetensors), its unfinished runs' newest checkpoints results/<table>/in-progress/...,
-/// every released run file in results/MANIFEST.
+/// every released run file in results/MANIFEST. `--table detect_scenes`: the detection runs of
+/// `detect_scenes` (results/detect_scenes/<net>-<init>/seed<k>/).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -58,7 +60,7 @@ enum What {
     },
     /// Check every file MANIFEST lists against its size and sha256.
     Check,
-    /// Write what the release shows: Figure 7's layer responses of the released networks that
+    /// Write what the release shows: the detection runs' summary (results/detect_scenes/), Figure 7's layer responses of the released networks that
     /// results/fig7/responses.csv lacks (measured on their test set, no training; the data from
     /// --data-dir or Debian's dataset package), then from the files alone the table's summary,
     /// findings and figures (results/<table>/, results/fig7/), Table 1's counts
@@ -86,9 +88,13 @@ fn run() -> Result<()> {
         What::Publish { runs, command } => {
             let runs = Store::new(runs);
             ensure!(runs.root.is_dir(), "{}: no runs folder", runs.root.display());
-            let released = release.publish(&runs, &args.table, &command)?;
+            let released: Vec<PathBuf> = if args.table == Table::DetectScenes.dir_name() {
+                release.publish_detection(&runs, &args.table, &command)?
+            } else {
+                release.publish(&runs, &args.table, &command)?.into_iter().map(|r| r.dir.path).collect()
+            };
             for r in &released {
-                println!("released {}", r.dir.path.display());
+                println!("released {}", r.display());
             }
             if released.is_empty() {
                 println!("no newly finished run in {}", runs.root.display());
@@ -152,6 +158,13 @@ fn status(release: &Release, table: &str, readme: &std::path::Path, check: bool)
         if !store.runs()?.is_empty() {
             write_summary(&store, "Table 6 on Fashion-MNIST: the paper's full CIFAR schedule")?;
             for f in render_store(&store, &store.root)? {
+                println!("wrote {}", f.display());
+            }
+        }
+        let scenes = release.table(Table::DetectScenes.dir_name());
+        let records = records(&scenes)?;
+        if !records.is_empty() {
+            for f in detection_summary(&scenes, &records)? {
                 println!("wrote {}", f.display());
             }
         }

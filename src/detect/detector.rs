@@ -1,8 +1,8 @@
 //! Faster R-CNN in the paper's C4 design (Appendix A): a ResNet's conv1 to conv4_x shared (stride
 //! 16 on ImageNet nets), the RPN on that map, RoI pooling on it, conv5_x run on each region (its
 //! first block with stride 2), global average pooling and the predictor. BN runs in inference
-//! mode with the backbone's statistics, as the paper's frozen BN (a training step must also leave
-//! BN's scale and shift out of the update). The CIFAR nets split the
+//! mode with the backbone's statistics, as the paper's frozen BN (`train::freeze` leaves BN's
+//! scale and shift out of the update); a backbone from scratch may train its BN (`train_bn`). The CIFAR nets split the
 //! same way at their last stage (conv1 and stages 1-2 shared, stride 2; stage 3 per region).
 //! Variable names: `backbone.*` (the network's own, torchvision's), `rpn.*`,
 //! `roi_heads.box_predictor.*`, torchvision's `FasterRCNN`'s.
@@ -56,6 +56,10 @@ pub struct FasterRcnn {
     pub head: HeadSettings,
     /// The shared map's stride in input pixels (16 for ImageNet nets).
     pub stride: i64,
+    /// BN normalises with each training batch's statistics (and updates its running ones) instead
+    /// of running frozen: for a backbone trained from scratch, which has no statistics to freeze
+    /// (He et al. 2018 train such detectors with synchronised BN or GN). Off by default (the paper's).
+    pub train_bn: bool,
 }
 
 impl FasterRcnn {
@@ -81,7 +85,7 @@ impl FasterRcnn {
         let stride = backbone.stride_after(shared);
         let rpn = Rpn::new(&(p / "rpn"), map, rpn)?;
         let predictor = Predictor::new(&(p / "roi_heads" / "box_predictor"), last, num_classes);
-        Ok(FasterRcnn { backbone, shared, rpn, predictor, head, stride })
+        Ok(FasterRcnn { backbone, shared, rpn, predictor, head, stride, train_bn: false })
     }
 
     /// One pass over `images` (`[N, 3, H, W]`, padded to a common size; each image's own size in
@@ -101,8 +105,9 @@ impl FasterRcnn {
             }
         }
         let train = truth.is_some();
-        // BN frozen: the backbone always runs in inference mode.
-        let features = self.backbone.stages_t(&self.backbone.stem_t(images, false), 0..self.shared, false);
+        // BN frozen: the backbone runs in inference mode, unless it trains its BN.
+        let bn = train && self.train_bn;
+        let features = self.backbone.stages_t(&self.backbone.stem_t(images, bn), 0..self.shared, bn);
         let targets: Option<Vec<Tensor>> = truth.map(|t| t.iter().map(|t| t.boxes.shallow_clone()).collect());
         let (proposals, rpn_losses) =
             self.rpn.forward(&features, (s[2], s[3]), sizes, targets.as_deref(), train)?;
@@ -111,7 +116,7 @@ impl FasterRcnn {
             samples.as_ref().map_or(&proposals, |s| &s.proposals).iter().map(|p| p.shallow_clone()).collect();
         let pooled = head::pool(&self.head, &features, &regions, 1.0 / self.stride as f64)?;
         let all = self.backbone.stages.len();
-        let h = self.backbone.stages_t(&pooled, self.shared..all, false);
+        let h = self.backbone.stages_t(&pooled, self.shared..all, bn);
         let (logits, deltas) = self.predictor.forward(&h.mean_dim([2i64, 3].as_slice(), false, h.kind()));
         let (detections, losses) = match (&samples, rpn_losses) {
             (Some(samples), Some(rpn)) => {

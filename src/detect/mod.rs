@@ -3,21 +3,30 @@
 //! concept: box arithmetic and coding (`boxes`), the RPN's anchors (`anchors`), matching to the
 //! ground truth and sampling (`matching`), non-maximum suppression (`nms`), RoI max pooling
 //! (`roi_pool`), the region proposal network (`rpn`), the per-region head (`head`) and the
-//! detector that joins them to a backbone (`detector`); PASCAL VOC's average precision (`voc_ap`). Each equals torchvision's function of the
-//! same name on the same inputs (tests/detect.rs: float64, and float32 for NMS and RoI pooling).
+//! detector that joins them to a backbone (`detector`). Scoring: PASCAL VOC's average precision
+//! (`voc_ap`) and COCO's (`coco_ap`, pycocotools'), both of a detector's output (`score`). Data
+//! (`dataset`): scenes of Fashion-MNIST items (`scenes`). Training (`train`). Each part equals torchvision's (or pycocotools') function of the same name on the
+//! same inputs (tests/detect.rs: float64, and float32 for NMS and RoI pooling).
 
 pub mod anchors;
 pub mod boxes;
+pub mod coco_ap;
+pub mod dataset;
 pub mod detector;
 pub mod head;
 pub mod matching;
 pub mod nms;
 pub mod roi_pool;
 pub mod rpn;
+pub mod scenes;
+pub mod score;
+pub mod settings;
+pub mod train;
 pub mod voc_ap;
 
 pub use anchors::Anchors;
 pub use boxes::{BoxCoder, box_area, box_iou, clip_to_image, keep_large};
+pub use dataset::{Batch, DetectionSet};
 pub use detector::{FasterRcnn, Losses, Pass};
 pub use head::{Detections, HeadSettings, Target};
 pub use matching::{Matcher, Sampler};

@@ -2,10 +2,12 @@
 //! store that alone knows the `runs/` layout ([`store`]), the summaries beside the paper
 //! ([`summary`]) and the paper's findings computed from them ([`findings`]), Figure 7's choice
 //! of runs and its measurement ([`figure7`]), and the cross-check of whole training runs against
-//! plain PyTorch ([`crosscheck`]).
+//! plain PyTorch ([`crosscheck`]); Faster R-CNN on Fashion-MNIST scenes, Tables 7-8 at small
+//! scale ([`detect_scenes`]).
 
 pub mod config;
 pub mod crosscheck;
+pub mod detect_scenes;
 pub mod estimate;
 pub mod figure7;
 pub mod findings;

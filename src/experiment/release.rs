@@ -78,26 +78,65 @@ impl Release {
                 continue; // released before (restored by `restore_released`): its entries stay
             }
             let commit = run.dir.final_record()?.map(|f| f.commit).unwrap_or_default();
-            std::fs::create_dir_all(&dest.path)
-                .with_context(|| format!("creating {}", dest.path.display()))?;
-            for f in released_files(&run.dir) {
-                copy(&run.dir.path.join(f), &dest.path.join(f))?;
-                let file = dest.path.join(f);
-                let rel = file.strip_prefix(&self.root).unwrap_or(&file).to_path_buf();
-                entries.retain(|e| e.file != rel);
-                entries.push(Entry {
-                    sha256: sha256(&file)?,
-                    bytes: size(&file)?,
-                    file: rel,
-                    commit: commit.clone(),
-                    command: command.into(),
-                });
-            }
+            let files: Vec<&str> = released_files(&run.dir).collect();
+            self.copy_listed(&mut entries, (&run.dir, &dest), &files, (&commit, command))?;
             let stale = pending.run(&run.config).path;
             if stale.is_dir() {
                 std::fs::remove_dir_all(&stale).with_context(|| format!("removing {}", stale.display()))?;
             }
             released.push(StoredRun { dir: dest, config: run.config });
+        }
+        entries.sort_by(|a, b| a.file.cmp(&b.file));
+        self.write_manifest(&entries)?;
+        Ok(released)
+    }
+
+    /// Copies `files` of the run `from` into `to`, each listed in `entries` (replacing an older
+    /// entry) with `commit` and `command`.
+    fn copy_listed(
+        &self,
+        entries: &mut Vec<Entry>,
+        (from, to): (&RunDir, &RunDir),
+        files: &[&str],
+        (commit, command): (&str, &str),
+    ) -> Result<()> {
+        std::fs::create_dir_all(&to.path).with_context(|| format!("creating {}", to.path.display()))?;
+        for f in files {
+            let file = to.path.join(f);
+            copy(&from.path.join(f), &file)?;
+            let rel = file.strip_prefix(&self.root).unwrap_or(&file).to_path_buf();
+            entries.retain(|e| e.file != rel);
+            entries.push(Entry {
+                sha256: sha256(&file)?,
+                bytes: size(&file)?,
+                file: rel,
+                commit: commit.into(),
+                command: command.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies every finished detection run of `runs` (`<run>/seed<k>/`, as
+    /// [`super::detect_scenes`] lays them out) into the table `name`, as [`Release::publish`]
+    /// does a classification run: [`RELEASED_FILES`], listed in the manifest with the commit
+    /// from its `final.json`. A run released before, byte for byte, is left as it is. Returns
+    /// the folders released.
+    pub fn publish_detection(&self, runs: &Store, name: &str, command: &str) -> Result<Vec<PathBuf>> {
+        let mut entries = self.manifest()?;
+        let mut released = Vec::new();
+        for run in crate::fsutil::subdirs(&runs.root)? {
+            for seed in crate::fsutil::subdirs(&run)? {
+                let from = RunDir { path: seed.clone() };
+                let Some(record) = from.final_as::<super::detect_scenes::SceneRecord>()? else { continue };
+                let rel = seed.strip_prefix(&runs.root).unwrap_or(&seed);
+                let to = RunDir { path: self.root.join(name).join(rel) };
+                if same_listed(&from, &to, &RELEASED_FILES)? {
+                    continue;
+                }
+                self.copy_listed(&mut entries, (&from, &to), &RELEASED_FILES, (&record.commit, command))?;
+                released.push(to.path);
+            }
         }
         entries.sort_by(|a, b| a.file.cmp(&b.file));
         self.write_manifest(&entries)?;
@@ -219,7 +258,12 @@ fn released_files(run: &RunDir) -> impl Iterator<Item = &'static str> + '_ {
 
 /// Whether `dest` holds every file of `run` a release holds, byte for byte.
 fn same_files(run: &RunDir, dest: &RunDir) -> Result<bool> {
-    for f in released_files(run) {
+    same_listed(run, dest, &released_files(run).collect::<Vec<_>>())
+}
+
+/// Whether `dest` holds each of `files` of `run`, byte for byte.
+fn same_listed(run: &RunDir, dest: &RunDir, files: &[&str]) -> Result<bool> {
+    for f in files {
         let (ours, theirs) = (run.path.join(f), dest.path.join(f));
         let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
         if !theirs.is_file() || read(&ours)? != read(&theirs)? {

@@ -55,6 +55,8 @@ pub enum Table {
     Figure7,
     /// The cross-check against plain PyTorch.
     Crosscheck,
+    /// Faster R-CNN on scenes of Fashion-MNIST items (Tables 7-8 at small scale).
+    DetectScenes,
 }
 
 impl Table {
@@ -66,6 +68,7 @@ impl Table {
             Table::Table6 => "table6",
             Table::Figure7 => "fig7",
             Table::Crosscheck => "crosscheck",
+            Table::DetectScenes => "detect_scenes",
         }
     }
 }
@@ -289,14 +292,18 @@ impl RunDir {
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
-    /// Writes `config.toml` for a new run, or checks that the folder holds this run.
-    pub fn claim(&self, cfg: &RunConfig) -> Result<()> {
+    /// Writes `config.toml` for a new run, or checks that the folder holds this run (any kind of
+    /// run: a classification [`RunConfig`], a detection run's).
+    pub fn claim<C>(&self, cfg: &C) -> Result<()>
+    where
+        C: serde::Serialize + serde::de::DeserializeOwned + PartialEq,
+    {
         let path = self.config_path();
-        let ours = cfg.to_toml()?;
+        let ours = toml::to_string(cfg)?;
         if path.exists() {
             let text =
                 std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            if toml::from_str::<RunConfig>(&text).ok().as_ref() != Some(cfg) {
+            if toml::from_str::<C>(&text).ok().as_ref() != Some(cfg) {
                 bail!(
                     "{} holds a run with another configuration than this one ({}); delete that folder to start \
                      afresh, or pass --out to write elsewhere",
@@ -355,11 +362,16 @@ impl RunDir {
 
     /// `final.json`, if the run has finished.
     pub fn final_record(&self) -> Result<Option<FinalRecord>> {
+        self.final_as()
+    }
+
+    /// `final.json` of any kind of run (a detection run's record), if the run has finished.
+    pub fn final_as<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>> {
         read_json(&self.final_path())
     }
 
     /// Written last, atomically: its presence marks the run as done.
-    pub fn write_final(&self, record: &FinalRecord) -> Result<()> {
+    pub fn write_final<T: serde::Serialize>(&self, record: &T) -> Result<()> {
         write_atomic(&self.final_path(), serde_json::to_string_pretty(record)?.as_bytes())
     }
 

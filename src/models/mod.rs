@@ -142,3 +142,42 @@ pub fn load_net(
     vs.load(weights).with_context(|| format!("loading {} into {}", weights.display(), spec.name()))?;
     Ok((vs, net))
 }
+
+/// Loads a classification network's `weights` (safetensors, its own names) into the variables
+/// under `prefix.` of `vs` (a detector's `backbone.`): every tensor of the file to a variable of
+/// the same shape and type, every variable under the prefix from the file; an error names the
+/// first that does not fit.
+pub fn load_into(vs: &tch::nn::VarStore, prefix: &str, weights: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::{Context, ensure};
+    let file =
+        tch::Tensor::read_safetensors(weights).with_context(|| format!("reading {}", weights.display()))?;
+    let vars = vs.variables();
+    let ours: Vec<&String> = vars.keys().filter(|n| n.starts_with(&format!("{prefix}."))).collect();
+    ensure!(
+        ours.len() == file.len(),
+        "{} has {} tensors, the network under {prefix}. has {} variables",
+        weights.display(),
+        file.len(),
+        ours.len()
+    );
+    tch::no_grad(|| {
+        for (name, t) in &file {
+            let full = format!("{prefix}.{name}");
+            let mut var = vars
+                .get(&full)
+                .with_context(|| format!("{}: {name} is not in the network", weights.display()))?
+                .shallow_clone();
+            ensure!(
+                var.size() == t.size() && var.kind() == t.kind(),
+                "{}: {name} is {:?} {:?}, the network's {:?} {:?}",
+                weights.display(),
+                t.kind(),
+                t.size(),
+                var.kind(),
+                var.size()
+            );
+            var.copy_(t);
+        }
+        Ok(())
+    })
+}

@@ -147,11 +147,25 @@ impl ResNet {
 
     /// Every conv: the stem's, the blocks' and the projection shortcuts'.
     pub fn convs(&self) -> Vec<&Conv> {
-        let mut out = vec![&self.stem.conv_bn().conv];
-        for block in self.stages.iter().flatten() {
-            out.extend(block.layers.iter().map(|l| &l.conv));
-            if let Some(ShortcutPath::Projection(cb)) = &block.shortcut {
-                out.push(&cb.conv);
+        self.conv_bns(0..=self.stages.len()).into_iter().map(|cb| &cb.conv).collect()
+    }
+
+    /// Every conv and its BN in `parts`, where part 0 is the stem and part `s` stage `s` (so
+    /// `0..=stages.len()` is the whole network): each block's layers, then its projection.
+    pub fn conv_bns(&self, parts: std::ops::RangeInclusive<usize>) -> Vec<&ConvBn> {
+        let mut out = Vec::new();
+        if parts.contains(&0) {
+            out.push(self.stem.conv_bn());
+        }
+        for (s, stage) in self.stages.iter().enumerate() {
+            if !parts.contains(&(s + 1)) {
+                continue;
+            }
+            for block in stage {
+                out.extend(block.layers.iter());
+                if let Some(ShortcutPath::Projection(cb)) = &block.shortcut {
+                    out.push(cb);
+                }
             }
         }
         out

@@ -58,6 +58,7 @@ pub fn table(results: &Path) -> Result<String> {
     md.push_str(&figure_row("Fig. 1: plain-20 vs plain-56", &["plain20", "plain56"], &table6, &pending));
     md.push_str(&figure_row("Fig. 6: plain and ResNet curves", &["plain20", "resnet20"], &table6, &pending));
     md.push_str(&fig7_row(&table6, &read_responses(&Runs::new(results).responses_csv())?)?);
+    md.push_str(&detection_row(&release)?);
     // Said here once: the pages under docs/ point at this row.
     md.push_str(
         "| On a GPU: the CUDA-graph step, NCCL data-parallel, bf16 | `scripts/gpu-check` | none | the paper: 8 GPUs \
@@ -79,6 +80,48 @@ pub fn table(results: &Path) -> Result<String> {
             "\n![Fashion-MNIST, the paper's full CIFAR schedule: dashed training error, bold test error]({FIGURE})"
         )?;
     }
+    Ok(md)
+}
+
+/// Tables 7-8's rows: the full-size commands (not built yet), and the small-scale experiment's
+/// mean mAP@.5 per backbone and init as released (results/detect_scenes/).
+fn detection_row(release: &Release) -> Result<String> {
+    use crate::experiment::detect_scenes::records;
+    let paper = crate::paper::DETECTION;
+    let mut md = format!(
+        "| Tables 7-8: Faster R-CNN on VOC, COCO | not built yet | none | VOC07 {:.1} -> {:.1} mAP, COCO {:.1} -> \
+         {:.1} mAP@[.5,.95] (VGG-16 -> ResNet-101) | not run here (needs VOC, COCO and a GPU) |\n",
+        paper[0].vgg16, paper[0].resnet101, paper[3].vgg16, paper[3].resnet101
+    );
+    let recs = records(&release.table(crate::experiment::Table::DetectScenes.dir_name()))?;
+    let command = "`make reproduce-detect-scenes`";
+    let claim = "ResNet better than plain; pre-trained better";
+    if recs.is_empty() {
+        writeln!(
+            md,
+            "| Tables 7-8 at small scale: Fashion-MNIST scenes | {command} | none | {claim} | not released |"
+        )?;
+        return Ok(md);
+    }
+    let mut groups: Vec<(String, Vec<f64>)> = Vec::new();
+    for r in &recs {
+        let key = format!("{}-{}", r.net, r.init);
+        let v = 100.0 * r.scores.ap50.unwrap_or(f64::NAN);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, xs)) => xs.push(v),
+            None => groups.push((key, vec![v])),
+        }
+    }
+    let ours: Vec<String> =
+        groups.iter().map(|(k, xs)| format!("{k} {:.1}", crate::stats::mean_std(xs).mean)).collect();
+    writeln!(
+        md,
+        "| Tables 7-8 at small scale: Fashion-MNIST scenes | {command} | mAP@.5 (mean of {} seeds): {} | {claim} | \
+         {} iterations a run on this CPU ([summary](results/detect_scenes/summary.md)) |",
+        groups.iter().map(|(_, xs)| xs.len()).min().unwrap_or(0),
+        ours.join(", "),
+        recs[0].iterations
+    )?;
     Ok(md)
 }
 

@@ -3,7 +3,7 @@
 //! `.tmp`, synced and renamed). The newest two are kept: if the newest cannot be read, a run resumes
 //! from the one before.
 
-use super::metrics::MetricsWriter;
+use super::metrics::{MetricsWriter, Row};
 use super::optim::Sgd;
 use super::policy::PolicyState;
 use super::progress::WindowSums;
@@ -150,12 +150,12 @@ pub fn resume(
 /// Where a run goes on from: its newest readable checkpoint (see [`resume`]; its weights and
 /// momentum loaded into `vs` and `opt`, its seed checked), else `fresh`; with its metrics file
 /// opened to go on from there where this process writes (`writes`: alone, or rank 0).
-pub fn resume_or_start(
+pub fn resume_or_start<R: Row>(
     files: &RunFiles,
     (vs, opt): (&mut nn::VarStore, &mut Sgd),
     fresh: TrainState,
     (label, writes): (&str, bool),
-) -> Result<(TrainState, Option<MetricsWriter>)> {
+) -> Result<(TrainState, Option<MetricsWriter<R>>)> {
     let warn = |msg: &str| eprintln!("{label}: warning: {msg}");
     let Some((ckpt, state)) = resume(&files.checkpoints, vs, opt, warn)? else {
         return Ok((fresh, writes.then(|| MetricsWriter::create(&files.metrics)).transpose()?));

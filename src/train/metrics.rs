@@ -47,18 +47,38 @@ pub const METRICS_COLUMNS: [&str; 10] = [
     "seconds",
 ];
 
+/// A row of a metrics file: its columns and the iteration it was written at (what a resumed run
+/// cuts the file back to).
+pub trait Row: Serialize + serde::de::DeserializeOwned {
+    const COLUMNS: &'static [&'static str];
+    fn iteration(&self) -> u64;
+}
+
+impl Row for MetricsRow {
+    const COLUMNS: &'static [&'static str] = &METRICS_COLUMNS;
+    fn iteration(&self) -> u64 {
+        self.iteration
+    }
+}
+
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
+    read_rows(path)
+}
+
+/// Every row of a metrics file.
+pub fn read_rows<R: Row>(path: &Path) -> Result<Vec<R>> {
     let mut r = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     r.deserialize().map(|row| row.with_context(|| format!("parsing {}", path.display()))).collect()
 }
 
 /// Appends rows to a metrics file, flushing each one so that a killed run loses nothing written.
-pub struct MetricsWriter {
+pub struct MetricsWriter<R: Row = MetricsRow> {
     w: csv::Writer<std::fs::File>,
     path: std::path::PathBuf,
+    row: std::marker::PhantomData<R>,
 }
 
-impl MetricsWriter {
+impl<R: Row> MetricsWriter<R> {
     /// A new file with only the header.
     pub fn create(path: &Path) -> Result<Self> {
         Self::with_rows(path, &[])
@@ -66,9 +86,9 @@ impl MetricsWriter {
 
     /// Replaces `path` (atomically: a kill leaves the old file or the new one) with the header and
     /// `rows`, and appends after them.
-    fn with_rows(path: &Path, rows: &[MetricsRow]) -> Result<Self> {
+    fn with_rows(path: &Path, rows: &[R]) -> Result<Self> {
         let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
-        w.write_record(METRICS_COLUMNS)?;
+        w.write_record(R::COLUMNS)?;
         for row in rows {
             w.serialize(row)?;
         }
@@ -79,7 +99,7 @@ impl MetricsWriter {
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         let w = csv::WriterBuilder::new().has_headers(false).from_writer(file);
-        Ok(MetricsWriter { w, path: path.to_path_buf() })
+        Ok(MetricsWriter { w, path: path.to_path_buf(), row: std::marker::PhantomData })
     }
 
     /// Keeps the rows up to `iteration` (those a resumed run will not write again) and appends after
@@ -87,13 +107,13 @@ impl MetricsWriter {
     /// (a process killed mid-write) can only be a later one: it and what follows are dropped, with
     /// a warning through `warn`.
     pub fn resume(path: &Path, iteration: u64, warn: impl Fn(&str)) -> Result<Self> {
-        let mut kept: Vec<MetricsRow> = Vec::new();
+        let mut kept: Vec<R> = Vec::new();
         if path.exists() {
             let mut r =
                 csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-            for (line, row) in r.deserialize::<MetricsRow>().enumerate() {
+            for (line, row) in r.deserialize::<R>().enumerate() {
                 match row {
-                    Ok(row) if row.iteration <= iteration => kept.push(row),
+                    Ok(row) if row.iteration() <= iteration => kept.push(row),
                     Ok(_) => break,
                     Err(e) => {
                         warn(&format!(
@@ -115,7 +135,7 @@ impl MetricsWriter {
         self.w.get_ref().sync_data().with_context(|| format!("syncing {}", self.path.display()))
     }
 
-    pub fn append(&mut self, row: &MetricsRow) -> Result<()> {
+    pub fn append(&mut self, row: &R) -> Result<()> {
         self.w.serialize(row).with_context(|| format!("writing {}", self.path.display()))?;
         self.w.flush().with_context(|| format!("writing {}", self.path.display()))
     }

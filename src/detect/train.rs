@@ -1,0 +1,290 @@
+//! Training a detector: Faster R-CNN's joint training (the RPN's and the head's four losses
+//! summed, one backward pass), SGD with the paper's momentum and weight decay, a step schedule,
+//! and the backbone's BN frozen (its statistics are used in inference mode by the detector, its
+//! scale and shift left out of the update here). Durable as the classification trainer is: the
+//! same checkpoints (`ckpt-<iteration>/`, the newest two kept), a metrics file cut back to the
+//! checkpoint on resume, a signal stopping at a checkpoint. A step's randomness (which images,
+//! flips, the RPN's and the head's sampling) is a function of (seed, iteration): a resumed run
+//! takes the same steps as one that never stopped.
+
+use super::dataset::DetectionSet;
+use super::detector::FasterRcnn;
+use crate::data::augment::rng_for;
+use crate::interrupt::{self, Interrupted};
+use crate::train::SgdSettings;
+use crate::train::checkpoint::{self, RunFiles, TrainState};
+use crate::train::metrics::Row;
+use crate::train::optim::Sgd;
+use crate::train::policy::{LrPolicy, Schedule};
+use anyhow::{Context, Result, ensure};
+use rand::seq::SliceRandom;
+use rand::{Rng, RngCore};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn};
+
+/// How a detector is trained (`[train]` of a detection experiment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionRecipe {
+    pub iterations: u64,
+    /// Images an update (the paper's Faster R-CNN: 1 a GPU on 8 GPUs for ResNet-101).
+    pub images_per_step: usize,
+    pub lr: f64,
+    /// Iterations at which the rate is multiplied by 0.1.
+    pub milestones: Vec<u64>,
+    #[serde(default = "paper_momentum")]
+    pub momentum: f64,
+    #[serde(default = "paper_weight_decay")]
+    pub weight_decay: f64,
+    /// Horizontal flips, each image with probability 1/2 (the paper's only augmentation).
+    #[serde(default = "yes")]
+    pub flip: bool,
+    /// Backbone parts whose weights stay as loaded: 0 none, 1 the stem, 2 the stem and the first
+    /// stage (Detectron's C4 default, torchvision's `trainable_layers=3`). BN is frozen everywhere.
+    pub frozen_parts: usize,
+    pub log_every: u64,
+    /// A multiple of `log_every`.
+    pub checkpoint_every: u64,
+}
+
+fn paper_momentum() -> f64 {
+    SgdSettings::PAPER.momentum
+}
+fn paper_weight_decay() -> f64 {
+    SgdSettings::PAPER.weight_decay
+}
+fn yes() -> bool {
+    true
+}
+
+impl DetectionRecipe {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.iterations > 0 && self.images_per_step > 0,
+            "iterations and images_per_step must be positive"
+        );
+        ensure!(self.lr > 0.0, "lr must be positive, got {}", self.lr);
+        ensure!(
+            self.milestones.windows(2).all(|w| w[0] < w[1]),
+            "milestones must increase: {:?}",
+            self.milestones
+        );
+        ensure!(
+            self.log_every > 0
+                && self.checkpoint_every > 0
+                && self.checkpoint_every.is_multiple_of(self.log_every),
+            "checkpoint_every ({}) must be a positive multiple of log_every ({})",
+            self.checkpoint_every,
+            self.log_every
+        );
+        Ok(())
+    }
+
+    fn schedule(&self) -> Schedule {
+        Schedule { lr: self.lr, milestones: self.milestones.clone(), decay: 0.1, warmup: None }
+    }
+}
+
+/// One row of a detection run's `metrics.csv`: the losses averaged over the updates since the
+/// row before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectionRow {
+    pub iteration: u64,
+    pub epoch: f64,
+    pub lr: f64,
+    pub loss: f64,
+    pub rpn_objectness: f64,
+    pub rpn_box: f64,
+    pub classification: f64,
+    pub box_regression: f64,
+    pub seconds: f64,
+}
+
+impl Row for DetectionRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "iteration",
+        "epoch",
+        "lr",
+        "loss",
+        "rpn_objectness",
+        "rpn_box",
+        "classification",
+        "box_regression",
+        "seconds",
+    ];
+    fn iteration(&self) -> u64 {
+        self.iteration
+    }
+}
+
+/// Leaves the backbone's classifier (unused by a detector), the weights of its first `parts`
+/// parts (stem, then stages) and, unless the detector trains its BN, every BN scale and shift
+/// out of training.
+pub fn freeze(det: &FasterRcnn, parts: usize) -> Result<()> {
+    let b = &det.backbone;
+    ensure!(
+        parts <= b.stages.len(),
+        "{parts} frozen parts: {} has the stem and {} stages",
+        b.name,
+        b.stages.len()
+    );
+    let off = |t: &Tensor| {
+        let _ = t.set_requires_grad(false);
+    };
+    let bn_of = |cb: &&crate::models::blocks::ConvBn| {
+        cb.bn.ws.iter().chain(cb.bn.bs.iter()).map(Tensor::shallow_clone).collect::<Vec<_>>()
+    };
+    if parts > 0 {
+        for cb in b.conv_bns(0..=parts - 1) {
+            off(&cb.conv.weight);
+            bn_of(&cb).iter().for_each(off);
+        }
+    }
+    if !det.train_bn {
+        b.conv_bns(0..=b.stages.len()).iter().flat_map(bn_of).for_each(|t| off(&t));
+    }
+    off(&b.fc.weight);
+    off(&b.fc.bias);
+    Ok(())
+}
+
+/// Which images and flips update `iteration` takes: epoch `e`'s shuffle and flips are drawn from
+/// (seed, e), each epoch `len / images_per_step` updates (the rest of the shuffle unused).
+pub fn step_plan(r: &DetectionRecipe, len: usize, seed: u64, iteration: u64) -> (Vec<usize>, Vec<bool>) {
+    let per_epoch = (len / r.images_per_step) as u64;
+    let (epoch, k) = (iteration / per_epoch, (iteration % per_epoch) as usize);
+    let mut rng = rng_for(seed, b"detection-epochs", epoch);
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut rng);
+    let flips: Vec<bool> = (0..len).map(|_| rng.random::<bool>()).collect();
+    let at = k * r.images_per_step..(k + 1) * r.images_per_step;
+    (order[at.clone()].to_vec(), order[at].iter().map(|&i| r.flip && flips[i]).collect())
+}
+
+/// libtorch's seed for update `iteration`'s sampling (the RPN's anchors, the head's regions).
+fn step_seed(seed: u64, iteration: u64) -> i64 {
+    (rng_for(seed, b"detection-sample", iteration).next_u64() >> 1) as i64
+}
+
+/// The losses summed over a logging window.
+#[derive(Debug, Default)]
+struct Window {
+    sums: [f64; 5],
+    steps: u64,
+}
+
+/// Trains `det` (its variables in `vs`) on `set` to `r.iterations`, resuming from the newest
+/// checkpoint in `files.checkpoints`; `label` names the run in messages.
+pub fn train(
+    det: &FasterRcnn,
+    vs: &mut nn::VarStore,
+    set: &dyn DetectionSet,
+    r: &DetectionRecipe,
+    (files, seed, label): (&RunFiles, u64, &str),
+) -> Result<TrainState> {
+    r.validate()?;
+    ensure!(
+        set.len() >= r.images_per_step,
+        "{} training images for {} an update",
+        set.len(),
+        r.images_per_step
+    );
+    freeze(det, r.frozen_parts)?;
+    std::fs::create_dir_all(&files.checkpoints)
+        .with_context(|| format!("creating {}", files.checkpoints.display()))?;
+    let mut opt = Sgd::new(vs, r.momentum, r.weight_decay);
+    let policy = LrPolicy::new(r.schedule(), None);
+    let fresh = TrainState {
+        iteration: 0,
+        policy: policy.start(),
+        seconds: 0.0,
+        seed,
+        skipped: Vec::new(),
+        windows: Default::default(),
+    };
+    let (mut state, writer) =
+        checkpoint::resume_or_start::<DetectionRow>(files, (vs, &mut opt), fresh, (label, true))?;
+    let mut writer = writer.context("the metrics writer")?;
+    let (mut window, started, before) = (Window::default(), std::time::Instant::now(), state.seconds);
+    while state.iteration < r.iterations {
+        let it = state.iteration;
+        let lr = policy.lr(it, &state.policy);
+        let (indices, flips) = step_plan(r, set.len(), seed, it);
+        let batch = set.batch(&indices, &flips, vs.device())?;
+        tch::manual_seed(step_seed(seed, it));
+        let pass = det.forward(&batch.images, &batch.sizes, Some(&batch.targets))?;
+        let l = pass.losses.context("a training pass without losses")?;
+        let total = l.total();
+        let parts = [&total, &l.rpn.objectness, &l.rpn.boxes, &l.classification, &l.boxes];
+        let values: Vec<f64> = parts.iter().map(|t| t.double_value(&[])).collect();
+        ensure!(values[0].is_finite(), "{label}: the loss is {} at iteration {it}", values[0]);
+        opt.zero_grad()?;
+        total.backward();
+        opt.step(lr)?;
+        values.iter().enumerate().for_each(|(i, v)| window.sums[i] += v);
+        window.steps += 1;
+        state.iteration += 1;
+        state.seconds = before + started.elapsed().as_secs_f64();
+        if state.iteration.is_multiple_of(r.log_every) || state.iteration == r.iterations {
+            let n = window.steps as f64;
+            let s = std::mem::take(&mut window).sums;
+            let per_epoch = (set.len() / r.images_per_step) as f64;
+            writer.append(&DetectionRow {
+                iteration: state.iteration,
+                epoch: state.iteration as f64 / per_epoch,
+                lr,
+                loss: s[0] / n,
+                rpn_objectness: s[1] / n,
+                rpn_box: s[2] / n,
+                classification: s[3] / n,
+                box_regression: s[4] / n,
+                seconds: state.seconds,
+            })?;
+            eprintln!(
+                "{label}: iteration {}/{}, loss {:.4}, lr {lr}",
+                state.iteration,
+                r.iterations,
+                s[0] / n
+            );
+        }
+        let stop = interrupt::requested();
+        let at_row = window.steps == 0;
+        if at_row
+            && (state.iteration.is_multiple_of(r.checkpoint_every)
+                || state.iteration == r.iterations
+                || stop.is_some())
+        {
+            writer.sync()?;
+            checkpoint::save(&files.checkpoints, vs, &opt, &state)?;
+        }
+        if let Some(signal) = stop
+            && at_row
+        {
+            anyhow::bail!(Interrupted { at: format!("{label} at iteration {}", state.iteration), signal });
+        }
+    }
+    crate::models::save_weights(vs, &files.weights)?;
+    Ok(state)
+}
+
+/// The detector's detections of every image of `set`, `per_batch` images at a time, without
+/// gradients (BN is in inference mode in the detector whatever the mode).
+pub fn detect_all(
+    det: &FasterRcnn,
+    set: &dyn DetectionSet,
+    per_batch: usize,
+    device: Device,
+) -> Result<Vec<super::Detections>> {
+    let mut out = Vec::with_capacity(set.len());
+    for start in (0..set.len()).step_by(per_batch.max(1)) {
+        let idx: Vec<usize> = (start..(start + per_batch).min(set.len())).collect();
+        let batch = set.batch(&idx, &vec![false; idx.len()], device)?;
+        let pass = tch::no_grad(|| det.forward(&batch.images, &batch.sizes, None))?;
+        out.extend(pass.detections.into_iter().map(|d| super::Detections {
+            boxes: d.boxes.to_device(Device::Cpu).to_kind(Kind::Double),
+            scores: d.scores.to_device(Device::Cpu).to_kind(Kind::Double),
+            labels: d.labels.to_device(Device::Cpu),
+        }));
+    }
+    Ok(out)
+}
