@@ -84,24 +84,18 @@ fn run() -> Result<()> {
     let mut data = DataOptions::new(&args.data_dir);
     data.allow_download = !args.no_download;
     let scenes = SceneData::load(&experiment.scenes, &data)?;
-    let tag = args.worker.map(|w| format!("[worker {}] ", w.index)).unwrap_or_default();
-    eprintln!(
-        "{tag}{} runs; {} training and {} test scenes",
-        runs.len(),
-        scenes.train.len(),
-        scenes.test.len()
-    );
+    eprintln!("{} runs; {} training and {} test scenes", runs.len(), scenes.train.len(), scenes.test.len());
     for run in &runs {
         match run_one(&store, run, &scenes, args.device)? {
             Some(r) => eprintln!(
-                "{tag}{} seed{}: mAP@.5 {:.3}, AP@[.5,.95] {:.3}",
+                "{} seed{}: mAP@.5 {:.3}, AP@[.5,.95] {:.3}",
                 run.name(),
                 run.seed,
                 r.scores.ap50.unwrap_or(f64::NAN),
                 r.scores.ap.unwrap_or(f64::NAN)
             ),
             None => {
-                eprintln!("{tag}{} seed{}: another process is training it; skipped", run.name(), run.seed)
+                eprintln!("{} seed{}: another process is training it; skipped", run.name(), run.seed)
             }
         }
     }

@@ -5,15 +5,18 @@
 //! (`roi_pool`), the region proposal network (`rpn`), the per-region head (`head`) and the
 //! detector that joins them to a backbone (`detector`). Scoring: PASCAL VOC's average precision
 //! (`voc_ap`) and COCO's (`coco_ap`, pycocotools'), both of a detector's output (`score`). Data
-//! (`dataset`): scenes of Fashion-MNIST items (`scenes`). Training (`train`). Each part equals torchvision's (or pycocotools') function of the same name on the
+//! (`dataset`): scenes of Fashion-MNIST items (`scenes`); PASCAL VOC's and COCO's annotations
+//! (`voc`, `coco`) and their images as the paper feeds them (`images`). Training (`train`). Each part equals torchvision's (or pycocotools') function of the same name on the
 //! same inputs (tests/detect.rs: float64, and float32 for NMS and RoI pooling).
 
 pub mod anchors;
 pub mod boxes;
+pub mod coco;
 pub mod coco_ap;
 pub mod dataset;
 pub mod detector;
 pub mod head;
+pub mod images;
 pub mod matching;
 pub mod nms;
 pub mod roi_pool;
@@ -22,6 +25,7 @@ pub mod scenes;
 pub mod score;
 pub mod settings;
 pub mod train;
+pub mod voc;
 pub mod voc_ap;
 
 pub use anchors::Anchors;

@@ -1,0 +1,295 @@
+//! Detection data: PASCAL VOC's and COCO's annotation readers on generated folders (every error
+//! naming the file and the field), on real annotation files (deepforest's four aerial photographs
+//! and their 951 VOC boxes, read as ElementTree reads them and scored against pycocotools), and
+//! image files fed as the paper does (shorter side 600, longer at most 1000, flipped, padded).
+
+mod common;
+
+use resnet_repro::data::transform::Normalize;
+use resnet_repro::detect::DetectionSet;
+use resnet_repro::detect::coco::read_instances;
+use resnet_repro::detect::coco_ap::{CocoParams, Detection, GroundTruth, evaluate};
+use resnet_repro::detect::images::{ImageSetFiles, Resize};
+use resnet_repro::detect::voc::{CLASSES, read_annotation, read_split};
+use std::path::Path;
+use tch::{Device, Kind};
+
+fn object(name: &str, b: [&str; 4], difficult: Option<&str>) -> String {
+    let d = difficult.map(|d| format!("<difficult>{d}</difficult>")).unwrap_or_default();
+    format!(
+        "<object><name>{name}</name><pose>Left</pose>{d}<bndbox><xmin>{}</xmin><ymin>{}</ymin><xmax>{}</xmax>\
+         <ymax>{}</ymax></bndbox></object>",
+        b[0], b[1], b[2], b[3]
+    )
+}
+
+fn annotation(w: u32, h: u32, objects: &[String]) -> String {
+    format!(
+        "<annotation><folder>VOC2007</folder><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{}</annotation>",
+        objects.concat()
+    )
+}
+
+/// A VOC year folder: `ids` with their annotations, a JPEG of the annotated size each.
+fn voc_folder(root: &Path, split: &str, files: &[(&str, u32, u32, String)]) {
+    for d in ["Annotations", "ImageSets/Main", "JPEGImages"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let ids: Vec<&str> = files.iter().map(|f| f.0).collect();
+    std::fs::write(root.join("ImageSets/Main").join(format!("{split}.txt")), ids.join("\n") + "\n").unwrap();
+    for (id, w, h, xml) in files {
+        std::fs::write(root.join("Annotations").join(format!("{id}.xml")), xml).unwrap();
+        let img = image::RgbImage::from_fn(*w, *h, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 128]));
+        img.save(root.join("JPEGImages").join(format!("{id}.jpg"))).unwrap();
+    }
+}
+
+#[test]
+fn voc_annotations_are_read_as_pixel_edges_with_difficult_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("VOC2007");
+    voc_folder(
+        &root,
+        "trainval",
+        &[
+            (
+                "000005",
+                120,
+                80,
+                annotation(
+                    120,
+                    80,
+                    &[
+                        object("chair", ["1", "2", "40", "80"], Some("1")),
+                        object("dog", ["50", "10", "120", "11"], None),
+                    ],
+                ),
+            ),
+            (
+                "000007",
+                64,
+                48,
+                annotation(64, 48, &[object("tvmonitor", ["3.0", "4.0", "30.5", "40"], Some("0"))]),
+            ),
+        ],
+    );
+    let images = read_split(&root, "trainval", &CLASSES).unwrap();
+    assert_eq!(images.len(), 2);
+    let a = &images[0];
+    assert_eq!((a.id.as_str(), a.width, a.height), ("000005", 120, 80));
+    assert_eq!(a.image, root.join("JPEGImages/000005.jpg"));
+    assert_eq!(a.objects[0].bbox, [0.0, 1.0, 40.0, 80.0]);
+    assert_eq!((a.objects[0].label, a.objects[0].difficult), (9, true)); // chair: the 9th class
+    assert_eq!(
+        (a.objects[1].label, a.objects[1].difficult, a.objects[1].bbox),
+        (12, false, [49.0, 9.0, 120.0, 11.0])
+    );
+    assert_eq!((images[1].objects[0].label, images[1].objects[0].bbox), (20, [2.0, 3.0, 30.5, 40.0]));
+}
+
+#[test]
+fn bad_voc_annotations_are_errors_naming_the_file_and_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            annotation(100, 100, &[object("unicorn", ["1", "1", "10", "10"], None)]),
+            vec!["object 1", "\"unicorn\"", "aeroplane"],
+        ),
+        (
+            annotation(
+                100,
+                100,
+                &[object("cat", ["1", "1", "10", "10"], None), object("cat", ["0", "5", "10", "10"], None)],
+            ),
+            vec!["object 2 (cat) <bndbox>", "xmin 0", "100x100"],
+        ),
+        (annotation(100, 100, &[object("cat", ["5", "1", "101", "10"], None)]), vec!["xmax 101", "1-based"]),
+        (annotation(100, 100, &[object("cat", ["50", "1", "10", "10"], None)]), vec!["xmin 50", "xmax 10"]),
+        (annotation(100, 100, &[]), vec!["no <object>"]),
+        (annotation(100, 100, &[object("cat", ["1", "1", "ten", "10"], None)]), vec!["<xmax> is \"ten\""]),
+        ("<annotation><size><width>5</width></size></annotation>".into(), vec!["<size> has no <height>"]),
+        ("<annotation><size>".into(), vec!["not XML"]),
+    ];
+    for (k, (xml, needles)) in cases.iter().enumerate() {
+        let path = tmp.path().join(format!("case{k}.xml"));
+        std::fs::write(&path, xml).unwrap();
+        let e = format!("{:#}", read_annotation(&path, "x.jpg".into(), &CLASSES).unwrap_err());
+        assert!(e.contains(&format!("case{k}.xml")), "case {k}: {e}");
+        for n in needles {
+            assert!(e.contains(n), "case {k}: no {n:?} in {e}");
+        }
+    }
+    let missing = format!("{:#}", read_split(tmp.path(), "trainval", &CLASSES).unwrap_err());
+    assert!(
+        missing.contains("ImageSets/Main/trainval.txt") && missing.contains("VOCdevkit/VOC2007"),
+        "{missing}"
+    );
+}
+
+fn coco_file(dir: &Path, annotations: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"{{"images": [{{"id": 7, "file_name": "a.jpg", "width": 100, "height": 50}},
+                        {{"id": 9, "file_name": "b.jpg", "width": 40, "height": 40}}],
+            "categories": [{{"id": 18, "name": "dog"}}, {{"id": 1, "name": "person"}}],
+            "annotations": [{annotations}]}}"#
+    );
+    let path = dir.join("instances.json");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn coco_instances_are_read_with_contiguous_labels_and_errors_name_the_annotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = coco_file(
+        tmp.path(),
+        r#"{"id": 1, "image_id": 7, "category_id": 18, "bbox": [10, 5, 20.5, 30], "area": 400.0, "iscrowd": 0},
+           {"id": 2, "image_id": 7, "category_id": 1, "bbox": [0, 0, 100, 50], "area": 4000.0, "iscrowd": 1}"#,
+    );
+    let split = read_instances(&ok).unwrap();
+    assert_eq!(split.categories, vec![(1, "person".to_string()), (18, "dog".to_string())]);
+    let a = &split.images[0];
+    assert_eq!((a.id, a.objects.len()), (7, 2));
+    assert_eq!(
+        (a.objects[0].label, a.objects[0].bbox, a.objects[0].crowd),
+        (2, [10.0, 5.0, 20.5, 30.0], false)
+    );
+    assert_eq!((a.objects[1].label, a.objects[1].crowd), (1, true));
+    assert!(split.images[1].objects.is_empty());
+    // Images without objects (and crowd-only ones) are left out of training, and counted.
+    let (set, left_out) = ImageSetFiles::from_coco(&split, tmp.path(), Resize::PAPER, Normalize::TORCHVISION);
+    assert_eq!((set.len(), left_out), (1, 1));
+    assert_eq!(set.items[0].boxes, vec![[10.0, 5.0, 30.5, 35.0]]);
+    let bad = [
+        (
+            r#"{"id": 5, "image_id": 8, "category_id": 18, "bbox": [1, 1, 2, 2], "area": 4}"#,
+            "annotation 5: image_id 8",
+        ),
+        (
+            r#"{"id": 6, "image_id": 7, "category_id": 3, "bbox": [1, 1, 2, 2], "area": 4}"#,
+            "annotation 6: category_id 3",
+        ),
+        (
+            r#"{"id": 7, "image_id": 9, "category_id": 1, "bbox": [30, 1, 12, 2], "area": 4}"#,
+            "annotation 7: bbox [30.0, 1.0, 12.0, 2.0]",
+        ),
+        (
+            r#"{"id": 8, "image_id": 9, "category_id": 1, "bbox": [3, 1, 0, 2], "area": 0}"#,
+            "annotation 8: bbox [3.0, 1.0, 0.0, 2.0] (x, y, width, height) has no area",
+        ),
+        (r#"{"id": 9, "image_id": 9, "category_id": 1, "area": 0}"#, "missing field `bbox`"),
+    ];
+    for (ann, needle) in bad {
+        let e = format!("{:#}", read_instances(&coco_file(tmp.path(), ann)).unwrap_err());
+        assert!(e.contains("instances.json") && e.contains(needle), "no {needle:?} in {e}");
+    }
+}
+
+#[test]
+fn images_are_fed_at_the_papers_scale_flipped_and_padded_with_their_boxes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("VOC2012");
+    voc_folder(
+        &root,
+        "train",
+        &[
+            ("a", 120, 80, annotation(120, 80, &[object("cat", ["11", "21", "40", "80"], None)])),
+            ("b", 300, 60, annotation(300, 60, &[object("dog", ["1", "1", "300", "60"], None)])),
+        ],
+    );
+    let set = ImageSetFiles::from_voc(
+        &read_split(&root, "train", &CLASSES).unwrap(),
+        Resize::PAPER,
+        Normalize::TORCHVISION,
+    );
+    assert_eq!(Resize::PAPER.apply(120, 80), (7.5, (900, 600)));
+    assert_eq!(Resize::PAPER.apply(300, 60).1, (1000, 200)); // the longer side's limit wins
+    let b = set.batch(&[0, 1], &[false, true], Device::Cpu).unwrap();
+    assert_eq!(b.sizes, vec![(600, 900), (200, 1000)]);
+    assert_eq!(b.images.size(), [2, 3, 608, 1024], "padded to multiples of 32");
+    let pad = b.images.get(1).narrow(1, 200, 408).abs().sum(Kind::Double).double_value(&[]);
+    assert_eq!(pad, 0.0, "padding is zeros");
+    let boxes = Vec::<f32>::try_from(b.targets[0].boxes.reshape([-1])).unwrap();
+    assert_eq!(boxes, vec![75.0, 150.0, 300.0, 600.0]);
+    let flipped = Vec::<f32>::try_from(b.targets[1].boxes.reshape([-1])).unwrap();
+    assert_eq!(flipped, vec![0.0, 0.0, 1000.0, 200.0]);
+    // Flipping mirrors the pixels: the unflipped image's first column is the flipped one's last.
+    let again = set.batch(&[1], &[false], Device::Cpu).unwrap();
+    let (f, u) = (
+        b.images.get(1).narrow(1, 0, 200).narrow(2, 0, 1000),
+        again.images.get(0).narrow(1, 0, 200).narrow(2, 0, 1000),
+    );
+    assert!(f.equal(&u.flip([2])));
+    // An image whose file is not the annotated size is an error naming it.
+    image::RgbImage::new(10, 10).save(root.join("JPEGImages/a.jpg")).unwrap();
+    let e = format!("{:#}", set.batch(&[0], &[false], Device::Cpu).unwrap_err());
+    assert!(e.contains("a.jpg") && e.contains("10x10") && e.contains("120x80"), "{e}");
+}
+
+#[test]
+fn real_voc_files_read_as_elementtree_reads_them_and_score_as_pycocotools() {
+    let dir = tempfile::tempdir().unwrap();
+    common::run_python_reference("deepforest_reference.py", &[dir.path().as_os_str()]);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("deepforest.json")).unwrap()).unwrap();
+    let data = Path::new(r["data"].as_str().unwrap());
+    let (mut gts, mut total) = (Vec::new(), 0);
+    for (k, f) in r["files"].as_array().unwrap().iter().enumerate() {
+        let classes: Vec<&str> =
+            f["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        let xml = data.join(f["xml"].as_str().unwrap());
+        let ours = read_annotation(&xml, data.join(f["image"].as_str().unwrap()), &classes).unwrap();
+        let boxes: Vec<[f64; 4]> = f["boxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| std::array::from_fn(|i| b[i].as_f64().unwrap()))
+            .collect();
+        let labels: Vec<i64> = f["labels"].as_array().unwrap().iter().map(|l| l.as_i64().unwrap()).collect();
+        assert_eq!(ours.objects.iter().map(|o| o.bbox).collect::<Vec<_>>(), boxes, "{}", xml.display());
+        assert_eq!(ours.objects.iter().map(|o| o.label).collect::<Vec<_>>(), labels, "{}", xml.display());
+        assert_eq!(
+            (ours.width as u64, ours.height as u64),
+            (f["width"].as_u64().unwrap(), f["height"].as_u64().unwrap())
+        );
+        // The photograph is the annotated size.
+        let img = resnet_repro::data::folder::decode_rgb(&ours.image).unwrap();
+        assert_eq!((img.width(), img.height()), (ours.width, ours.height), "{}", ours.image.display());
+        total += ours.objects.len();
+        for o in &ours.objects {
+            let b = o.bbox;
+            let bbox = [b[0], b[1], b[2] - b[0], b[3] - b[1]];
+            gts.push(GroundTruth {
+                image: k as i64,
+                category: o.label,
+                bbox,
+                area: bbox[2] * bbox[3],
+                crowd: false,
+            });
+        }
+    }
+    assert_eq!(total, 951, "deepforest's four files hold 951 boxes");
+    let dets: Vec<Detection> = r["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| Detection {
+            image: d["image_id"].as_i64().unwrap(),
+            category: d["category_id"].as_i64().unwrap(),
+            bbox: std::array::from_fn(|i| d["bbox"][i].as_f64().unwrap()),
+            score: d["score"].as_f64().unwrap(),
+        })
+        .collect();
+    let s = evaluate(&CocoParams::default(), &gts, &dets, &[0, 1, 2, 3], &[1, 2]);
+    let stats: Vec<f64> = r["stats"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    for (ours, theirs, what) in
+        [(s.ap, stats[0], "AP"), (s.ap50, stats[1], "AP@.5"), (s.ap75, stats[2], "AP@.75")]
+    {
+        let ours = ours.unwrap();
+        assert!((ours - theirs).abs() < 1e-12, "{what}: ours {ours}, pycocotools {theirs}");
+    }
+    assert!(
+        stats[1] > 0.5 && stats[1] < 1.0,
+        "the reference's detections are neither perfect nor useless: {stats:?}"
+    );
+}
