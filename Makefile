@@ -50,7 +50,7 @@ RELEASE_ONLY := $(RELEASE_DEPTHS),plain20/seed1,resnet20/seed1,plain20/seed2,res
 RELEASE_TRAIN := target/release/cifar_depth_sweep --config experiments/table6_cifar10.toml --dataset fashion-mnist \
 	--only $(RELEASE_ONLY) --precision bf16 --threads 1 --out $(RELEASE_RUNS) --plots $(RELEASE_RUNS)/plots --no-download
 
-.PHONY: all build test fuzz bench doctor crosscheck release-runs release-snapshot release-detect-scenes reproduce-detect-scenes results reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
+.PHONY: all build test fuzz bench doctor crosscheck release-runs release-snapshot release-detect-scenes reproduce-detect-scenes reproduce-table7 reproduce-table8 results reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
 
 all: build
 
@@ -69,6 +69,10 @@ help:
 	@echo "                        NPROC=8: the paper's 8 GPUs of 32 images each (NNODES=... as for reproduce-table6)"
 	@echo "make reproduce-table3   Tables 3 and 4: ResNet-34 A/B/C, ResNet-50/101/152 on ImageNet (runs/table3/)"
 	@echo "                        DATA_DIR=... PRESET=... DEVICE=... JOBS=N or NPROC=N as for reproduce-table2"
+	@echo "make reproduce-table7   Table 7: Faster R-CNN C4, ResNet-101, VOC 07+12 -> VOC07 test (runs/table7/)"
+	@echo "                        DATA_DIR=<VOCdevkit> WEIGHTS=<backbone safetensors; made from torchvision's if missing>"
+	@echo "make reproduce-table8   Table 8: the same on COCO train2017 -> val2017 (runs/table8/)"
+	@echo "                        DATA_DIR=<folder with annotations/, train2017/, val2017/> WEIGHTS=..."
 	@echo "make reproduce-detect-scenes  Tables 7-8 at small scale: Faster R-CNN C4 on Fashion-MNIST scenes, the"
 	@echo "                        released plain-20/ResNet-20 as backbones, pre-trained and from scratch"
 	@echo "                        (runs/detect_scenes/summary.md); JOBS=2 shares the runs between 2 workers"
@@ -138,6 +142,20 @@ release-runs: build
 DETECT_RELEASE := scripts/workers 2 target/release/detect_scenes --threads 1 --out $(RELEASE_RUNS)/detect_scenes --no-download
 reproduce-detect-scenes: build
 	scripts/workers $(JOBS) target/release/detect_scenes --data-dir $(DATA_DIR) --device $(DEVICE)
+
+# Tables 7-8 at full size: Faster R-CNN C4 on ResNet-101 from torchvision's ImageNet weights
+# (WEIGHTS, exported once by python/resnet_repro_torch.py, which downloads them), on PASCAL VOC
+# (DATA_DIR=<VOCdevkit>) or COCO (DATA_DIR=<folder with annotations/, train2017/, val2017/>).
+WEIGHTS ?= $(DATA_DIR)/torchvision-resnet101.safetensors
+FASTER_RCNN := target/release/faster_rcnn --data-dir $(DATA_DIR) --weights $(WEIGHTS) --device $(DEVICE)
+reproduce-table7: build $(WEIGHTS)
+	$(FASTER_RCNN) --config experiments/table7_voc.toml
+
+reproduce-table8: build $(WEIGHTS)
+	$(FASTER_RCNN) --config experiments/table8_coco.toml
+
+$(WEIGHTS):
+	$(WITH_TORCH) python3 python/resnet_repro_torch.py torchvision-weights resnet101 $@
 
 release-detect-scenes: build
 	$(DETECT_RELEASE)

@@ -175,7 +175,22 @@ def main(argv):
     e = sub.add_parser("onnx", help="export a run's network as ONNX")
     e.add_argument("run")
     e.add_argument("out")
+    t = sub.add_parser(
+        "torchvision-weights",
+        help="torchvision's ImageNet weights of a ResNet (IMAGENET1K_V1, downloaded once) as safetensors in the "
+        "suite's names, a detector's backbone (make reproduce-table7/8)",
+    )
+    t.add_argument("arch", choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
+    t.add_argument("out")
     a = p.parse_args(argv)
+    if a.what == "torchvision-weights":
+        import torchvision
+        from safetensors.torch import save_file
+
+        model = getattr(torchvision.models, a.arch)(weights="IMAGENET1K_V1")
+        state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+        save_file(state, a.out)
+        print(f"wrote {a.out}: torchvision's {a.arch} ImageNet weights ({len(state)} tensors)")
     if a.what == "onnx":
         run = load_run(a.run)
         export_onnx(run, a.out)

@@ -157,8 +157,12 @@ fn coco_instances_are_read_with_contiguous_labels_and_errors_name_the_annotation
     assert_eq!((a.objects[1].label, a.objects[1].crowd), (1, true));
     assert!(split.images[1].objects.is_empty());
     // Images without objects (and crowd-only ones) are left out of training, and counted.
-    let (set, left_out) = ImageSetFiles::from_coco(&split, tmp.path(), Resize::PAPER, Normalize::TORCHVISION);
+    let (set, left_out) =
+        ImageSetFiles::from_coco(&split, tmp.path(), (Resize::PAPER, Normalize::TORCHVISION), true);
     assert_eq!((set.len(), left_out), (1, 1));
+    let (all, none) =
+        ImageSetFiles::from_coco(&split, tmp.path(), (Resize::PAPER, Normalize::TORCHVISION), false);
+    assert_eq!((all.len(), none), (2, 0));
     assert_eq!(set.items[0].boxes, vec![[10.0, 5.0, 30.5, 35.0]]);
     let bad = [
         (
@@ -203,6 +207,7 @@ fn images_are_fed_at_the_papers_scale_flipped_and_padded_with_their_boxes() {
         Normalize::TORCHVISION,
     );
     assert_eq!(Resize::PAPER.apply(120, 80), (7.5, (900, 600)));
+    assert_eq!(set.scale_of(0), (7.5, 7.5));
     assert_eq!(Resize::PAPER.apply(300, 60).1, (1000, 200)); // the longer side's limit wins
     let b = set.batch(&[0, 1], &[false, true], Device::Cpu).unwrap();
     assert_eq!(b.sizes, vec![(600, 900), (200, 1000)]);
@@ -291,5 +296,135 @@ fn real_voc_files_read_as_elementtree_reads_them_and_score_as_pycocotools() {
     assert!(
         stats[1] > 0.5 && stats[1] < 1.0,
         "the reference's detections are neither perfect nor useless: {stats:?}"
+    );
+}
+
+/// A test config for `faster_rcnn`: `data` its [data] table, a ResNet-18 at a tiny input size.
+fn tiny_paper_config(dir: &Path, data: &str) -> std::path::PathBuf {
+    let path = dir.join("paper.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "backbone = \"resnet18\"\nseed = 3\n[data]\n{data}\n[input]\nshorter = 64.0\nlonger_max = 96.0\n\
+             [detector]\nanchor_sizes = [16.0, 32.0]\nrpn_pre_nms = [100, 50]\nrpn_post_nms = [30, 10]\nrpn_batch = 32\n\
+             regions_per_image = 16\npooled = 6\n[train]\niterations = 2\nimages_per_step = 2\nlr = 0.001\n\
+             milestones = [1]\nfrozen_parts = 2\nlog_every = 1\ncheckpoint_every = 1\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn run_faster_rcnn(config: &Path, data: &Path, weights: &Path, out: &Path) -> serde_json::Value {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_faster_rcnn"))
+        .args(["--config".as_ref(), config.as_os_str(), "--data-dir".as_ref(), data.as_os_str()])
+        .args(["--weights".as_ref(), weights.as_os_str(), "--out".as_ref(), out.as_os_str()])
+        .args(["--device", "cpu", "--threads", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "faster_rcnn failed:\n{err}");
+    let run = out.join("resnet18/seed3");
+    for f in ["config.toml", "metrics.csv", "model.safetensors"] {
+        assert!(run.join(f).is_file(), "{}: no {f}", run.display());
+    }
+    serde_json::from_str(&std::fs::read_to_string(run.join("final.json")).unwrap()).unwrap()
+}
+
+/// A ResNet-18 in torchvision's names (random weights, seeded), as the exporter writes them.
+fn resnet18_weights(dir: &Path) -> std::path::PathBuf {
+    tch::manual_seed(1);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    resnet_repro::models::ImageNetNet::torchvision(18).build(&vs.root()).unwrap();
+    let path = dir.join("resnet18.safetensors");
+    resnet_repro::models::save_weights(&vs, &path).unwrap();
+    path
+}
+
+#[test]
+fn table7s_command_trains_and_scores_on_a_generated_vocdevkit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let devkit = tmp.path().join("VOCdevkit");
+    let img = |name: &str, b: [&str; 4]| {
+        annotation(80, 60, &[object(name, b, None), object("dog", ["40", "30", "79", "60"], Some("1"))])
+    };
+    voc_folder(
+        &devkit.join("VOC2007"),
+        "trainval",
+        &[
+            ("a", 80, 60, img("cat", ["1", "1", "30", "40"])),
+            ("b", 80, 60, img("person", ["5", "8", "50", "59"])),
+        ],
+    );
+    voc_folder(&devkit.join("VOC2012"), "trainval", &[("c", 80, 60, img("cat", ["2", "3", "60", "30"]))]);
+    voc_folder(&devkit.join("VOC2007"), "test", &[("d", 80, 60, img("cat", ["10", "10", "40", "50"]))]);
+    let config = tiny_paper_config(
+        tmp.path(),
+        "dataset = \"voc\"\ntrain = [\"VOC2007/trainval\", \"VOC2012/trainval\"]\ntest = \"VOC2007/test\"",
+    );
+    let rec = run_faster_rcnn(&config, &devkit, &resnet18_weights(tmp.path()), &tmp.path().join("runs"));
+    assert_eq!((rec["iterations"].as_u64(), rec["test_images"].as_u64()), (Some(2), Some(1)), "{rec}");
+    let map = rec["voc07"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&map) && rec["coco_ap"].is_null(), "{rec}");
+    let md = std::fs::read_to_string(tmp.path().join("runs/summary.md")).unwrap();
+    assert!(md.contains("| VOC 2007 test mAP |") && md.contains("| 73.2 | 76.4 |"), "{md}");
+}
+
+#[test]
+fn table8s_command_trains_and_scores_on_a_generated_coco_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("coco");
+    for (split, n) in [("train", 3), ("val", 2)] {
+        std::fs::create_dir_all(root.join(split)).unwrap();
+        std::fs::create_dir_all(root.join("annotations")).unwrap();
+        let mut images = Vec::new();
+        let mut anns = Vec::new();
+        for i in 0..n {
+            let name = format!("{i:012}.jpg");
+            image::RgbImage::from_fn(90, 70, |x, y| image::Rgb([(x + i * 20) as u8, y as u8, 60]))
+                .save(root.join(split).join(&name))
+                .unwrap();
+            images.push(format!(r#"{{"id": {}, "file_name": "{name}", "width": 90, "height": 70}}"#, i + 10));
+            anns.push(format!(r#"{{"id": {}, "image_id": {}, "category_id": 5, "bbox": [5, 6, 40, 30], "area": 1100, "iscrowd": 0}}"#, 2 * i + 1, i + 10));
+            anns.push(format!(r#"{{"id": {}, "image_id": {}, "category_id": 2, "bbox": [50, 20, 30.5, 45], "area": 1300, "iscrowd": 0}}"#, 2 * i + 2, i + 10));
+        }
+        let json = format!(
+            r#"{{"images": [{}], "annotations": [{}], "categories": [{{"id": 2, "name": "bicycle"}}, {{"id": 5, "name": "airplane"}}]}}"#,
+            images.join(","),
+            anns.join(",")
+        );
+        std::fs::write(root.join("annotations").join(format!("instances_{split}.json")), json).unwrap();
+    }
+    let config = tiny_paper_config(tmp.path(), "dataset = \"coco\"\ntrain = \"train\"\ntest = \"val\"");
+    let rec = run_faster_rcnn(&config, &root, &resnet18_weights(tmp.path()), &tmp.path().join("runs"));
+    assert_eq!((rec["iterations"].as_u64(), rec["test_images"].as_u64()), (Some(2), Some(2)), "{rec}");
+    for k in ["coco_ap", "coco_ap50"] {
+        let v = rec[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k}: {rec}");
+    }
+    let md = std::fs::read_to_string(tmp.path().join("runs/summary.md")).unwrap();
+    assert!(md.contains("| COCO mAP@[.5, .95] |") && md.contains("| 21.2 | 27.2 |"), "{md}");
+}
+
+#[test]
+fn the_papers_detection_experiments_parse_and_make_runs_them() {
+    use resnet_repro::experiment::detect_paper::PaperDetection;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let makefile = std::fs::read_to_string(repo.join("Makefile")).unwrap();
+    for (target, file) in [("reproduce-table7", "table7_voc.toml"), ("reproduce-table8", "table8_coco.toml")]
+    {
+        let e = PaperDetection::load(&repo.join("experiments").join(file)).unwrap();
+        assert_eq!(e.backbone, "resnet101", "{file}");
+        let rule = makefile
+            .split(&format!("\n{target}:"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {target} in the Makefile"));
+        let recipe = rule.lines().nth(1).unwrap_or_default();
+        assert!(recipe.contains("$(FASTER_RCNN)") && recipe.contains(file), "{target}: {recipe}");
+    }
+    assert!(
+        makefile.contains(
+            "FASTER_RCNN := target/release/faster_rcnn --data-dir $(DATA_DIR) --weights $(WEIGHTS)"
+        )
     );
 }

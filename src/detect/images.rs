@@ -122,6 +122,14 @@ impl DetectionSet for ImageSetFiles {
 }
 
 impl ImageSetFiles {
+    /// Image `i`'s resized size over its file's, (x, y): a box detected in the network's input
+    /// divided by it is in the file's pixels.
+    pub fn scale_of(&self, i: usize) -> (f64, f64) {
+        let item = &self.items[i];
+        let (_, (w, h)) = self.resize.apply(item.width, item.height);
+        (f64::from(w) / f64::from(item.width), f64::from(h) / f64::from(item.height))
+    }
+
     /// A VOC split (every object, the difficult ones included, as py-faster-rcnn trains).
     pub fn from_voc(images: &[super::voc::VocImage], resize: Resize, normalize: Normalize) -> Self {
         let items = images
@@ -138,19 +146,19 @@ impl ImageSetFiles {
     }
 
     /// A COCO split's images under `dir`, crowd objects left out (they are ignored in scoring, as
-    /// torchvision's reference trains); images with no other object are left out too, counted in
-    /// the second value.
+    /// torchvision's reference trains); for `training`, images with no other object are left out
+    /// too, counted in the second value (a test set keeps every image, in the file's order).
     pub fn from_coco(
         split: &super::coco::CocoSplit,
         dir: &std::path::Path,
-        resize: Resize,
-        normalize: Normalize,
+        (resize, normalize): (Resize, Normalize),
+        training: bool,
     ) -> (Self, usize) {
         let mut left_out = 0;
         let mut items = Vec::new();
         for i in &split.images {
             let objects: Vec<_> = i.objects.iter().filter(|o| !o.crowd).collect();
-            if objects.is_empty() {
+            if objects.is_empty() && training {
                 left_out += 1;
                 continue;
             }

@@ -5,7 +5,7 @@
 use super::coco_ap::{self, CocoParams};
 use super::head::{Detections, Target};
 use super::voc_ap::{self, ApMetric, ImageTruth, Scored};
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
@@ -87,4 +87,88 @@ pub fn score(detections: &[Detections], truth: &[Target], classes: i64) -> Resul
     }
     let voc07 = (!voc.is_empty()).then(|| voc.iter().sum::<f64>() / voc.len() as f64);
     Ok(Scores { ap: coco.ap, ap50: coco.ap50, ap75: coco.ap75, voc07, per_class: coco.per_category })
+}
+
+/// PASCAL VOC's mAP as the devkit computes it: `detections` in each image's file pixels (edges),
+/// the objects with their difficult flags; boxes handed to the devkit's arithmetic as it reads
+/// them (1-based: x1 + 1, y1 + 1, as detectron2's VOC evaluator does). Per class AP (`None` for a
+/// class without objects that count) and their mean.
+pub fn voc_map(
+    detections: &[Detections],
+    images: &[super::voc::VocImage],
+    classes: usize,
+    metric: ApMetric,
+) -> Result<(Option<f64>, Vec<Option<f64>>)> {
+    ensure!(
+        detections.len() == images.len(),
+        "{} images detected, {} annotated",
+        detections.len(),
+        images.len()
+    );
+    let devkit = |b: [f64; 4]| [b[0] + 1.0, b[1] + 1.0, b[2], b[3]];
+    let mut per_class = Vec::with_capacity(classes);
+    for c in 1..=classes as i64 {
+        let truth: Vec<ImageTruth> = images
+            .iter()
+            .map(|i| {
+                let objs: Vec<_> = i.objects.iter().filter(|o| o.label == c).collect();
+                ImageTruth {
+                    boxes: objs.iter().map(|o| devkit(o.bbox)).collect(),
+                    difficult: objs.iter().map(|o| o.difficult).collect(),
+                }
+            })
+            .collect();
+        let mut scored = Vec::new();
+        for (k, d) in detections.iter().enumerate() {
+            let scores = Vec::<f64>::try_from(d.scores.to_kind(Kind::Double).reshape([-1]))?;
+            for ((b, l), s) in rows(&d.boxes)?.into_iter().zip(labels(&d.labels)?).zip(scores) {
+                if l == c {
+                    scored.push(Scored { image: k, score: s, bbox: devkit(b) });
+                }
+            }
+        }
+        per_class.push(voc_ap::average_precision(&truth, &scored, 0.5, metric)?);
+    }
+    let known: Vec<f64> = per_class.iter().flatten().copied().collect();
+    let mean = (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64);
+    Ok((mean, per_class))
+}
+
+/// COCO's AP of `detections` (each image's, in its file pixels, labels 1..=K) on a COCO split:
+/// labels mapped back to the category ids, every image and category of the split evaluated, crowd
+/// objects ignored, as pycocotools scores a results file.
+pub fn coco_scores(detections: &[Detections], split: &super::coco::CocoSplit) -> Result<coco_ap::CocoScores> {
+    ensure!(
+        detections.len() == split.images.len(),
+        "{} images detected, {} in the split",
+        detections.len(),
+        split.images.len()
+    );
+    let mut gts = Vec::new();
+    let mut dets = Vec::new();
+    for (img, d) in split.images.iter().zip(detections) {
+        for o in &img.objects {
+            gts.push(coco_ap::GroundTruth {
+                image: img.id,
+                category: o.category,
+                bbox: o.bbox,
+                area: o.area,
+                crowd: o.crowd,
+            });
+        }
+        let scores = Vec::<f64>::try_from(d.scores.to_kind(Kind::Double).reshape([-1]))?;
+        for ((b, l), s) in rows(&d.boxes)?.into_iter().zip(labels(&d.labels)?).zip(scores) {
+            let category =
+                split.categories.get(l as usize - 1).map(|c| c.0).context("a label past the categories")?;
+            dets.push(coco_ap::Detection {
+                image: img.id,
+                category,
+                bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                score: s,
+            });
+        }
+    }
+    let images: Vec<i64> = split.images.iter().map(|i| i.id).collect();
+    let categories: Vec<i64> = split.categories.iter().map(|c| c.0).collect();
+    Ok(coco_ap::evaluate(&CocoParams::default(), &gts, &dets, &images, &categories))
 }

@@ -3,10 +3,11 @@
 //! ([`summary`]) and the paper's findings computed from them ([`findings`]), Figure 7's choice
 //! of runs and its measurement ([`figure7`]), and the cross-check of whole training runs against
 //! plain PyTorch ([`crosscheck`]); Faster R-CNN on Fashion-MNIST scenes, Tables 7-8 at small
-//! scale ([`detect_scenes`]).
+//! scale ([`detect_scenes`]), and on PASCAL VOC and COCO at full size ([`detect_paper`]).
 
 pub mod config;
 pub mod crosscheck;
+pub mod detect_paper;
 pub mod detect_scenes;
 pub mod estimate;
 pub mod figure7;

@@ -83,14 +83,15 @@ pub fn table(results: &Path) -> Result<String> {
     Ok(md)
 }
 
-/// Tables 7-8's rows: the full-size commands (not built yet), and the small-scale experiment's
+/// Tables 7-8's rows: the full-size commands (not run here), and the small-scale experiment's
 /// mean mAP@.5 per backbone and init as released (results/detect_scenes/).
 fn detection_row(release: &Release) -> Result<String> {
     use crate::experiment::detect_scenes::records;
     let paper = crate::paper::DETECTION;
     let mut md = format!(
-        "| Tables 7-8: Faster R-CNN on VOC, COCO | not built yet | none | VOC07 {:.1} -> {:.1} mAP, COCO {:.1} -> \
-         {:.1} mAP@[.5,.95] (VGG-16 -> ResNet-101) | not run here (needs VOC, COCO and a GPU) |\n",
+        "| Tables 7-8: Faster R-CNN on VOC, COCO | `make reproduce-table7`, `make reproduce-table8` | none | VOC07 \
+         {:.1} -> {:.1} mAP, COCO {:.1} -> {:.1} mAP@[.5,.95] (VGG-16 -> ResNet-101) | not run here (needs VOC, COCO \
+         and a GPU; tested on generated folders) |\n",
         paper[0].vgg16, paper[0].resnet101, paper[3].vgg16, paper[3].resnet101
     );
     let recs = records(&release.table(crate::experiment::Table::DetectScenes.dir_name()))?;
