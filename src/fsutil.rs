@@ -135,3 +135,9 @@ impl FileLock {
         }
     }
 }
+
+/// A TOML file parsed as `T`; the error names the file (and, from the parser, the line and key).
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}

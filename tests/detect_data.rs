@@ -9,7 +9,7 @@ use resnet_repro::data::transform::Normalize;
 use resnet_repro::detect::DetectionSet;
 use resnet_repro::detect::coco::read_instances;
 use resnet_repro::detect::coco_ap::{CocoParams, Detection, GroundTruth, evaluate};
-use resnet_repro::detect::images::{ImageSetFiles, Resize};
+use resnet_repro::detect::images::{ImageSetFiles, LeftOut, Resize};
 use resnet_repro::detect::voc::{CLASSES, read_annotation, read_split};
 use std::path::Path;
 use tch::{Device, Kind};
@@ -144,26 +144,32 @@ fn coco_instances_are_read_with_contiguous_labels_and_errors_name_the_annotation
     let ok = coco_file(
         tmp.path(),
         r#"{"id": 1, "image_id": 7, "category_id": 18, "bbox": [10, 5, 20.5, 30], "area": 400.0, "iscrowd": 0},
-           {"id": 2, "image_id": 7, "category_id": 1, "bbox": [0, 0, 100, 50], "area": 4000.0, "iscrowd": 1}"#,
+           {"id": 2, "image_id": 7, "category_id": 1, "bbox": [0, 0, 100, 50], "area": 4000.0, "iscrowd": 1},
+           {"id": 3, "image_id": 7, "category_id": 1, "bbox": [60, 20, 40.4, 0], "area": 0.0, "iscrowd": 0},
+           {"id": 4, "image_id": 7, "category_id": 1, "bbox": [-0.5, 20, 10, 30.6], "area": 300.0, "iscrowd": 0}"#,
     );
     let split = read_instances(&ok).unwrap();
     assert_eq!(split.categories, vec![(1, "person".to_string()), (18, "dog".to_string())]);
     let a = &split.images[0];
-    assert_eq!((a.id, a.objects.len()), (7, 2));
+    assert_eq!(
+        (a.id, a.objects.len()),
+        (7, 4),
+        "kept for scoring: a box without area, one a rounding past the edge"
+    );
     assert_eq!(
         (a.objects[0].label, a.objects[0].bbox, a.objects[0].crowd),
         (2, [10.0, 5.0, 20.5, 30.0], false)
     );
     assert_eq!((a.objects[1].label, a.objects[1].crowd), (1, true));
     assert!(split.images[1].objects.is_empty());
-    // Images without objects (and crowd-only ones) are left out of training, and counted.
-    let (set, left_out) =
-        ImageSetFiles::from_coco(&split, tmp.path(), (Resize::PAPER, Normalize::TORCHVISION), true);
-    assert_eq!((set.len(), left_out), (1, 1));
-    let (all, none) =
-        ImageSetFiles::from_coco(&split, tmp.path(), (Resize::PAPER, Normalize::TORCHVISION), false);
-    assert_eq!((all.len(), none), (2, 0));
-    assert_eq!(set.items[0].boxes, vec![[10.0, 5.0, 30.5, 35.0]]);
+    // Training leaves out crowd objects, boxes without area (counted) and images without objects
+    // (counted); boxes past the edge are clipped. A test set keeps every image.
+    let both = (Resize::PAPER, Normalize::TORCHVISION);
+    let (set, left) = ImageSetFiles::from_coco(&split, tmp.path(), both, true);
+    assert_eq!((set.len(), left), (1, LeftOut { objects: 1, images: 1 }));
+    assert_eq!(set.items[0].boxes, vec![[10.0, 5.0, 30.5, 35.0], [0.0, 20.0, 9.5, 50.0]]);
+    assert_eq!(set.items[0].labels, vec![2, 1]);
+    assert_eq!(ImageSetFiles::from_coco(&split, tmp.path(), both, false).0.len(), 2);
     let bad = [
         (
             r#"{"id": 5, "image_id": 8, "category_id": 18, "bbox": [1, 1, 2, 2], "area": 4}"#,
@@ -175,11 +181,11 @@ fn coco_instances_are_read_with_contiguous_labels_and_errors_name_the_annotation
         ),
         (
             r#"{"id": 7, "image_id": 9, "category_id": 1, "bbox": [30, 1, 12, 2], "area": 4}"#,
-            "annotation 7: bbox [30.0, 1.0, 12.0, 2.0]",
+            "annotation 7: bbox [30.0, 1.0, 12.0, 2.0] (x, y, width, height) is not inside image 9 of 40x40",
         ),
         (
-            r#"{"id": 8, "image_id": 9, "category_id": 1, "bbox": [3, 1, 0, 2], "area": 0}"#,
-            "annotation 8: bbox [3.0, 1.0, 0.0, 2.0] (x, y, width, height) has no area",
+            r#"{"id": 8, "image_id": 9, "category_id": 1, "bbox": [3, 1, -2, 2], "area": 0}"#,
+            "annotation 8: bbox [3.0, 1.0, -2.0, 2.0] (x, y, width, height) has a negative side",
         ),
         (r#"{"id": 9, "image_id": 9, "category_id": 1, "area": 0}"#, "missing field `bbox`"),
     ];

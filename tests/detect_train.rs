@@ -370,3 +370,40 @@ fn a_detector_from_scratch_trains_its_bn_except_in_frozen_parts() {
         assert!(!changed(name), "{name} changed: the stem (a frozen part) and the classifier stay");
     }
 }
+
+#[test]
+fn the_released_detection_summary_is_what_its_runs_give() {
+    use resnet_repro::experiment::Store;
+    use resnet_repro::experiment::detect_scenes::{SceneRun, records, summary_md};
+    let store = Store::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("results/detect_scenes"));
+    let recs = records(&store).unwrap();
+    if recs.is_empty() {
+        eprintln!("SKIPPED: no detection runs released");
+        return;
+    }
+    let md = std::fs::read_to_string(store.summary_md()).unwrap();
+    assert_eq!(
+        md,
+        summary_md(&recs),
+        "results/detect_scenes/summary.md is not what its runs give: `make results`"
+    );
+    // Each released run trained to its configuration's end, on a backbone whose weights it names.
+    for r in &recs {
+        let dir = store.root.join(format!("{}-{}", r.net, r.init)).join(format!("seed{}", r.seed));
+        let cfg: SceneRun =
+            toml::from_str(&std::fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap();
+        assert_eq!(r.iterations, cfg.train.iterations, "{}", dir.display());
+        let released =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(&cfg.backbone.run).join("model.safetensors");
+        if let Some(sha) = &cfg.backbone.sha256 {
+            assert_eq!(
+                &resnet_repro::experiment::release::sha256(&released).unwrap(),
+                sha,
+                "{}",
+                dir.display()
+            );
+        }
+        let rows: Vec<DetectionRow> = read_rows(&dir.join("metrics.csv")).unwrap();
+        assert_eq!(rows.last().map(|r| r.iteration), Some(r.iterations), "{}", dir.display());
+    }
+}

@@ -1,9 +1,12 @@
 //! COCO's instances files (`annotations/instances_<split>.json`): `images` (id, file_name, width,
 //! height), `categories` (id, name) and `annotations` (id, image_id, category_id, bbox as
 //! (x, y, width, height), area, iscrowd). Read strictly: an annotation that names an unknown image
-//! or category, a box without area or outside its image, a missing field, is an error naming the
-//! file, the annotation's id and the field. Images without objects are kept (the caller says what
-//! it does with them); the categories get the detector's labels 1..=K in the order of their ids.
+//! or category, a box with a negative side or outside its image (by more than a pixel: COCO's own
+//! files pass the edge by rounding errors), a missing field, is an error naming the file, the
+//! annotation's id and the field. Boxes without area (COCO's train2017 has a few) and images
+//! without objects are kept: scoring counts them as pycocotools does, training leaves them out
+//! and says how many (`images::ImageSetFiles::from_coco`). The categories get the detector's
+//! labels 1..=K in the order of their ids.
 
 use anyhow::{Context, Result, ensure};
 use serde::Deserialize;
@@ -103,9 +106,12 @@ pub fn read_instances(path: &Path) -> Result<CocoSplit> {
             .with_context(|| format!("{what}: category_id {} is not in categories", a.category_id))?;
         let img = &mut images[k];
         let [x, y, w, h] = a.bbox;
-        ensure!(w > 0.0 && h > 0.0, "{what}: bbox {:?} (x, y, width, height) has no area", a.bbox);
+        ensure!(w >= 0.0 && h >= 0.0, "{what}: bbox {:?} (x, y, width, height) has a negative side", a.bbox);
+        // COCO's own files hold boxes past the image by a rounding error (and a few without area,
+        // which training leaves out and counts): a pixel of slack, more is an error.
+        let (wi, hi) = (f64::from(img.width), f64::from(img.height));
         ensure!(
-            x >= 0.0 && y >= 0.0 && x + w <= f64::from(img.width) && y + h <= f64::from(img.height),
+            x >= -1.0 && y >= -1.0 && x + w <= wi + 1.0 && y + h <= hi + 1.0,
             "{what}: bbox {:?} (x, y, width, height) is not inside image {} of {}x{}",
             a.bbox,
             img.id,

@@ -282,7 +282,10 @@ mod tests {
             GroundTruth { image: 1, category: 3, bbox: [10.0, 10.0, 20.0, 30.0], area: 600.0, crowd: false };
         let d = Detection { image: 1, category: 3, bbox: g.bbox, score: 0.9 };
         let s = evaluate(&CocoParams::default(), &[g], &[d], &[1], &[3, 4]);
-        assert_eq!((s.ap, s.ap50, s.ap75), (Some(1.0), Some(1.0), Some(1.0)));
-        assert_eq!(s.per_category, vec![(3, Some(1.0)), (4, None)]);
+        // pycocotools' precision is tp / (tp + fp + eps): 1 / (1 + 2^-52), not 1.
+        for v in [s.ap, s.ap50, s.ap75] {
+            assert!((v.unwrap() - 1.0 / (1.0 + f64::EPSILON)).abs() < 1e-15, "{v:?}");
+        }
+        assert_eq!((s.per_category[0].0, s.per_category[1]), (3, (4, None)));
     }
 }

@@ -130,7 +130,8 @@ impl ImageSetFiles {
         (f64::from(w) / f64::from(item.width), f64::from(h) / f64::from(item.height))
     }
 
-    /// A VOC split (every object, the difficult ones included, as py-faster-rcnn trains).
+    /// A VOC split: every object, the difficult ones included (as detectron2 trains; py-faster-rcnn
+    /// leaves them out by default).
     pub fn from_voc(images: &[super::voc::VocImage], resize: Resize, normalize: Normalize) -> Self {
         let items = images
             .iter()
@@ -145,34 +146,59 @@ impl ImageSetFiles {
         ImageSetFiles { items, resize, normalize, divisor: 32 }
     }
 
-    /// A COCO split's images under `dir`, crowd objects left out (they are ignored in scoring, as
-    /// torchvision's reference trains); for `training`, images with no other object are left out
-    /// too, counted in the second value (a test set keeps every image, in the file's order).
+    /// A COCO split's images under `dir`. For `training`: crowd objects left out (they are
+    /// ignored in scoring, as torchvision's reference trains), boxes clipped to the image and
+    /// those without area then left out, images with no object left out; how many of each in
+    /// [`LeftOut`]. A test set keeps every image, in the file's order.
     pub fn from_coco(
         split: &super::coco::CocoSplit,
         dir: &std::path::Path,
         (resize, normalize): (Resize, Normalize),
         training: bool,
-    ) -> (Self, usize) {
-        let mut left_out = 0;
+    ) -> (Self, LeftOut) {
+        let mut left = LeftOut::default();
         let mut items = Vec::new();
         for i in &split.images {
-            let objects: Vec<_> = i.objects.iter().filter(|o| !o.crowd).collect();
-            if objects.is_empty() && training {
-                left_out += 1;
+            let (w, h) = (f64::from(i.width), f64::from(i.height));
+            let clip = |b: [f64; 4]| {
+                [
+                    b[0].clamp(0.0, w),
+                    b[1].clamp(0.0, h),
+                    (b[0] + b[2]).clamp(0.0, w),
+                    (b[1] + b[3]).clamp(0.0, h),
+                ]
+            };
+            let mut boxes = Vec::new();
+            let mut labels = Vec::new();
+            for o in i.objects.iter().filter(|o| !o.crowd) {
+                let b = clip(o.bbox);
+                if b[2] > b[0] && b[3] > b[1] {
+                    boxes.push(b);
+                    labels.push(o.label);
+                } else {
+                    left.objects += 1;
+                }
+            }
+            if boxes.is_empty() && training {
+                left.images += 1;
                 continue;
             }
             items.push(ImageItem {
                 path: dir.join(&i.file_name),
                 width: i.width,
                 height: i.height,
-                boxes: objects
-                    .iter()
-                    .map(|o| [o.bbox[0], o.bbox[1], o.bbox[0] + o.bbox[2], o.bbox[1] + o.bbox[3]])
-                    .collect(),
-                labels: objects.iter().map(|o| o.label).collect(),
+                boxes,
+                labels,
             });
         }
-        (ImageSetFiles { items, resize, normalize, divisor: 32 }, left_out)
+        (ImageSetFiles { items, resize, normalize, divisor: 32 }, left)
     }
+}
+
+/// What a COCO training set leaves out: objects without area (once clipped to the image) and
+/// images without objects (crowd ones aside).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    pub objects: usize,
+    pub images: usize,
 }

@@ -66,22 +66,21 @@ pub fn score(detections: &[Detections], truth: &[Target], classes: i64) -> Resul
     let images: Vec<i64> = (0..truth.len() as i64).collect();
     let labels: Vec<i64> = (1..classes).collect();
     let coco = coco_ap::evaluate(&CocoParams::default(), &gts, &dets, &images, &labels);
+    // The devkit's arithmetic counts a side as x2 - x1 + 1 on 1-based boxes: pixel edges are
+    // handed to it 1-based (x1 + 1, y1 + 1), as detectron2's VOC evaluator does.
+    let devkit = |b: [f64; 4]| [b[0] + 1.0, b[1] + 1.0, b[0] + b[2], b[1] + b[3]];
     let mut voc = Vec::new();
     for &c in &labels {
         let mut per_image = vec![ImageTruth::default(); truth.len()];
         for g in gts.iter().filter(|g| g.category == c) {
             let t = &mut per_image[g.image as usize];
-            t.boxes.push([g.bbox[0], g.bbox[1], g.bbox[0] + g.bbox[2], g.bbox[1] + g.bbox[3]]);
+            t.boxes.push(devkit(g.bbox));
             t.difficult.push(false);
         }
         let scored: Vec<Scored> = dets
             .iter()
             .filter(|d| d.category == c)
-            .map(|d| Scored {
-                image: d.image as usize,
-                score: d.score,
-                bbox: [d.bbox[0], d.bbox[1], d.bbox[0] + d.bbox[2], d.bbox[1] + d.bbox[3]],
-            })
+            .map(|d| Scored { image: d.image as usize, score: d.score, bbox: devkit(d.bbox) })
             .collect();
         voc.extend(voc_ap::average_precision(&per_image, &scored, 0.5, ApMetric::ElevenPoint)?);
     }

@@ -3,7 +3,8 @@
 //! and the backbone's BN frozen (its statistics are used in inference mode by the detector, its
 //! scale and shift left out of the update here). Durable as the classification trainer is: the
 //! same checkpoints (`ckpt-<iteration>/`, the newest two kept), a metrics file cut back to the
-//! checkpoint on resume, a signal stopping at a checkpoint. A step's randomness (which images,
+//! checkpoint on resume, a signal stopping the run at its next metrics row (at most `log_every`
+//! updates later) with a checkpoint there. A step's randomness (which images,
 //! flips, the RPN's and the head's sampling) is a function of (seed, iteration): a resumed run
 //! takes the same steps as one that never stopped.
 

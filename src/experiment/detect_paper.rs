@@ -16,7 +16,7 @@ use crate::detect::voc::{self, VocImage};
 use crate::detect::voc_ap::ApMetric;
 use crate::detect::{DetectionSet, Detections, FasterRcnn};
 use crate::models::{ImageNetNet, load_into};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Device, nn};
@@ -83,9 +83,7 @@ pub struct PaperRecord {
 
 impl PaperDetection {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let e: PaperDetection =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let e: PaperDetection = crate::fsutil::read_toml(path)?;
         e.detector.settings().with_context(|| format!("{}: [detector]", path.display()))?;
         e.train.validate().with_context(|| format!("{}: [train]", path.display()))?;
         e.net()?;
@@ -148,11 +146,15 @@ pub fn load_sets(e: &PaperDetection, root: &Path) -> Result<PaperSets> {
             let read =
                 |s: &str| read_instances(&root.join("annotations").join(format!("instances_{s}.json")));
             let (tr, te) = (read(train)?, read(test)?);
-            let (train_set, left_out) =
-                ImageSetFiles::from_coco(&tr, &root.join(train), (resize, norm), true);
-            if left_out > 0 {
+            ensure!(
+                tr.categories == te.categories,
+                "instances_{train}.json and instances_{test}.json list different categories"
+            );
+            let (train_set, left) = ImageSetFiles::from_coco(&tr, &root.join(train), (resize, norm), true);
+            if left.objects + left.images > 0 {
                 eprintln!(
-                    "{train}: {left_out} images without objects (or only crowd ones) left out of training"
+                    "{train}: left out of training: {} objects without area, {} images without objects (or only crowd ones)",
+                    left.objects, left.images
                 );
             }
             let (test_set, _) = ImageSetFiles::from_coco(&te, &root.join(test), (resize, norm), false);

@@ -84,9 +84,7 @@ pub struct SceneExperiment {
 
 impl SceneExperiment {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let e: SceneExperiment =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let e: SceneExperiment = crate::fsutil::read_toml(path)?;
         ensure!(
             !e.backbones.is_empty() && !e.inits.is_empty() && !e.seeds.is_empty(),
             "{}: no runs",
@@ -384,18 +382,7 @@ pub fn summary_md(records: &[SceneRecord]) -> String {
 pub fn write_summary(store: &Store, records: &[SceneRecord]) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&store.root).with_context(|| format!("creating {}", store.root.display()))?;
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "net",
-        "init",
-        "seed",
-        "iterations",
-        "test_scenes",
-        "ap50",
-        "ap",
-        "ap75",
-        "voc07",
-        "seconds",
-    ])?;
+    w.write_record(["net", "init", "seed", "iterations", "test_scenes", "ap50", "ap", "ap75", "seconds"])?;
     let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for r in records {
         let (sc, it, n) = (&r.scores, r.iterations.to_string(), r.test_scenes.to_string());
@@ -408,7 +395,6 @@ pub fn write_summary(store: &Store, records: &[SceneRecord]) -> Result<Vec<PathB
             &f(sc.ap50),
             &f(sc.ap),
             &f(sc.ap75),
-            &f(sc.voc07),
             &format!("{:.1}", r.seconds),
         ])?;
     }
