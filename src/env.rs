@@ -320,12 +320,14 @@ pub fn utc_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// What a result was computed on, recorded beside it.
-#[derive(Debug, Clone)]
+/// What a result was computed on, recorded beside it (a detection run's final.json holds it
+/// flattened, `now` as `finished`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Provenance {
     pub device: String,
     pub torch: String,
     pub commit: String,
+    #[serde(rename = "finished")]
     pub now: String,
 }
 

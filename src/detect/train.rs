@@ -174,6 +174,50 @@ struct Window {
     steps: u64,
 }
 
+impl Window {
+    /// The window's averages as the metrics row of `iteration`.
+    fn row(self, iteration: u64, epoch: f64, lr: f64, seconds: f64) -> DetectionRow {
+        let m = self.sums.map(|s| s / self.steps as f64);
+        DetectionRow {
+            iteration,
+            epoch,
+            lr,
+            loss: m[0],
+            rpn_objectness: m[1],
+            rpn_box: m[2],
+            classification: m[3],
+            box_regression: m[4],
+            seconds,
+        }
+    }
+}
+
+/// One update (iteration `it` of the run of `seed`): its images, flips and sampling drawn from
+/// (seed, it); a loss that is not finite is an error, before any update. Returns the losses: the total, then the RPN's objectness and box
+/// losses, the head's classification and box losses.
+fn update(
+    det: &FasterRcnn,
+    set: &dyn DetectionSet,
+    r: &DetectionRecipe,
+    (seed, it): (u64, u64),
+    (opt, lr): (&mut Sgd, f64),
+    device: Device,
+) -> Result<[f64; 5]> {
+    let (indices, flips) = step_plan(r, set.len(), seed, it);
+    let batch = set.batch(&indices, &flips, device)?;
+    tch::manual_seed(step_seed(seed, it));
+    let pass = det.forward(&batch.images, &batch.sizes, Some(&batch.targets))?;
+    let l = pass.losses.context("a training pass without losses")?;
+    let total = l.total();
+    let values =
+        [&total, &l.rpn.objectness, &l.rpn.boxes, &l.classification, &l.boxes].map(|t| t.double_value(&[]));
+    ensure!(values[0].is_finite(), "the loss is {}", values[0]);
+    opt.zero_grad()?;
+    total.backward();
+    opt.step(lr)?;
+    Ok(values)
+}
+
 /// Trains `det` (its variables in `vs`) on `set` to `r.iterations`, resuming from the newest
 /// checkpoint in `files.checkpoints`; `label` names the run in messages.
 pub fn train(
@@ -210,42 +254,19 @@ pub fn train(
     while state.iteration < r.iterations {
         let it = state.iteration;
         let lr = policy.lr(it, &state.policy);
-        let (indices, flips) = step_plan(r, set.len(), seed, it);
-        let batch = set.batch(&indices, &flips, vs.device())?;
-        tch::manual_seed(step_seed(seed, it));
-        let pass = det.forward(&batch.images, &batch.sizes, Some(&batch.targets))?;
-        let l = pass.losses.context("a training pass without losses")?;
-        let total = l.total();
-        let parts = [&total, &l.rpn.objectness, &l.rpn.boxes, &l.classification, &l.boxes];
-        let values: Vec<f64> = parts.iter().map(|t| t.double_value(&[])).collect();
-        ensure!(values[0].is_finite(), "{label}: the loss is {} at iteration {it}", values[0]);
-        opt.zero_grad()?;
-        total.backward();
-        opt.step(lr)?;
+        let values = update(det, set, r, (seed, it), (&mut opt, lr), vs.device())
+            .with_context(|| format!("{label}: iteration {}", it + 1))?;
         values.iter().enumerate().for_each(|(i, v)| window.sums[i] += v);
         window.steps += 1;
         state.iteration += 1;
         state.seconds = before + started.elapsed().as_secs_f64();
         if state.iteration.is_multiple_of(r.log_every) || state.iteration == r.iterations {
-            let n = window.steps as f64;
-            let s = std::mem::take(&mut window).sums;
-            let per_epoch = (set.len() / r.images_per_step) as f64;
-            writer.append(&DetectionRow {
-                iteration: state.iteration,
-                epoch: state.iteration as f64 / per_epoch,
-                lr,
-                loss: s[0] / n,
-                rpn_objectness: s[1] / n,
-                rpn_box: s[2] / n,
-                classification: s[3] / n,
-                box_regression: s[4] / n,
-                seconds: state.seconds,
-            })?;
+            let epoch = state.iteration as f64 / (set.len() / r.images_per_step) as f64;
+            let row = std::mem::take(&mut window).row(state.iteration, epoch, lr, state.seconds);
+            writer.append(&row)?;
             eprintln!(
                 "{label}: iteration {}/{}, loss {:.4}, lr {lr}",
-                state.iteration,
-                r.iterations,
-                s[0] / n
+                state.iteration, r.iterations, row.loss
             );
         }
         let stop = interrupt::requested();

@@ -75,10 +75,9 @@ pub struct PaperRecord {
     pub coco_ap50: Option<f64>,
     pub coco_ap: Option<f64>,
     pub seconds: f64,
-    pub device: String,
-    pub torch: String,
-    pub commit: String,
-    pub finished: String,
+    /// Where, with what and when it was trained.
+    #[serde(flatten)]
+    pub provenance: crate::env::Provenance,
 }
 
 impl PaperDetection {
@@ -199,7 +198,6 @@ pub fn run(
             (coco_ap50, coco_ap) = (s.ap50, s.ap);
         }
     }
-    let env = crate::env::Provenance::current(device);
     let record = PaperRecord {
         backbone: e.backbone.clone(),
         seed: e.seed,
@@ -209,10 +207,7 @@ pub fn run(
         coco_ap50,
         coco_ap,
         seconds: state.seconds,
-        device: env.device,
-        torch: env.torch,
-        commit: env.commit,
-        finished: env.now,
+        provenance: crate::env::Provenance::current(device),
     };
     dir.write_final(&record)?;
     Ok(record)

@@ -134,10 +134,9 @@ pub struct SceneRecord {
     pub test_scenes: usize,
     pub scores: Scores,
     pub seconds: f64,
-    pub device: String,
-    pub torch: String,
-    pub commit: String,
-    pub finished: String,
+    /// Where, with what and when it was trained.
+    #[serde(flatten)]
+    pub provenance: crate::env::Provenance,
 }
 
 /// Every run of the experiment, backbones outer, then inits, then seeds.
@@ -245,7 +244,6 @@ pub fn run_one(
     let state = train(&det, &mut vs, &data.train, &run.train, (&dir.files(), run.seed, &label))?;
     let detections = detect_all(&det, &data.test, 50, device)?;
     let scores = score(&detections, &data.test.scenes.targets, CLASSES)?;
-    let env = crate::env::Provenance::current(device);
     let record = SceneRecord {
         net: run.backbone.net.name(),
         residual: run.backbone.net.residual(),
@@ -255,10 +253,7 @@ pub fn run_one(
         test_scenes: data.test.len(),
         scores,
         seconds: state.seconds,
-        device: env.device,
-        torch: env.torch,
-        commit: env.commit,
-        finished: env.now,
+        provenance: crate::env::Provenance::current(device),
     };
     dir.write_final(&record)?;
     Ok(Some(record))

@@ -134,7 +134,12 @@ impl Release {
                 if same_listed(&from, &to, &RELEASED_FILES)? {
                     continue;
                 }
-                self.copy_listed(&mut entries, (&from, &to), &RELEASED_FILES, (&record.commit, command))?;
+                self.copy_listed(
+                    &mut entries,
+                    (&from, &to),
+                    &RELEASED_FILES,
+                    (&record.provenance.commit, command),
+                )?;
                 released.push(to.path);
             }
         }
