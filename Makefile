@@ -13,7 +13,7 @@ JOBS ?= 1
 # Data-parallel training (torchrun): NPROC processes per node train each run together, rank r on
 # GPU r (NCCL) or on its share of the CPU (Gloo); several nodes with NNODES, NODE_RANK,
 # MASTER_ADDR, MASTER_PORT (the same on every node). Up to MAX_RESTARTS restarts from the last
-# checkpoint when a worker dies. Tables 6, 2 and 3.
+# checkpoint when a worker dies. Tables 6, 2 and 3, and Tables 7 and 8 (one run on all of them).
 NPROC ?= 1
 NNODES ?= 1
 NODE_RANK ?= 0
@@ -24,8 +24,9 @@ ifneq ($(filter-out 1,$(NPROC) $(NNODES)),)
 ifneq ($(JOBS),1)
 $(error JOBS=$(JOBS) shares a sweep's runs between processes, NPROC=$(NPROC)/NNODES=$(NNODES) trains each run on all of them: choose one)
 endif
-SWEEP := $(WITH_TORCH) torchrun --no-python --nproc-per-node $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) \
+TORCHRUN := $(WITH_TORCH) torchrun --no-python --nproc-per-node $(NPROC) --nnodes $(NNODES) --node-rank $(NODE_RANK) \
 	--master-addr $(MASTER_ADDR) --master-port $(MASTER_PORT) --max-restarts $(MAX_RESTARTS)
+SWEEP := $(TORCHRUN)
 else
 SWEEP := scripts/workers $(JOBS)
 endif
@@ -71,6 +72,7 @@ help:
 	@echo "                        DATA_DIR=... PRESET=... DEVICE=... JOBS=N or NPROC=N as for reproduce-table2"
 	@echo "make reproduce-table7   Table 7: Faster R-CNN C4, ResNet-101, VOC 07+12 -> VOC07 test (runs/table7/)"
 	@echo "                        DATA_DIR=<VOCdevkit> WEIGHTS=<backbone safetensors; made from torchvision's if missing>"
+	@echo "                        NPROC=8: data-parallel, 2 images a GPU (experiments/table7_voc_16.toml; NNODES=...)"
 	@echo "make reproduce-table8   Table 8: the same on COCO train2017 -> val2017 (runs/table8/)"
 	@echo "                        DATA_DIR=<folder with annotations/, train2017/, val2017/> WEIGHTS=..."
 	@echo "make reproduce-detect-scenes  Tables 7-8 at small scale: Faster R-CNN C4 on Fashion-MNIST scenes, the"
@@ -147,12 +149,14 @@ reproduce-detect-scenes: build
 # (WEIGHTS, exported once by python/resnet_repro_torch.py, which downloads them), on PASCAL VOC
 # (DATA_DIR=<VOCdevkit>) or COCO (DATA_DIR=<folder with annotations/, train2017/, val2017/>).
 WEIGHTS ?= $(DATA_DIR)/torchvision-resnet101.safetensors
-FASTER_RCNN := target/release/faster_rcnn --data-dir $(DATA_DIR) --weights $(WEIGHTS) --device $(DEVICE)
+FASTER_RCNN := $(TORCHRUN) target/release/faster_rcnn --data-dir $(DATA_DIR) --weights $(WEIGHTS) --device $(DEVICE)
+# Data-parallel (NPROC or NNODES above 1): torchvision's reference as it is, 16 images an update.
+DETECT_BATCH := $(if $(TORCHRUN),_16,)
 reproduce-table7: build $(WEIGHTS)
-	$(FASTER_RCNN) --config experiments/table7_voc.toml
+	$(FASTER_RCNN) --config experiments/table7_voc$(DETECT_BATCH).toml
 
 reproduce-table8: build $(WEIGHTS)
-	$(FASTER_RCNN) --config experiments/table8_coco.toml
+	$(FASTER_RCNN) --config experiments/table8_coco$(DETECT_BATCH).toml
 
 $(WEIGHTS):
 	$(WITH_TORCH) python3 python/resnet_repro_torch.py torchvision-weights resnet101 $@

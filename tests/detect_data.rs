@@ -322,7 +322,26 @@ fn tiny_paper_config(dir: &Path, data: &str) -> std::path::PathBuf {
 }
 
 fn run_faster_rcnn(config: &Path, data: &Path, weights: &Path, out: &Path) -> serde_json::Value {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_faster_rcnn"))
+    run_faster_rcnn_on(
+        std::process::Command::new(env!("CARGO_BIN_EXE_faster_rcnn")),
+        (config, data, weights, out),
+    )
+}
+
+/// The same under `torchrun --nproc-per-node 2` (over Gloo).
+fn run_faster_rcnn_on_2_ranks(config: &Path, data: &Path, weights: &Path, out: &Path) -> serde_json::Value {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut torchrun = std::process::Command::new("torchrun");
+    torchrun.args(["--no-python", "--nproc-per-node", "2", "--master-port", &port.to_string()]);
+    torchrun.arg(env!("CARGO_BIN_EXE_faster_rcnn"));
+    run_faster_rcnn_on(torchrun, (config, data, weights, out))
+}
+
+fn run_faster_rcnn_on(
+    mut command: std::process::Command,
+    (config, data, weights, out): (&Path, &Path, &Path, &Path),
+) -> serde_json::Value {
+    let o = command
         .args(["--config".as_ref(), config.as_os_str(), "--data-dir".as_ref(), data.as_os_str()])
         .args(["--weights".as_ref(), weights.as_os_str(), "--out".as_ref(), out.as_os_str()])
         .args(["--device", "cpu", "--threads", "1"])
@@ -374,6 +393,15 @@ fn table7s_command_trains_and_scores_on_a_generated_vocdevkit() {
     assert!((0.0..=1.0).contains(&map) && rec["coco_ap"].is_null(), "{rec}");
     let md = std::fs::read_to_string(tmp.path().join("runs/summary.md")).unwrap();
     assert!(md.contains("| VOC 2007 test mAP |") && md.contains("| 73.2 | 76.4 |"), "{md}");
+    // Data-parallel: each rank one image of an update, the one test image on rank 1 (rank 0 has
+    // none to detect), rank 0 writing the run and the summary.
+    let out = tmp.path().join("runs-2-ranks");
+    let rec = run_faster_rcnn_on_2_ranks(&config, &devkit, &resnet18_weights(tmp.path()), &out);
+    assert_eq!((rec["iterations"].as_u64(), rec["test_images"].as_u64()), (Some(2), Some(1)), "{rec}");
+    assert!((0.0..=1.0).contains(&rec["voc07"].as_f64().unwrap()), "{rec}");
+    let rows = std::fs::read_to_string(out.join("resnet18/seed3/metrics.csv")).unwrap();
+    assert_eq!(rows.lines().count(), 3, "a header and rank 0's 2 rows:\n{rows}");
+    assert!(std::fs::read_to_string(out.join("summary.md")).unwrap().contains("| VOC 2007 test mAP |"));
 }
 
 #[test]
@@ -416,21 +444,32 @@ fn table8s_command_trains_and_scores_on_a_generated_coco_folder() {
 fn the_papers_detection_experiments_parse_and_make_runs_them() {
     use resnet_repro::experiment::detect_paper::PaperDetection;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let makefile = std::fs::read_to_string(repo.join("Makefile")).unwrap();
-    for (target, file) in [("reproduce-table7", "table7_voc.toml"), ("reproduce-table8", "table8_coco.toml")]
-    {
-        let e = PaperDetection::load(&repo.join("experiments").join(file)).unwrap();
-        assert_eq!(e.backbone, "resnet101", "{file}");
-        let rule = makefile
-            .split(&format!("\n{target}:"))
-            .nth(1)
-            .unwrap_or_else(|| panic!("no {target} in the Makefile"));
-        let recipe = rule.lines().nth(1).unwrap_or_default();
-        assert!(recipe.contains("$(FASTER_RCNN)") && recipe.contains(file), "{target}: {recipe}");
+    let dry_run = |args: &[&str]| {
+        let o = std::process::Command::new("make").arg("-n").args(args).current_dir(repo).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for (target, file) in [("reproduce-table7", "table7_voc"), ("reproduce-table8", "table8_coco")] {
+        let alone = PaperDetection::load(&repo.join(format!("experiments/{file}.toml"))).unwrap();
+        let ranks = PaperDetection::load(&repo.join(format!("experiments/{file}_16.toml"))).unwrap();
+        assert_eq!((alone.backbone.as_str(), ranks.backbone.as_str()), ("resnet101", "resnet101"));
+        // The same reference schedule: 26 epochs of 2 images, or of 16 at 8 times the rate.
+        let epochs = |e: &PaperDetection| e.train.iterations as f64 * e.train.images_per_step as f64;
+        assert!((epochs(&alone) / epochs(&ranks) - 1.0).abs() < 1e-3, "{file}: other lengths");
+        assert_eq!((ranks.train.images_per_step, ranks.train.lr / alone.train.lr), (16, 8.0), "{file}");
+        assert_eq!((&alone.detector, &alone.data), (&ranks.detector, &ranks.data), "{file}");
+        // One process: faster_rcnn on the file; NPROC=2: under torchrun, on the file of 16 images.
+        let out = dry_run(&[target, "DATA_DIR=/data"]);
+        assert!(
+            out.lines().any(|l| l.starts_with("target/release/faster_rcnn --data-dir /data")
+                && l.ends_with(&format!("--config experiments/{file}.toml"))),
+            "make -n {target}:\n{out}"
+        );
+        let out = dry_run(&[target, "NPROC=2", "DATA_DIR=/data"]);
+        assert!(
+            out.lines().any(|l| l.contains("torchrun --no-python --nproc-per-node 2 ")
+                && l.contains("target/release/faster_rcnn --data-dir /data")
+                && l.ends_with(&format!("--config experiments/{file}_16.toml"))),
+            "make -n {target} NPROC=2:\n{out}"
+        );
     }
-    assert!(
-        makefile.contains(
-            "FASTER_RCNN := target/release/faster_rcnn --data-dir $(DATA_DIR) --weights $(WEIGHTS)"
-        )
-    );
 }

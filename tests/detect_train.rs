@@ -4,27 +4,16 @@
 
 mod common;
 
-use resnet_repro::data::{DatasetName, ImageSet};
+use common::detect::{items, tiny_detector, tiny_recipe, tiny_scenes};
+use resnet_repro::data::DatasetName;
+use resnet_repro::detect::DetectionSet;
 use resnet_repro::detect::scenes::{SceneSet, SceneSettings, generate};
-use resnet_repro::detect::settings::DetectorConfig;
-use resnet_repro::detect::train::{DetectionRecipe, DetectionRow, train};
-use resnet_repro::detect::{DetectionSet, FasterRcnn};
+use resnet_repro::detect::train::{DetectionRow, train};
 use resnet_repro::experiment::{Preset, RunDir};
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::train::metrics::read_rows;
 use std::path::Path;
 use tch::{Device, Kind, Tensor, nn};
-
-/// `n` 28x28 items, item `i` a filled rectangle (values 1..=255) at a position and size of its
-/// own, label `i % 10`.
-fn items(n: i64) -> ImageSet {
-    let images = Tensor::zeros([n, 1, 28, 28], (Kind::Uint8, Device::Cpu));
-    for i in 0..n {
-        let (x, y, w, h) = (i % 7, (i * 3) % 9, 10 + i % 11, 8 + (i * 5) % 13);
-        let _ = images.get(i).narrow(1, y, h).narrow(2, x, w).fill_(40 + (i * 37) % 216);
-    }
-    ImageSet { images, labels: Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(10) }
-}
 
 fn boxes_of(t: &Tensor) -> Vec<[i64; 4]> {
     let v = Vec::<f32>::try_from(t.reshape([-1])).unwrap();
@@ -106,46 +95,6 @@ fn a_batch_flips_images_and_boxes_together() {
     assert!(flipped.targets[1].boxes.equal(&plain.targets[1].boxes));
 }
 
-fn tiny_recipe(iterations: u64) -> DetectionRecipe {
-    DetectionRecipe {
-        iterations,
-        images_per_step: 2,
-        lr: 0.01,
-        milestones: vec![3],
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        flip: true,
-        frozen_parts: 1,
-        log_every: 1,
-        checkpoint_every: 2,
-    }
-}
-
-/// A CIFAR ResNet-8 on 1-channel 48x48 scenes, seeded.
-fn tiny_detector(seed: i64) -> (nn::VarStore, FasterRcnn) {
-    tch::manual_seed(seed);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = CifarNet { in_channels: 1, image_size: 28, ..CifarNet::resnet(8) };
-    let backbone = net.build(&(vs.root() / "backbone")).unwrap();
-    let cfg = DetectorConfig {
-        anchor_sizes: vec![12.0, 24.0],
-        rpn_pre_nms: [200, 100],
-        rpn_post_nms: [50, 20],
-        rpn_batch: 32,
-        regions_per_image: 16,
-        pooled: 6,
-        ..DetectorConfig::default()
-    };
-    let (rpn, head) = cfg.settings().unwrap();
-    let det = FasterRcnn::new(&vs.root(), backbone, 11, rpn, head).unwrap();
-    (vs, det)
-}
-
-fn tiny_scenes() -> SceneSet {
-    let s = SceneSettings { size: 48, items: (1, 3), sides: (12, 24), tries: 20 };
-    SceneSet { scenes: generate(&items(40), 8, 2, &s).unwrap(), mean: 0.2 }
-}
-
 fn weights(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -160,7 +109,7 @@ fn training_leaves_frozen_parts_alone_and_a_resumed_run_ends_in_the_same_bytes()
     let files = |name: &str| RunDir { path: tmp.path().join(name) }.files();
     let (mut vs, det) = tiny_detector(3);
     let before = weights(&vs);
-    train(&det, &mut vs, &set, &tiny_recipe(4), (&files("straight"), 7, "straight")).unwrap();
+    train(&det, &mut vs, &set, &tiny_recipe(4), (&files("straight"), 7, "straight"), None).unwrap();
     let after = weights(&vs);
     let mut changed = Vec::new();
     for ((name, a), (_, b)) in before.iter().zip(&after) {
@@ -186,9 +135,9 @@ fn training_leaves_frozen_parts_alone_and_a_resumed_run_ends_in_the_same_bytes()
     assert_eq!((rows[2].lr, rows[3].lr), (0.01, 0.01 * 0.1), "the rate divided at the milestone");
     // The same run stopped after 2 updates and resumed from its checkpoint: the same bytes.
     let (mut vs2, det2) = tiny_detector(3);
-    train(&det2, &mut vs2, &set, &tiny_recipe(2), (&files("resumed"), 7, "resumed")).unwrap();
+    train(&det2, &mut vs2, &set, &tiny_recipe(2), (&files("resumed"), 7, "resumed"), None).unwrap();
     let (mut vs3, det3) = tiny_detector(99); // other initial weights: all of them come from the checkpoint
-    train(&det3, &mut vs3, &set, &tiny_recipe(4), (&files("resumed"), 7, "resumed")).unwrap();
+    train(&det3, &mut vs3, &set, &tiny_recipe(4), (&files("resumed"), 7, "resumed"), None).unwrap();
     let read = |f: &Path| std::fs::read(f).unwrap();
     assert!(
         read(&files("straight").weights) == read(&files("resumed").weights),
@@ -358,7 +307,7 @@ fn a_detector_from_scratch_trains_its_bn_except_in_frozen_parts() {
     det.train_bn = true;
     let before = weights(&vs);
     let files = RunDir { path: tmp.path().join("scratch") }.files();
-    train(&det, &mut vs, &set, &tiny_recipe(2), (&files, 7, "scratch")).unwrap();
+    train(&det, &mut vs, &set, &tiny_recipe(2), (&files, 7, "scratch"), None).unwrap();
     let after: std::collections::HashMap<String, Tensor> = weights(&vs).into_iter().collect();
     let changed = |name: &str| !before.iter().find(|(n, _)| n == name).unwrap().1.equal(&after[name]);
     for name in

@@ -4,9 +4,15 @@
 //! operation instead of hanging the job.
 
 use resnet_repro::data::Protocol;
+use resnet_repro::detect::DetectionSet;
+use resnet_repro::detect::{
+    self,
+    train::{DetectionRecipe, DetectionRow},
+};
 use resnet_repro::dist::{Launch, Replicas};
 use resnet_repro::models::{CifarNet, NetSpec};
 use resnet_repro::shim::dist::{Backend, ProcessGroup, Rendezvous};
+use resnet_repro::train::metrics::read_rows;
 use resnet_repro::train::{SgdSettings, Trainer};
 mod common;
 
@@ -66,6 +72,9 @@ fn child() {
     }
     if let Some(how) = scenario.strip_prefix("folder") {
         return train_folder(rank, world, port, how);
+    }
+    if scenario == "detector" {
+        return train_detector(rank, world, port);
     }
     if scenario == "reducer-die" {
         return reducer_die(rank, world, port);
@@ -210,6 +219,109 @@ fn replicas(rank: usize, world: usize, port: u16) {
     );
     assert_eq!(dp.sum(&[rank as f64, 1.5]).unwrap(), [(world * (world - 1) / 2) as f64, 1.5 * world as f64]);
     println!("OK rank {rank}");
+}
+
+/// The recipe of the data-parallel detector: 2 scenes an update (one a rank), a checkpoint each.
+fn detector_recipe(iterations: u64) -> DetectionRecipe {
+    DetectionRecipe { checkpoint_every: 1, ..common::detect::tiny_recipe(iterations) }
+}
+
+/// Rank `rank` of 2 training the tiny detector in $RESNET_REPRO_DIST_DIR/run from its own initial
+/// weights: 1 update (each rank then writes its weights as `rank<r>-1.safetensors`), then resumed
+/// from that checkpoint to 2 (`rank<r>-2`); then the test scenes detected as replicas (each its
+/// share, gathered) must be those this rank detects alone.
+fn train_detector(rank: usize, world: usize, port: u16) {
+    tch::set_num_threads(1);
+    let dir = std::path::PathBuf::from(std::env::var("RESNET_REPRO_DIST_DIR").unwrap());
+    let dp = join(rank, world, port);
+    let set = common::detect::tiny_scenes();
+    let files = resnet_repro::experiment::RunDir { path: dir.join("run") }.files();
+    for its in [1, 2] {
+        let (mut vs, det) = common::detect::tiny_detector(3 + rank as i64);
+        detect::train::train(&det, &mut vs, &set, &detector_recipe(its), (&files, 7, "dp"), Some(&dp))
+            .unwrap();
+        resnet_repro::models::save_weights(&vs, &dir.join(format!("rank{rank}-{its}.safetensors"))).unwrap();
+        if its == 2 {
+            let shared = detect::train::detect_shared(&det, &set, (1, tch::Device::Cpu), Some(&dp)).unwrap();
+            let alone = detect::train::detect_all(&det, &set, 1, tch::Device::Cpu).unwrap();
+            assert_eq!(shared.len(), alone.len());
+            for (i, (a, b)) in shared.iter().zip(&alone).enumerate() {
+                assert!(
+                    a.boxes.equal(&b.boxes) && a.scores.equal(&b.scores),
+                    "rank {rank}: image {i}'s detections"
+                );
+                assert!(a.labels.equal(&b.labels), "rank {rank}: image {i}'s labels");
+            }
+            assert!(alone.iter().map(|d| d.scores.size()[0]).sum::<i64>() > 0, "no detections to gather");
+        }
+    }
+    println!("OK rank {rank}");
+}
+
+/// The tiny detector after one update of a run alone whose gradient is `grads_of` ranks' mean:
+/// each rank's images, flips and sampling seed as `train` gives them.
+fn detector_after_one_update(ranks: &[usize]) -> std::collections::HashMap<String, Tensor> {
+    let set = common::detect::tiny_scenes();
+    let (vs, det) = common::detect::tiny_detector(3);
+    detect::train::freeze(&det, 1).unwrap();
+    let mut opt = resnet_repro::train::optim::Sgd::new(&vs, 0.9, 1e-4);
+    let r = detector_recipe(1);
+    let mut sum: Option<Vec<Tensor>> = None;
+    for &rank in ranks {
+        let (images, flips) = detect::train::replica_plan(&r, set.len(), 7, (0, rank, 2));
+        let batch = DetectionSet::batch(&set, &images, &flips, tch::Device::Cpu).unwrap();
+        tch::manual_seed(detect::train::sample_seed(7, 0, rank));
+        let pass = det.forward(&batch.images, &batch.sizes, Some(&batch.targets)).unwrap();
+        opt.zero_grad().unwrap();
+        pass.losses.unwrap().total().backward();
+        let g: Vec<Tensor> = opt.params.iter().map(|p| p.grad().copy()).collect();
+        sum = Some(match sum {
+            None => g,
+            Some(s) => s.iter().zip(&g).map(|(a, b)| a + b).collect(),
+        });
+    }
+    tch::no_grad(|| {
+        for (p, g) in opt.params.iter().zip(sum.unwrap()) {
+            p.grad().copy_(&(g * (1.0 / ranks.len() as f64)));
+        }
+    });
+    opt.step(r.lr).unwrap();
+    vs.variables()
+}
+
+#[test]
+fn two_ranks_train_the_detector_on_the_mean_gradient_of_their_shares_and_detect_as_one_process() {
+    if !gloo() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let outs = launch_in("detector", 2, dir.path());
+    for (rank, o) in outs.iter().enumerate() {
+        assert!(
+            o.status.success() && text(o).contains(&format!("OK rank {rank}")),
+            "rank {rank}:\n{}",
+            text(o)
+        );
+    }
+    let read = |name: &str| -> std::collections::HashMap<String, Tensor> {
+        Tensor::read_safetensors(dir.path().join(name)).unwrap().into_iter().collect()
+    };
+    // The replicas stay equal to the bit, though rank 1 started from other weights.
+    for its in [1, 2] {
+        let (a, b) = (read(&format!("rank0-{its}.safetensors")), read(&format!("rank1-{its}.safetensors")));
+        assert!(a.iter().all(|(n, t)| t.equal(&b[n])), "the replicas differ after {its} updates");
+    }
+    // The first update is one of rank 0's initial weights with the mean of the ranks' gradients.
+    let got = read("rank0-1.safetensors");
+    let mean = detector_after_one_update(&[0, 1]);
+    let rank0_alone = detector_after_one_update(&[0]);
+    common::assert_far_below(
+        common::relative_difference(&got, &mean),
+        common::relative_difference(&rank0_alone, &mean),
+        "the replicas' first update and one with the mean gradient",
+    );
+    let rows: Vec<DetectionRow> = read_rows(&dir.path().join("run/metrics.csv")).unwrap();
+    assert_eq!(rows.iter().map(|r| r.iteration).collect::<Vec<_>>(), [1, 2], "rank 0's rows, once each");
 }
 
 /// The tiny data-parallel experiment: ResNet-8 on 512 synthetic Fashion-MNIST-shaped images, a

@@ -7,10 +7,17 @@
 //! updates later) with a checkpoint there. A step's randomness (which images,
 //! flips, the RPN's and the head's sampling) is a function of (seed, iteration): a resumed run
 //! takes the same steps as one that never stopped.
+//!
+//! Data-parallel as the classification trainer is (torchrun, [`Replicas`]): each replica takes its
+//! share of an update's images, the gradients are averaged after the backward pass (DDP's
+//! semantics: the mean of the replicas' per-image-group losses), rank 0 writes the metrics and the
+//! checkpoints, and the test images are split between the replicas and gathered.
 
 use super::dataset::DetectionSet;
 use super::detector::FasterRcnn;
+use super::head::Detections;
 use crate::data::augment::rng_for;
+use crate::dist::Replicas;
 use crate::interrupt::{self, Interrupted};
 use crate::train::SgdSettings;
 use crate::train::checkpoint::{self, RunFiles, TrainState};
@@ -162,9 +169,23 @@ pub fn step_plan(r: &DetectionRecipe, len: usize, seed: u64, iteration: u64) -> 
     (order[at.clone()].to_vec(), order[at].iter().map(|&i| r.flip && flips[i]).collect())
 }
 
-/// libtorch's seed for update `iteration`'s sampling (the RPN's anchors, the head's regions).
-fn step_seed(seed: u64, iteration: u64) -> i64 {
-    (rng_for(seed, b"detection-sample", iteration).next_u64() >> 1) as i64
+/// Replica `rank`'s images and flips of update `iteration`, of `world` replicas: its share, in
+/// order, of [`step_plan`]'s (alone, all of them).
+pub fn replica_plan(
+    r: &DetectionRecipe,
+    len: usize,
+    seed: u64,
+    (iteration, rank, world): (u64, usize, usize),
+) -> (Vec<usize>, Vec<bool>) {
+    let (images, flips) = step_plan(r, len, seed, iteration);
+    let mine = crate::dist::share(images.len(), rank, world);
+    (images[mine.clone()].to_vec(), flips[mine].to_vec())
+}
+
+/// libtorch's seed for replica `rank`'s sampling in update `iteration` (the RPN's anchors, the
+/// head's regions): each replica its own stream, rank 0's that of a run alone.
+pub fn sample_seed(seed: u64, iteration: u64, rank: usize) -> i64 {
+    (rng_for(seed, b"detection-sample", iteration | (rank as u64) << 48).next_u64() >> 1) as i64
 }
 
 /// The losses summed over a logging window.
@@ -193,41 +214,61 @@ impl Window {
 }
 
 /// One update (iteration `it` of the run of `seed`): its images, flips and sampling drawn from
-/// (seed, it); a loss that is not finite is an error, before any update. Returns the losses: the total, then the RPN's objectness and box
-/// losses, the head's classification and box losses.
+/// (seed, it) and this replica's rank; a loss that is not finite (on any replica) is an error,
+/// before any update. Returns the losses (the replicas' mean): the total, then the RPN's
+/// objectness and box losses, the head's classification and box losses.
 fn update(
     det: &FasterRcnn,
     set: &dyn DetectionSet,
     r: &DetectionRecipe,
     (seed, it): (u64, u64),
     (opt, lr): (&mut Sgd, f64),
-    device: Device,
+    (device, dp): (Device, Option<&Replicas>),
 ) -> Result<[f64; 5]> {
-    let (indices, flips) = step_plan(r, set.len(), seed, it);
+    let (rank, world) = dp.map_or((0, 1), |d| (d.rank(), d.world()));
+    let (indices, flips) = replica_plan(r, set.len(), seed, (it, rank, world));
     let batch = set.batch(&indices, &flips, device)?;
-    tch::manual_seed(step_seed(seed, it));
+    tch::manual_seed(sample_seed(seed, it, rank));
     let pass = det.forward(&batch.images, &batch.sizes, Some(&batch.targets))?;
     let l = pass.losses.context("a training pass without losses")?;
     let total = l.total();
-    let values =
+    let mut values =
         [&total, &l.rpn.objectness, &l.rpn.boxes, &l.classification, &l.boxes].map(|t| t.double_value(&[]));
+    if let Some(dp) = dp {
+        let sums = dp.sum(&values)?;
+        values = std::array::from_fn(|i| sums[i] / world as f64);
+    }
     ensure!(values[0].is_finite(), "the loss is {}", values[0]);
     opt.zero_grad()?;
     total.backward();
+    if let Some(dp) = dp {
+        dp.average_grads(&opt.params)?;
+    }
     opt.step(lr)?;
     Ok(values)
 }
 
 /// Trains `det` (its variables in `vs`) on `set` to `r.iterations`, resuming from the newest
-/// checkpoint in `files.checkpoints`; `label` names the run in messages.
+/// checkpoint in `files.checkpoints`; `label` names the run in messages. With `dp`, as one of its
+/// replicas (rank 0 writes the files).
 pub fn train(
     det: &FasterRcnn,
     vs: &mut nn::VarStore,
     set: &dyn DetectionSet,
     r: &DetectionRecipe,
     (files, seed, label): (&RunFiles, u64, &str),
+    dp: Option<&Replicas>,
 ) -> Result<TrainState> {
     r.validate()?;
+    if let Some(dp) = dp {
+        ensure!(
+            r.images_per_step.is_multiple_of(dp.world()),
+            "[train] images_per_step ({}) must divide evenly over the {} ranks: choose a world size that \
+             divides it, or an experiment file made for it (experiments/table7_voc_16.toml for 2, 4, 8 or 16)",
+            r.images_per_step,
+            dp.world()
+        );
+    }
     ensure!(
         set.len() >= r.images_per_step,
         "{} training images for {} an update",
@@ -247,14 +288,13 @@ pub fn train(
         skipped: Vec::new(),
         windows: Default::default(),
     };
-    let (mut state, writer) =
-        checkpoint::resume_or_start::<DetectionRow>(files, (vs, &mut opt), fresh, (label, true))?;
-    let mut writer = writer.context("the metrics writer")?;
+    let (mut state, mut writer) =
+        checkpoint::resume_replica::<DetectionRow>(files, (vs, &mut opt), fresh, (label, dp))?;
     let (mut window, started, before) = (Window::default(), std::time::Instant::now(), state.seconds);
     while state.iteration < r.iterations {
         let it = state.iteration;
         let lr = policy.lr(it, &state.policy);
-        let values = update(det, set, r, (seed, it), (&mut opt, lr), vs.device())
+        let values = update(det, set, r, (seed, it), (&mut opt, lr), (vs.device(), dp))
             .with_context(|| format!("{label}: iteration {}", it + 1))?;
         values.iter().enumerate().for_each(|(i, v)| window.sums[i] += v);
         window.steps += 1;
@@ -263,21 +303,22 @@ pub fn train(
         if state.iteration.is_multiple_of(r.log_every) || state.iteration == r.iterations {
             let epoch = state.iteration as f64 / (set.len() / r.images_per_step) as f64;
             let row = std::mem::take(&mut window).row(state.iteration, epoch, lr, state.seconds);
-            writer.append(&row)?;
-            eprintln!(
-                "{label}: iteration {}/{}, loss {:.4}, lr {lr}",
-                state.iteration, r.iterations, row.loss
-            );
+            if let Some(w) = &mut writer {
+                w.append(&row)?;
+                eprintln!(
+                    "{label}: iteration {}/{}, loss {:.4}, lr {lr}",
+                    state.iteration, r.iterations, row.loss
+                );
+            }
         }
-        let stop = interrupt::requested();
         let at_row = window.steps == 0;
+        let stop = if at_row { crate::dist::stop_requested(dp)? } else { interrupt::requested() };
         if at_row
             && (state.iteration.is_multiple_of(r.checkpoint_every)
                 || state.iteration == r.iterations
                 || stop.is_some())
         {
-            writer.sync()?;
-            checkpoint::save(&files.checkpoints, vs, &opt, &state)?;
+            save_checkpoint(det, vs, (&opt, &state), (files, writer.as_mut()), dp)?;
         }
         if let Some(signal) = stop
             && at_row
@@ -285,8 +326,28 @@ pub fn train(
             anyhow::bail!(Interrupted { at: format!("{label} at iteration {}", state.iteration), signal });
         }
     }
-    crate::models::save_weights(vs, &files.weights)?;
+    if writer.is_some() {
+        crate::models::save_weights(vs, &files.weights)?;
+    }
     Ok(state)
+}
+
+/// A checkpoint of the run where it is, written by rank 0 (alone: this process) after the
+/// replicas' running statistics are made their mean (where the detector trains its BN).
+fn save_checkpoint(
+    det: &FasterRcnn,
+    vs: &nn::VarStore,
+    (opt, state): (&Sgd, &TrainState),
+    (files, writer): (&RunFiles, Option<&mut crate::train::metrics::MetricsWriter<DetectionRow>>),
+    dp: Option<&Replicas>,
+) -> Result<()> {
+    if let Some(dp) = dp.filter(|_| det.train_bn) {
+        dp.average_buffers(vs)?;
+    }
+    let Some(writer) = writer else { return Ok(()) };
+    writer.sync()?;
+    checkpoint::save(&files.checkpoints, vs, opt, state)?;
+    Ok(())
 }
 
 /// The detector's detections of every image of `set`, `per_batch` images at a time, without
@@ -296,13 +357,74 @@ pub fn detect_all(
     set: &dyn DetectionSet,
     per_batch: usize,
     device: Device,
-) -> Result<Vec<super::Detections>> {
-    let mut out = Vec::with_capacity(set.len());
-    for start in (0..set.len()).step_by(per_batch.max(1)) {
-        let idx: Vec<usize> = (start..(start + per_batch).min(set.len())).collect();
+) -> Result<Vec<Detections>> {
+    detect_images(det, set, 0..set.len(), per_batch, device)
+}
+
+/// [`detect_all`] split between the replicas of `dp` (each its share of the images, in order) and
+/// gathered on every one of them, in the images' order: one process's detections where batches
+/// are of one image (`per_batch` 1) or of images of one size (batches pad to their largest).
+pub fn detect_shared(
+    det: &FasterRcnn,
+    set: &dyn DetectionSet,
+    (per_batch, device): (usize, Device),
+    dp: Option<&Replicas>,
+) -> Result<Vec<Detections>> {
+    let Some(dp) = dp else { return detect_all(det, set, per_batch, device) };
+    let mine = dp.share(set.len());
+    let dets = detect_images(det, set, mine.clone(), per_batch, device)?;
+    let rows: Vec<Tensor> = dets.iter().enumerate().map(|(i, d)| as_rows(mine.start + i, d)).collect();
+    let rows = if rows.is_empty() {
+        Tensor::zeros([0, 7], (Kind::Double, Device::Cpu))
+    } else {
+        Tensor::cat(&rows, 0)
+    };
+    from_rows(&dp.gather_rows(&rows)?, set.len())
+}
+
+/// Image `image`'s detections as rows of (image, x1, y1, x2, y2, score, label), float64.
+fn as_rows(image: usize, d: &Detections) -> Tensor {
+    let n = d.scores.size()[0];
+    let i = Tensor::full([n, 1], image as f64, (Kind::Double, Device::Cpu));
+    Tensor::cat(
+        &[i, d.boxes.shallow_clone(), d.scores.view([n, 1]), d.labels.to_kind(Kind::Double).view([n, 1])],
+        1,
+    )
+}
+
+/// The detections of `images` images from rows of [`as_rows`] in the images' order.
+fn from_rows(rows: &Tensor, images: usize) -> Result<Vec<Detections>> {
+    let image: Vec<f64> = Vec::try_from(&rows.select(1, 0))?;
+    let mut out = Vec::with_capacity(images);
+    let mut at = 0;
+    for i in 0..images {
+        let n = image[at..].iter().take_while(|&&k| k == i as f64).count();
+        let r = rows.narrow(0, at as i64, n as i64);
+        out.push(Detections {
+            boxes: r.narrow(1, 1, 4).contiguous(),
+            scores: r.select(1, 5).contiguous(),
+            labels: r.select(1, 6).to_kind(Kind::Int64),
+        });
+        at += n;
+    }
+    ensure!(at == image.len(), "gathered detections out of the images' order");
+    Ok(out)
+}
+
+/// The detections of the images `range` of `set`, `per_batch` at a time.
+fn detect_images(
+    det: &FasterRcnn,
+    set: &dyn DetectionSet,
+    range: std::ops::Range<usize>,
+    per_batch: usize,
+    device: Device,
+) -> Result<Vec<Detections>> {
+    let mut out = Vec::with_capacity(range.len());
+    for start in range.clone().step_by(per_batch.max(1)) {
+        let idx: Vec<usize> = (start..(start + per_batch).min(range.end)).collect();
         let batch = set.batch(&idx, &vec![false; idx.len()], device)?;
         let pass = tch::no_grad(|| det.forward(&batch.images, &batch.sizes, None))?;
-        out.extend(pass.detections.into_iter().map(|d| super::Detections {
+        out.extend(pass.detections.into_iter().map(|d| Detections {
             boxes: d.boxes.to_device(Device::Cpu).to_kind(Kind::Double),
             scores: d.scores.to_device(Device::Cpu).to_kind(Kind::Double),
             labels: d.labels.to_device(Device::Cpu),

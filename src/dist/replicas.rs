@@ -140,8 +140,7 @@ impl Replicas {
     /// This rank's share of `n` items split in order over the ranks (sizes differ by one at most):
     /// what it evaluates of a test set.
     pub fn share(&self, n: usize) -> std::ops::Range<usize> {
-        let (r, w) = (self.rank(), self.world());
-        n * r / w..n * (r + 1) / w
+        share(n, self.rank(), self.world())
     }
 
     /// `values` summed across ranks (losses and error counts for the log).
@@ -149,6 +148,26 @@ impl Replicas {
         let t = Tensor::from_slice(values).to_device(self.device);
         self.group.all_reduce_sum(&t)?;
         Ok(Vec::<f64>::try_from(&t.to_device(Device::Cpu))?)
+    }
+
+    /// Every rank's `rows` (2-D, float64, the same number of columns everywhere, any number of
+    /// rows), rank 0's first, on every rank: an all-gather made of two sums (the counts, then each
+    /// rank's rows written at its offset into zeros), exact since each element is added only to
+    /// zeros.
+    pub fn gather_rows(&self, rows: &Tensor) -> Result<Tensor> {
+        ensure!(rows.dim() == 2 && rows.kind() == tch::Kind::Double, "gather_rows: 2-D float64 rows");
+        if self.world() == 1 {
+            return Ok(rows.shallow_clone());
+        }
+        let mut counts = vec![0.0; self.world()];
+        counts[self.rank()] = rows.size()[0] as f64;
+        let counts = self.sum(&counts)?;
+        let offset = counts[..self.rank()].iter().sum::<f64>() as i64;
+        let total = counts.iter().sum::<f64>() as i64;
+        let all = Tensor::zeros([total, rows.size()[1]], (tch::Kind::Double, self.device));
+        all.narrow(0, offset, rows.size()[0]).copy_(&rows.to_device(self.device));
+        self.group.all_reduce_sum(&all)?;
+        Ok(all.to_device(Device::Cpu))
     }
 
     /// Seconds spent averaging so far (flattening, all-reduces, copying back).
@@ -187,6 +206,33 @@ impl Replicas {
         }
         Ok(())
     }
+}
+
+/// `flag` as rank 0 has it, on every replica (alone: `flag`): how replicas follow rank 0's
+/// decisions (a run locked, finished, to be evaluated).
+pub fn rank0_says(dp: Option<&Replicas>, flag: bool) -> Result<bool> {
+    match dp {
+        None => Ok(flag),
+        Some(dp) => {
+            let mine = if dp.rank() == 0 { f64::from(u8::from(flag)) } else { 0.0 };
+            Ok(dp.sum(&[mine])?[0] > 0.0)
+        }
+    }
+}
+
+/// A stop requested by a signal, to this process or (asked of every replica together) to any
+/// replica: torchrun forwards a signal to every worker, not at the same instant.
+pub fn stop_requested(dp: Option<&Replicas>) -> Result<Option<&'static str>> {
+    let local = crate::interrupt::requested();
+    let Some(dp) = dp else { return Ok(local) };
+    let any = dp.sum(&[f64::from(u8::from(local.is_some()))])?[0] > 0.0;
+    Ok(any.then(|| local.unwrap_or("a signal to another replica")))
+}
+
+/// Items `share(n, rank, world)` of `n` split in order over the ranks (sizes differ by one at
+/// most).
+pub fn share(n: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
+    n * rank / world..n * (rank + 1) / world
 }
 
 /// The variables of `vs` in name order: the same order on every rank.

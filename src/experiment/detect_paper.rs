@@ -11,10 +11,11 @@ use crate::detect::coco::read_instances;
 use crate::detect::images::{ImageSetFiles, Resize};
 use crate::detect::score::{coco_scores, voc_map};
 use crate::detect::settings::DetectorConfig;
-use crate::detect::train::{DetectionRecipe, detect_all, train};
+use crate::detect::train::{DetectionRecipe, detect_shared, train};
 use crate::detect::voc::{self, VocImage};
 use crate::detect::voc_ap::ApMetric;
 use crate::detect::{DetectionSet, Detections, FasterRcnn};
+use crate::dist::{Replicas, rank0_says};
 use crate::models::{ImageNetNet, load_into};
 use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
@@ -163,22 +164,38 @@ pub fn load_sets(e: &PaperDetection, root: &Path) -> Result<PaperSets> {
     }
 }
 
-/// Trains (or resumes) the run and scores it; a finished run's record is read.
+/// Trains (or resumes) the run and scores it; a finished run's record is read. With `dp`, as one
+/// of its replicas: rank 0 claims and locks the run folder and writes in it, the others follow.
 pub fn run(
     e: &PaperDetection,
     weights: &Path,
     sets: &PaperSets,
-    store: &Store,
-    device: Device,
+    (store, device): (&Store, Device),
+    dp: Option<&Replicas>,
 ) -> Result<PaperRecord> {
     let run = PaperDetection { weights_sha256: super::release::sha256(weights)?, ..e.clone() };
     let dir = RunDir { path: store.root.join(&e.backbone).join(format!("seed{}", e.seed)) };
-    dir.claim(&run)?;
-    let _lock = dir
-        .lock()?
-        .with_context(|| format!("{} is being trained by {}", dir.path.display(), dir.lock_holder()))?;
-    if let Some(done) = dir.final_as::<PaperRecord>()? {
-        return Ok(done);
+    let rank0 = dp.is_none_or(|d| d.rank() == 0);
+    let lock = if rank0 {
+        dir.claim(&run)?;
+        dir.lock()?
+    } else {
+        None
+    };
+    ensure!(
+        rank0_says(dp, lock.is_some())?,
+        "{} is being trained by {}",
+        dir.path.display(),
+        dir.lock_holder()
+    );
+    let done = dir.final_as::<PaperRecord>()?;
+    if rank0_says(dp, done.is_some())? {
+        return done.with_context(|| {
+            format!(
+                "rank 0 finds {} finished but this rank does not: share runs/ between the nodes",
+                dir.path.display()
+            )
+        });
     }
     tch::manual_seed(e.seed as i64);
     let mut vs = nn::VarStore::new(device);
@@ -188,8 +205,8 @@ pub fn run(
     let (rpn, head) = e.detector.settings()?;
     let det = FasterRcnn::new(&vs.root(), backbone, sets.classes as i64 + 1, rpn, head)?;
     let label = format!("{} seed{}", e.backbone, e.seed);
-    let state = train(&det, &mut vs, &sets.train, &e.train, (&dir.files(), e.seed, &label))?;
-    let detections = to_file_pixels(detect_all(&det, &sets.test, 1, device)?, &sets.test);
+    let state = train(&det, &mut vs, &sets.train, &e.train, (&dir.files(), e.seed, &label), dp)?;
+    let detections = to_file_pixels(detect_shared(&det, &sets.test, (1, device), dp)?, &sets.test);
     let (mut voc07, mut coco_ap50, mut coco_ap) = (None, None, None);
     match &sets.truth {
         Truth::Voc(images) => voc07 = voc_map(&detections, images, sets.classes, ApMetric::ElevenPoint)?.0,
@@ -209,7 +226,9 @@ pub fn run(
         seconds: state.seconds,
         provenance: crate::env::Provenance::current(device),
     };
-    dir.write_final(&record)?;
+    if rank0 {
+        dir.write_final(&record)?;
+    }
     Ok(record)
 }
 

@@ -241,7 +241,7 @@ pub fn run_one(
     }
     let label = format!("{} seed{}", run.name(), run.seed);
     let (mut vs, det) = build(run, device)?;
-    let state = train(&det, &mut vs, &data.train, &run.train, (&dir.files(), run.seed, &label))?;
+    let state = train(&det, &mut vs, &data.train, &run.train, (&dir.files(), run.seed, &label), None)?;
     let detections = detect_all(&det, &data.test, 50, device)?;
     let scores = score(&detections, &data.test.scenes.targets, CLASSES)?;
     let record = SceneRecord {

@@ -248,13 +248,7 @@ pub(crate) fn select(runs: Vec<RunConfig>, only: &[RunPick], experiment: &str) -
 
 /// `flag` as rank 0 has it, on every replica (alone: `flag`).
 fn rank0_says(o: &RunnerOptions, flag: bool) -> Result<bool> {
-    match &o.train.replicas {
-        None => Ok(flag),
-        Some(dp) => {
-            let mine = if dp.rank() == 0 { f64::from(u8::from(flag)) } else { 0.0 };
-            Ok(dp.sum(&[mine])?[0] > 0.0)
-        }
-    }
+    crate::dist::rank0_says(o.train.replicas.as_deref(), flag)
 }
 
 /// Trains the run (its folder claimed and locked) unless it has finished.

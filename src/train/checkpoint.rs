@@ -174,6 +174,27 @@ pub fn resume_or_start<R: Row>(
     Ok((state, writer.transpose()?))
 }
 
+/// [`resume_or_start`] for one replica of a data-parallel run (alone: the same): rank 0
+/// resumes first (it may set a corrupt checkpoint aside) and writes the metrics, the others
+/// then read what it chose, and every replica starts from rank 0's variables and momentum.
+pub fn resume_replica<R: Row>(
+    files: &RunFiles,
+    (vs, opt): (&mut nn::VarStore, &mut Sgd),
+    fresh: TrainState,
+    (label, dp): (&str, Option<&crate::dist::Replicas>),
+) -> Result<(TrainState, Option<MetricsWriter<R>>)> {
+    let Some(dp) = dp else { return resume_or_start(files, (vs, opt), fresh, (label, true)) };
+    if dp.rank() != 0 {
+        dp.group.barrier()?;
+    }
+    let (state, writer) = resume_or_start(files, (vs, &mut *opt), fresh, (label, dp.rank() == 0))?;
+    if dp.rank() == 0 {
+        dp.group.barrier()?;
+    }
+    dp.start(vs, (&opt.params, &mut opt.buffers), state.iteration)?;
+    Ok((state, writer))
+}
+
 /// Loads a checkpoint into a var store and an optimizer built for the same network: every
 /// variable must be in the file with its shape and type, and nothing else.
 pub fn load(ckpt: &Path, vs: &mut nn::VarStore, opt: &mut Sgd) -> Result<TrainState> {

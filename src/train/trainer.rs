@@ -12,7 +12,7 @@ use super::policy::LrPolicy;
 use super::progress::{Averages, Cadence, Progress, Window};
 use super::step::Trainer;
 use crate::dist::Replicas;
-use crate::interrupt::{self, Interrupted};
+use crate::interrupt::Interrupted;
 use crate::models::NetSpec;
 use anyhow::{Context, Result, bail, ensure};
 use std::io::IsTerminal;
@@ -171,12 +171,6 @@ impl<'a> Run<'a> {
         }
         let writes = opts.is_rank0();
         let policy = LrPolicy::new(t.schedule(), t.plateau.clone());
-        // Rank 0 resumes first (it may set a corrupt checkpoint aside); the others then read what
-        // it chose.
-        let dp = opts.replicas.as_deref();
-        if let Some(dp) = dp.filter(|dp| dp.rank() != 0) {
-            dp.group.barrier()?;
-        }
         let fresh = TrainState {
             iteration: 0,
             policy: policy.start(),
@@ -185,15 +179,9 @@ impl<'a> Run<'a> {
             skipped: Vec::new(),
             windows: Default::default(),
         };
+        let dp = opts.replicas.as_deref();
         let (state, writer) =
-            checkpoint::resume_or_start(files, (&mut trainer.vs, &mut trainer.opt), fresh, (&label, writes))?;
-        if let Some(dp) = dp {
-            if dp.rank() == 0 {
-                dp.group.barrier()?;
-            }
-            let opt = &mut trainer.opt;
-            dp.start(&trainer.vs, (&opt.params, &mut opt.buffers), state.iteration)?;
-        }
+            checkpoint::resume_replica(files, (&mut trainer.vs, &mut trainer.opt), fresh, (&label, dp))?;
         let progress =
             Progress::new(label, t.iterations, t.batch_size, state.iteration, opts.progress_bar && writes);
         let progress = if writes { progress } else { progress.silent() };
@@ -369,13 +357,10 @@ impl<'a> Run<'a> {
     /// A stop requested by a signal. Replicas stop together, at a metrics row, when any of them
     /// was signalled (torchrun forwards a signal to every worker, not at the same instant).
     fn stop_requested(&self) -> Result<Option<&'static str>> {
-        let local = interrupt::requested();
-        let Some(dp) = &self.dp else { return Ok(local) };
-        if !self.cadence.is_row(self.it) {
+        if self.dp.is_some() && !self.cadence.is_row(self.it) {
             return Ok(None);
         }
-        let any = dp.sum(&[f64::from(u8::from(local.is_some()))])?[0] > 0.0;
-        Ok(any.then(|| local.unwrap_or("a signal to another replica")))
+        crate::dist::stop_requested(self.dp.as_deref())
     }
 
     /// The replicas' running statistics made their mean (before they are read: an evaluation,

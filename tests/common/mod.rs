@@ -2,6 +2,8 @@
 //! the real formats.
 #![allow(dead_code)]
 
+pub mod detect;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
