@@ -51,7 +51,7 @@ RELEASE_ONLY := $(RELEASE_DEPTHS),plain20/seed1,resnet20/seed1,plain20/seed2,res
 RELEASE_TRAIN := target/release/cifar_depth_sweep --config experiments/table6_cifar10.toml --dataset fashion-mnist \
 	--only $(RELEASE_ONLY) --precision bf16 --threads 1 --out $(RELEASE_RUNS) --plots $(RELEASE_RUNS)/plots --no-download
 
-.PHONY: all build test fuzz bench doctor crosscheck release-runs release-snapshot release-detect-scenes reproduce-detect-scenes reproduce-table7 reproduce-table8 results reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
+.PHONY: all build test test-slow fuzz bench doctor crosscheck release-runs release-snapshot release-detect-scenes reproduce-detect-scenes reproduce-table7 reproduce-table8 results reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
 
 all: build
 
@@ -88,6 +88,7 @@ help:
 	@echo "make crosscheck         our training against plain PyTorch's, same recipe, seeds, both inits (runs/crosscheck/)"
 	@echo "                        PRESET=full|quick (quick: 2 seeds, 200 iterations) DATA_DIR=... DEVICE=..."
 	@echo "make test               the test suite (CPU only)"
+	@echo "make test-slow          the slow tests: Faster R-CNN C4 on ResNet-101 at the paper's scale vs torchvision"
 	@echo "make fuzz               the parsers of outside data against 5000 corrupted inputs each (FUZZ_CASES=..., FUZZ_SEED=...)"
 	@echo "make bench              train step, training loop and ImageNet loader vs plain PyTorch (runs/bench/)"
 	@echo "make doctor             torch version, CUDA/cuDNN, CPU bf16, threads; then the self-test (PASS/FAIL per check)"
@@ -98,6 +99,11 @@ build:
 
 test:
 	$(CARGO) test --release
+
+# The tests too slow for `make test`: Faster R-CNN C4 on ResNet-101 at the paper's scale against
+# torchvision, stage by stage in float64 (about 2 minutes here).
+test-slow:
+	$(CARGO) test --release --test detect -- --ignored
 
 # The parsers of outside data against many more corrupted inputs than `make test` tries.
 fuzz:

@@ -11,12 +11,11 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
 from torchvision.models import resnet18
-from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
-from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
+
+from c4_reference import c4_reference
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, nms, remove_small_boxes, roi_pool
 
 out = {}
@@ -131,100 +130,17 @@ save_file({k: v.contiguous() for k, v in rpn.state_dict().items()}, f"{sys.argv[
 
 
 
-# Faster R-CNN C4 on ResNet-18 (random weights, random frozen BN): torchvision's generic FasterRCNN
-# with backbone = conv1..layer3, one anchor map, RoI pooling 14x14 on it, box head = layer4 and
-# average pooling, FastRCNNPredictor; 4 classes with the background. Run without its transform (the
-# batch is given padded), stage by stage: testing, then training sampling from seed 9.
-class C4Pool(torch.nn.Module):
-    def forward(self, features, proposals, image_shapes):
-        return roi_pool(features["0"], proposals, (14, 14), 1 / 16)
-
-
-class C4Head(torch.nn.Module):
-    def __init__(self, layer4):
-        super().__init__()
-        self.layer4 = layer4
-
-    def forward(self, x):
-        return self.layer4(x).mean((2, 3))
-
-
-torch.manual_seed(21)
-net = resnet18(norm_layer=FrozenBatchNorm2d)
-with torch.no_grad():
-    for m in net.modules():
-        if isinstance(m, FrozenBatchNorm2d):
-            c = m.weight.numel()
-            m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-            m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-trunk = torch.nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
-trunk.out_channels = 256
-model = FasterRCNN(
-    trunk,
-    num_classes=None,
-    rpn_anchor_generator=AnchorGenerator(((32, 64, 128),), ((0.5, 1.0, 2.0),)),
-    box_predictor=FastRCNNPredictor(512, 4),
-    rpn_post_nms_top_n_test=300,
-)
-model.roi_heads.box_roi_pool = C4Pool()
-model.roi_heads.box_head = C4Head(net.layer4)
-model = model.double()
-with torch.no_grad():  # objectness that ranks the anchors
-    model.rpn.head.cls_logits.weight *= 10
-rename = {"backbone.0.": "backbone.conv1.", "backbone.1.": "backbone.bn1.", "backbone.4.": "backbone.layer1.",
-          "backbone.5.": "backbone.layer2.", "backbone.6.": "backbone.layer3.",
-          "roi_heads.box_head.layer4.": "backbone.layer4."}
-weights = {}
-for k, v in model.state_dict().items():
-    for a, b in rename.items():
-        if k.startswith(a):
-            k = b + k[len(a):]
-    weights[k] = v.contiguous()
-save_file(weights, f"{sys.argv[1]}/detector.safetensors")
-
-seen = {}
-model.roi_heads.box_roi_pool.register_forward_hook(lambda m, i, o: seen.update(regions=i[1], pooled=o))
-model.roi_heads.box_predictor.register_forward_hook(lambda m, i, o: seen.update(logits=o[0], deltas=o[1]))
-x = torch.randn(2, 3, 160, 224, generator=g, dtype=torch.float64)
-x[1, :, 150:, :] = 0
-x[1, :, :, 200:] = 0
-images = ImageList(x, [(160, 224), (150, 200)])
+# Faster R-CNN C4 on ResNet-18 (c4_reference.py): 4 classes with the background, anchors 32-128,
+# a batch padded to 160x224 (images 160x224 and 150x200).
 truth = [
     {"boxes": torch.tensor([[10.0, 20, 90, 120], [100, 30, 200, 100], [50, 60, 120, 150]], dtype=torch.float64),
      "labels": torch.tensor([1, 3, 2])},
     {"boxes": torch.tensor([[30.0, 30, 150, 140]], dtype=torch.float64), "labels": torch.tensor([2])},
 ]
-out["det_images"] = x
-for i, t in enumerate(truth):
-    out[f"det_gt_boxes_{i}"], out[f"det_gt_labels_{i}"] = t["boxes"], t["labels"]
-model.eval()
-with torch.no_grad():
-    feats = model.backbone(x)
-    props, _ = model.rpn(images, {"0": feats})
-    dets, _ = model.roi_heads({"0": feats}, props, images.image_sizes)
-out["det_test_features"] = feats
-for i in range(2):
-    out[f"det_test_proposals_{i}"] = props[i]
-    for k in ("boxes", "scores", "labels"):
-        out[f"det_test_{k}_{i}"] = dets[i][k]
-for k in ("logits", "deltas"):
-    out[f"det_test_{k}"] = seen[k]
-out["det_test_pooled"] = seen["pooled"][:64]  # the first regions' (all of them: 240 MB)
-model.train()
-torch.manual_seed(9)
-feats = model.backbone(x)
-props, rpn_losses = model.rpn(images, {"0": feats}, truth)
-_, head_losses = model.roi_heads({"0": feats}, props, images.image_sizes, truth)
-for i in range(2):
-    out[f"det_train_regions_{i}"] = seen["regions"][i].detach()
-for k in ("logits", "deltas"):
-    out[f"det_train_{k}"] = seen[k].detach()
-out["det_train_pooled"] = seen["pooled"][:64].detach()
-losses = {**rpn_losses, **head_losses}
-for k, v in losses.items():
-    out[f"det_train_{k}"] = v.detach().reshape(1)
+weights, c4_out = c4_reference(resnet18, g, anchors=(32, 64, 128), classes=4,
+                               padded=(160, 224), sizes=[(160, 224), (150, 200)], truth=truth)
+out.update(c4_out)
+save_file(weights, f"{sys.argv[1]}/detector.safetensors")
 
 
 
