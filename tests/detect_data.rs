@@ -395,6 +395,12 @@ fn table7s_command_trains_and_scores_on_a_generated_vocdevkit() {
     assert!(md.contains("| VOC 2007 test mAP |") && md.contains("| 73.2 | 76.4 |"), "{md}");
     // Data-parallel: each rank one image of an update, the one test image on rank 1 (rank 0 has
     // none to detect), rank 0 writing the run and the summary.
+    if !common::prerequisite(
+        resnet_repro::shim::dist::Backend::Gloo.compiled_in(),
+        "this build has no Gloo: apt-get install libgloo-dev (.ci/run installs it); the next build notices it",
+    ) {
+        return;
+    }
     let out = tmp.path().join("runs-2-ranks");
     let rec = run_faster_rcnn_on_2_ranks(&config, &devkit, &resnet18_weights(tmp.path()), &out);
     assert_eq!((rec["iterations"].as_u64(), rec["test_images"].as_u64()), (Some(2), Some(1)), "{rec}");
@@ -452,11 +458,21 @@ fn the_papers_detection_experiments_parse_and_make_runs_them() {
         let alone = PaperDetection::load(&repo.join(format!("experiments/{file}.toml"))).unwrap();
         let ranks = PaperDetection::load(&repo.join(format!("experiments/{file}_16.toml"))).unwrap();
         assert_eq!((alone.backbone.as_str(), ranks.backbone.as_str()), ("resnet101", "resnet101"));
-        // The same reference schedule: 26 epochs of 2 images, or of 16 at 8 times the rate.
-        let epochs = |e: &PaperDetection| e.train.iterations as f64 * e.train.images_per_step as f64;
-        assert!((epochs(&alone) / epochs(&ranks) - 1.0).abs() < 1e-3, "{file}: other lengths");
+        // The same reference schedule: 26 epochs of 2 images, or of 16 at 8 times the rate,
+        // and nothing else different but how often a checkpoint is written.
+        let images = |e: &PaperDetection, it: u64| it as f64 * e.train.images_per_step as f64;
+        let same_images = |a: u64, b: u64| (images(&alone, a) / images(&ranks, b) - 1.0).abs() < 1e-3;
+        assert!(same_images(alone.train.iterations, ranks.train.iterations), "{file}: other lengths");
+        for (a, b) in alone.train.milestones.iter().zip(&ranks.train.milestones) {
+            assert!(same_images(*a, *b), "{file}: milestones {a} and {b}");
+        }
         assert_eq!((ranks.train.images_per_step, ranks.train.lr / alone.train.lr), (16, 8.0), "{file}");
-        assert_eq!((&alone.detector, &alone.data), (&ranks.detector, &ranks.data), "{file}");
+        let mut like = ranks.clone();
+        like.train = resnet_repro::detect::train::DetectionRecipe {
+            checkpoint_every: alone.train.checkpoint_every,
+            ..alone.train.clone()
+        };
+        assert_eq!(like, alone, "{file}: the two files differ elsewhere");
         // One process: faster_rcnn on the file; NPROC=2: under torchrun, on the file of 16 images.
         let out = dry_run(&[target, "DATA_DIR=/data"]);
         assert!(

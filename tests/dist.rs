@@ -76,6 +76,9 @@ fn child() {
     if scenario == "detector" {
         return train_detector(rank, world, port);
     }
+    if scenario == "detector-unreadable" {
+        return resume_unreadable(rank, world, port);
+    }
     if scenario == "reducer-die" {
         return reducer_die(rank, world, port);
     }
@@ -258,6 +261,24 @@ fn train_detector(rank: usize, world: usize, port: u16) {
     println!("OK rank {rank}");
 }
 
+/// Rank `rank` of 2 resuming the tiny detector from $RESNET_REPRO_DIST_DIR/run, whose only
+/// checkpoint cannot be read: rank 0 fails to resume, and rank 1, instead of waiting for it, fails
+/// too, saying so.
+fn resume_unreadable(rank: usize, world: usize, port: u16) {
+    tch::set_num_threads(1);
+    let dir = std::path::PathBuf::from(std::env::var("RESNET_REPRO_DIST_DIR").unwrap());
+    let dp = join_with(rank, world, port, Duration::from_secs(30));
+    let files = resnet_repro::experiment::RunDir { path: dir.join("run") }.files();
+    let (mut vs, det) = common::detect::tiny_detector(3);
+    let set = common::detect::tiny_scenes();
+    let err = detect::train::train(&det, &mut vs, &set, &detector_recipe(2), (&files, 7, "dp"), Some(&dp))
+        .map(|_| ())
+        .unwrap_err();
+    let expected = if rank == 0 { "can be read" } else { "rank 0 could not resume the run" };
+    assert!(format!("{err:#}").contains(expected), "rank {rank}: {err:#}");
+    println!("OK rank {rank}");
+}
+
 /// The tiny detector after one update of a run alone whose gradient is `grads_of` ranks' mean:
 /// each rank's images, flips and sampling seed as `train` gives them.
 fn detector_after_one_update(ranks: &[usize]) -> std::collections::HashMap<String, Tensor> {
@@ -287,6 +308,27 @@ fn detector_after_one_update(ranks: &[usize]) -> std::collections::HashMap<Strin
     });
     opt.step(r.lr).unwrap();
     vs.variables()
+}
+
+#[test]
+fn a_rank_0_that_cannot_resume_fails_the_others_at_once() {
+    if !gloo() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("run/ckpt-00000001");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    std::fs::write(ckpt.join("state.json"), "not json").unwrap();
+    let started = Instant::now();
+    let outs = launch_in("detector-unreadable", 2, dir.path());
+    for (rank, o) in outs.iter().enumerate() {
+        assert!(
+            o.status.success() && text(o).contains(&format!("OK rank {rank}")),
+            "rank {rank}:\n{}",
+            text(o)
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(25), "rank 1 waited {:?}", started.elapsed());
 }
 
 #[test]

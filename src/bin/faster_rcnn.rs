@@ -30,13 +30,14 @@ struct Args {
     /// The backbone's ImageNet weights (safetensors, torchvision's names).
     #[arg(long)]
     weights: PathBuf,
-    /// Output folder (default: runs/table7 or runs/table8).
+    /// Output folder (default: runs/<the experiment file's name>, e.g. runs/table7_voc).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Where to train: auto (the first GPU if any, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_parser = resnet_repro::env::parse_device)]
     device: tch::Device,
-    /// CPU threads for libtorch (0: one per core, or a rank's share of them under torchrun).
+    /// CPU threads for libtorch (0: OMP_NUM_THREADS if set, else one per core, or the process's
+    /// share of the cores as a torchrun rank).
     #[arg(long, default_value_t = 0)]
     threads: i32,
     /// Under torchrun: seconds a collective may wait for the other ranks before the job fails
@@ -64,7 +65,7 @@ fn main_() -> Result<()> {
     );
     let sets = load_sets(&e, &args.data_dir)
         .with_context(|| format!("the data under {}", args.data_dir.display()))?;
-    let store = Store::new(args.out.unwrap_or_else(|| default_out(&e)));
+    let store = Store::new(args.out.clone().unwrap_or_else(|| default_out(&args.config)));
     eprintln!(
         "{} training and {} test images",
         resnet_repro::detect::DetectionSet::len(&sets.train),

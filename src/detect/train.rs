@@ -432,3 +432,47 @@ fn detect_images(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(images_per_step: usize) -> DetectionRecipe {
+        DetectionRecipe {
+            iterations: 10,
+            images_per_step,
+            lr: 0.01,
+            milestones: vec![],
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            flip: true,
+            frozen_parts: 1,
+            log_every: 1,
+            checkpoint_every: 1,
+        }
+    }
+
+    #[test]
+    fn the_replicas_shares_of_an_update_are_its_images_in_order() {
+        let r = recipe(8);
+        for (world, it) in [(1, 0), (2, 3), (4, 7), (8, 12)] {
+            let (images, flips) = step_plan(&r, 50, 5, it);
+            let shares: Vec<_> = (0..world).map(|rank| replica_plan(&r, 50, 5, (it, rank, world))).collect();
+            assert!(shares.iter().all(|s| s.0.len() == 8 / world), "{world} ranks: equal shares");
+            assert_eq!(shares.iter().flat_map(|s| s.0.clone()).collect::<Vec<_>>(), images, "{world} ranks");
+            assert_eq!(shares.iter().flat_map(|s| s.1.clone()).collect::<Vec<_>>(), flips, "{world} ranks");
+        }
+    }
+
+    #[test]
+    fn rank_0_samples_as_a_run_alone_did_and_every_rank_from_its_own_stream() {
+        for (seed, it) in [(0, 0), (7, 1), (3, 123_456)] {
+            // The seed of every update of a run alone before runs were data-parallel.
+            let alone = (rng_for(seed, b"detection-sample", it).next_u64() >> 1) as i64;
+            assert_eq!(sample_seed(seed, it, 0), alone);
+            let ranks: std::collections::HashSet<i64> = (0..16).map(|r| sample_seed(seed, it, r)).collect();
+            assert_eq!(ranks.len(), 16, "16 ranks, 16 streams");
+            assert!(!ranks.contains(&sample_seed(seed, it + 1, 0)), "another update, another stream");
+        }
+    }
+}

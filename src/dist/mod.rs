@@ -7,7 +7,9 @@ pub mod launch;
 pub mod replicas;
 
 pub use launch::{Launch, RankEnv};
-pub use replicas::{BUCKET_BYTES, GradSync, Replicas, check_batch, rank0_says, share, stop_requested};
+pub use replicas::{
+    BUCKET_BYTES, GradSync, Replicas, all_ok, check_batch, rank0_says, share, stop_requested,
+};
 
 #[cfg(test)]
 mod tests {

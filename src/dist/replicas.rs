@@ -164,6 +164,9 @@ impl Replicas {
         let counts = self.sum(&counts)?;
         let offset = counts[..self.rank()].iter().sum::<f64>() as i64;
         let total = counts.iter().sum::<f64>() as i64;
+        if total == 0 {
+            return Ok(Tensor::zeros([0, rows.size()[1]], (tch::Kind::Double, Device::Cpu)));
+        }
         let all = Tensor::zeros([total, rows.size()[1]], (tch::Kind::Double, self.device));
         all.narrow(0, offset, rows.size()[0]).copy_(&rows.to_device(self.device));
         self.group.all_reduce_sum(&all)?;
@@ -217,6 +220,19 @@ pub fn rank0_says(dp: Option<&Replicas>, flag: bool) -> Result<bool> {
             let mine = if dp.rank() == 0 { f64::from(u8::from(flag)) } else { 0.0 };
             Ok(dp.sum(&[mine])?[0] > 0.0)
         }
+    }
+}
+
+/// `r` where every replica's is `Ok`; otherwise an error on every replica (its own, or one saying
+/// that another rank failed), so that no replica waits in a collective a failed one never reaches.
+pub fn all_ok<T>(dp: Option<&Replicas>, r: Result<T>) -> Result<T> {
+    let Some(dp) = dp else { return r };
+    let failed = dp.sum(&[f64::from(u8::from(r.is_err()))])?[0];
+    match r {
+        Ok(_) if failed > 0.0 => {
+            anyhow::bail!("rank {}: {failed} other rank(s) failed (their messages say why)", dp.rank())
+        }
+        r => r,
     }
 }
 

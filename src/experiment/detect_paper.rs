@@ -15,7 +15,7 @@ use crate::detect::train::{DetectionRecipe, detect_shared, train};
 use crate::detect::voc::{self, VocImage};
 use crate::detect::voc_ap::ApMetric;
 use crate::detect::{DetectionSet, Detections, FasterRcnn};
-use crate::dist::{Replicas, rank0_says};
+use crate::dist::{Replicas, all_ok, rank0_says};
 use crate::models::{ImageNetNet, load_into};
 use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
@@ -176,19 +176,14 @@ pub fn run(
     let run = PaperDetection { weights_sha256: super::release::sha256(weights)?, ..e.clone() };
     let dir = RunDir { path: store.root.join(&e.backbone).join(format!("seed{}", e.seed)) };
     let rank0 = dp.is_none_or(|d| d.rank() == 0);
-    let lock = if rank0 {
-        dir.claim(&run)?;
-        dir.lock()?
-    } else {
-        None
-    };
+    let lock = all_ok(dp, if rank0 { dir.claim(&run).and_then(|_| dir.lock()) } else { Ok(None) })?;
     ensure!(
         rank0_says(dp, lock.is_some())?,
         "{} is being trained by {}",
         dir.path.display(),
         dir.lock_holder()
     );
-    let done = dir.final_as::<PaperRecord>()?;
+    let done = all_ok(dp, dir.final_as::<PaperRecord>())?;
     if rank0_says(dp, done.is_some())? {
         return done.with_context(|| {
             format!(
@@ -278,10 +273,8 @@ pub fn summary_md(e: &PaperDetection, r: &PaperRecord) -> String {
     )
 }
 
-/// Where the runs go unless `--out` says: `runs/table7`, `runs/table8`.
-pub fn default_out(e: &PaperDetection) -> PathBuf {
-    PathBuf::from("runs").join(match e.data {
-        PaperData::Voc { .. } => "table7",
-        PaperData::Coco { .. } => "table8",
-    })
+/// Where an experiment file's runs go unless `--out` says: `runs/<its name>` (`runs/table7_voc`;
+/// `runs/table7_voc_16`, another schedule, apart).
+pub fn default_out(config: &Path) -> PathBuf {
+    PathBuf::from("runs").join(config.file_stem().unwrap_or(std::ffi::OsStr::new("detection")))
 }

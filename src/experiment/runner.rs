@@ -85,14 +85,14 @@ pub fn run_experiment(exp: &Experiment, o: &RunnerOptions) -> Result<Vec<Outcome
             return Err(crate::interrupt::Interrupted { at, signal }.into());
         }
         let dir = o.store.run(&run);
-        // Rank 0 (or the only process) claims and locks; the replicas follow its decisions.
-        let lock = if speaks {
-            dir.claim(&run).with_context(|| format!("run {}", dir.path.display()))?;
-            // Held while the run trains and is evaluated: another worker skips it meanwhile.
-            dir.lock()?
+        // Rank 0 (or the only process) claims and locks (held while the run trains and is
+        // evaluated: another worker skips it meanwhile); the replicas follow its decisions.
+        let claimed = if speaks {
+            dir.claim(&run).with_context(|| format!("run {}", dir.path.display())).and_then(|_| dir.lock())
         } else {
-            None
+            Ok(None)
         };
+        let lock = crate::dist::all_ok(o.train.replicas.as_deref(), claimed)?;
         if !rank0_says(o, lock.is_some() || !speaks)? {
             let status = RunStatus::Busy(dir.lock_holder());
             log_status(&run, &status);

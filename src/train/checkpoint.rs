@@ -184,13 +184,14 @@ pub fn resume_replica<R: Row>(
     (label, dp): (&str, Option<&crate::dist::Replicas>),
 ) -> Result<(TrainState, Option<MetricsWriter<R>>)> {
     let Some(dp) = dp else { return resume_or_start(files, (vs, opt), fresh, (label, true)) };
-    if dp.rank() != 0 {
-        dp.group.barrier()?;
+    let first =
+        (dp.rank() == 0).then(|| resume_or_start(files, (vs, &mut *opt), fresh.clone(), (label, true)));
+    // Every rank waits here for rank 0's choice; a failure there is every rank's.
+    if !crate::dist::rank0_says(Some(dp), first.as_ref().is_some_and(|r| r.is_ok()))? {
+        return first.unwrap_or_else(|| anyhow::bail!("rank {}: rank 0 could not resume the run", dp.rank()));
     }
-    let (state, writer) = resume_or_start(files, (vs, &mut *opt), fresh, (label, dp.rank() == 0))?;
-    if dp.rank() == 0 {
-        dp.group.barrier()?;
-    }
+    let mine = first.unwrap_or_else(|| resume_or_start(files, (vs, &mut *opt), fresh, (label, false)));
+    let (state, writer) = crate::dist::all_ok(Some(dp), mine)?;
     dp.start(vs, (&opt.params, &mut opt.buffers), state.iteration)?;
     Ok((state, writer))
 }
