@@ -103,7 +103,13 @@ impl Conv {
         Conv { weight, in_channels, out_channels, kernel, stride, padding: kernel / 2 }
     }
 
+    /// The convolution; under bfloat16 autocast on a CPU without bfloat16 kernels, the same
+    /// arithmetic in fp32 kernels (`shim::conv2d_bf16_in_fp32`), 10-20x faster there.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
+        if xs.device() == tch::Device::Cpu && crate::shim::cpu_bf16_in_fp32() {
+            return crate::shim::conv2d_bf16_in_fp32(xs, &self.weight, self.stride, self.padding)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        }
         xs.conv2d(
             &self.weight,
             None::<Tensor>,

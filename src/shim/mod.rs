@@ -34,6 +34,9 @@ unsafe extern "C" {
     ) -> c_int;
     fn rr_autocast_enter_bf16(cuda: c_int, was_enabled: *mut c_int, was_dtype: *mut c_int) -> c_int;
     fn rr_autocast_leave(cuda: c_int, was_enabled: c_int, was_dtype: c_int) -> c_int;
+    fn rr_cpu_bf16_in_fp32() -> c_int;
+    fn rr_conv2d_bf16_in_fp32(x: *mut C_tensor, w: *mut C_tensor, stride: i64, padding: i64)
+    -> *mut C_tensor;
 }
 
 fn last_error(what: &str) -> anyhow::Error {
@@ -234,6 +237,30 @@ impl Autocast {
         }
         Ok(Autocast { cuda, was: (enabled, dtype) })
     }
+}
+
+/// Whether CPU convolutions under bfloat16 autocast go through [`conv2d_bf16_in_fp32`]: autocast
+/// to bfloat16 is on for the CPU on this thread and this CPU has no oneDNN bfloat16 kernels (x86
+/// without AVX-512, e.g. an AVX2 AMD EPYC), where libtorch's fallback convolution is ~20x slower
+/// than fp32.
+pub fn cpu_bf16_in_fp32() -> bool {
+    // SAFETY: no arguments; reads thread-local and process-wide state.
+    unsafe { rr_cpu_bf16_in_fp32() == 1 }
+}
+
+/// A bias-free, undilated, ungrouped conv2d as bfloat16 autocast defines it (operands rounded to
+/// bfloat16, products accumulated in fp32, output bfloat16; gradients rounded to bfloat16 at the
+/// same points), computed by the fp32 kernels. The arithmetic of oneDNN's bfloat16 convolution
+/// (fp32 accumulation) but for the order of the sums.
+pub fn conv2d_bf16_in_fp32(x: &Tensor, w: &Tensor, stride: i64, padding: i64) -> Result<Tensor> {
+    // SAFETY: live tch tensors; the returned handle is new and owned by the Tensor we build.
+    let out = unsafe {
+        rr_conv2d_bf16_in_fp32(x.as_ptr() as *mut C_tensor, w.as_ptr() as *mut C_tensor, stride, padding)
+    };
+    if out.is_null() {
+        return Err(last_error("bfloat16 conv2d in fp32"));
+    }
+    Ok(unsafe { Tensor::from_ptr(out) })
 }
 
 impl Drop for Autocast {

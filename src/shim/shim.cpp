@@ -6,7 +6,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <vector>
 
@@ -176,6 +178,40 @@ int rr_autocast_leave(int cuda, int was_enabled, int was_dtype) {
         return 0;
       },
       -1);
+}
+
+// 1 if bfloat16 autocast is on for CPU tensors on this thread and this CPU has no oneDNN bfloat16
+// kernels (torch.ops.mkldnn._is_mkldnn_bf16_supported() is false: x86 without AVX-512), 0 if
+// not, -1 on error.
+int rr_cpu_bf16_in_fp32() {
+  return guarded(
+      [&] {
+        static const bool native = c10::Dispatcher::singleton()
+                                       .findSchemaOrThrow("mkldnn::_is_mkldnn_bf16_supported", "")
+                                       .typed<bool()>()
+                                       .call();
+        bool on = at::autocast::is_autocast_enabled(at::kCPU) &&
+                  at::autocast::get_autocast_dtype(at::kCPU) == at::kBFloat16;
+        return (on && !native) ? 1 : 0;
+      },
+      -1);
+}
+
+// conv2d (no bias, no dilation, one group) as bfloat16 autocast defines it, computed by the fp32
+// kernels: the operands rounded to bfloat16, their products (exact in fp32) accumulated in fp32,
+// the output rounded to bfloat16; in the backward pass the gradients are rounded to bfloat16 at
+// the same points (the casts' own backward). What a CPU without bfloat16 kernels otherwise runs
+// is libtorch's fallback, about 20 times slower than fp32 on an AVX2 CPU.
+at::Tensor* rr_conv2d_bf16_in_fp32(at::Tensor* x, at::Tensor* w, int64_t stride, int64_t padding) {
+  return guarded(
+      [&] {
+        c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+        auto xf = x->to(at::kBFloat16).to(at::kFloat);
+        auto wf = w->to(at::kBFloat16).to(at::kFloat);
+        return new at::Tensor(
+            at::conv2d(xf, wf, {}, {stride, stride}, {padding, padding}).to(at::kBFloat16));
+      },
+      (at::Tensor*)nullptr);
 }
 
 }  // extern "C"
