@@ -298,10 +298,6 @@ fn how_long(
         return Ok(None);
     }
     let device = opts.train.device;
-    let emulated = crate::env::cpu_bf16() == crate::env::CpuBf16::None && device == tch::Device::Cpu;
-    if emulated && exp.train.precision == Precision::Bf16 {
-        return Ok(None); // a bf16 step is slow to time here, and the warning says why
-    }
     let runs = crate::experiment::runner::select(exp.resolve(shape)?, &opts.only, &exp.name)?;
     let Some(est) = estimate(&runs, Some(&opts.store), device)? else { return Ok(None) };
     if est.runs.is_empty() {

@@ -527,7 +527,8 @@ fn bf16_convolutions_in_fp32_kernels_compute_bf16_autocasts_arithmetic() {
     assert_eq!((dx.kind(), dw.kind()), (Kind::Float, Kind::Float), "gradients reach fp32 leaves in fp32");
     // float64 on the bfloat16-rounded operands, each result rounded to bfloat16 once: what a
     // bfloat16 convolution accumulating in fp32 computes, but for its rounding (one step at most).
-    let (x64, w64) = (bf16_f64(&x.detach()).set_requires_grad(true), bf16_f64(&w.detach()).set_requires_grad(true));
+    let (x64, w64) =
+        (bf16_f64(&x.detach()).set_requires_grad(true), bf16_f64(&w.detach()).set_requires_grad(true));
     let y64 = x64.conv2d(&w64, None::<Tensor>, [2, 2], [1, 1], [1, 1], 1);
     (&y64 * g.to_kind(Kind::Double)).sum(Kind::Double).backward();
     for (ours, exact, what) in
