@@ -57,6 +57,17 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// Every rank exited successfully, saying "OK rank <r>"; else its output, after `what`.
+fn assert_every_rank_ok(outs: &[Output], what: &str) {
+    for (rank, o) in outs.iter().enumerate() {
+        assert!(
+            o.status.success() && text(o).contains(&format!("OK rank {rank}")),
+            "{what} rank {rank}:\n{}",
+            text(o)
+        );
+    }
+}
+
 /// One rank of a scenario: does nothing unless started by `launch`.
 #[test]
 fn child() {
@@ -321,13 +332,7 @@ fn a_rank_0_that_cannot_resume_fails_the_others_at_once() {
     std::fs::write(ckpt.join("state.json"), "not json").unwrap();
     let started = Instant::now();
     let outs = launch_in("detector-unreadable", 2, dir.path());
-    for (rank, o) in outs.iter().enumerate() {
-        assert!(
-            o.status.success() && text(o).contains(&format!("OK rank {rank}")),
-            "rank {rank}:\n{}",
-            text(o)
-        );
-    }
+    assert_every_rank_ok(&outs, "");
     assert!(started.elapsed() < Duration::from_secs(25), "rank 1 waited {:?}", started.elapsed());
 }
 
@@ -338,13 +343,7 @@ fn two_ranks_train_the_detector_on_the_mean_gradient_of_their_shares_and_detect_
     }
     let dir = tempfile::tempdir().unwrap();
     let outs = launch_in("detector", 2, dir.path());
-    for (rank, o) in outs.iter().enumerate() {
-        assert!(
-            o.status.success() && text(o).contains(&format!("OK rank {rank}")),
-            "rank {rank}:\n{}",
-            text(o)
-        );
-    }
+    assert_every_rank_ok(&outs, "");
     let read = |name: &str| -> std::collections::HashMap<String, Tensor> {
         Tensor::read_safetensors(dir.path().join(name)).unwrap().into_iter().collect()
     };
@@ -408,10 +407,7 @@ fn two_ranks_of_64_train_as_one_process_with_bn_batch_64() {
     for d in [&dp, &alone, &whole, &resumed] {
         common::write_fashion_mnist(&d.path().join("data/fashion-mnist"), 512, 64, true);
     }
-    let outs = launch_in("train", 2, dp.path());
-    for (rank, out) in outs.iter().enumerate() {
-        assert!(out.status.success() && text(out).contains(&format!("OK rank {rank}")), "{}", text(out));
-    }
+    assert_every_rank_ok(&launch_in("train", 2, dp.path()), "");
     // The last: 2 replicas to iteration 10, then one process to the end from their checkpoint.
     for (scenario, world, d) in [
         ("train-alone", 1, &alone),
@@ -510,13 +506,7 @@ fn on_an_image_folder_two_ranks_of_4_train_and_test_as_one_process_with_bn_batch
         ("folder-alone", 1, &resumed),
         ("folder-whole", 1, &whole),
     ] {
-        for (rank, out) in launch_in(scenario, world, d.path()).iter().enumerate() {
-            assert!(
-                out.status.success() && text(out).contains(&format!("OK rank {rank}")),
-                "{scenario}: {}",
-                text(out)
-            );
-        }
+        assert_every_rank_ok(&launch_in(scenario, world, d.path()), scenario);
     }
     let run = |d: &tempfile::TempDir| {
         let runs = resnet_repro::experiment::Store::new(d.path().join("runs")).runs().unwrap();
@@ -604,9 +594,7 @@ fn replicas_start_from_rank_0_and_average_gradients_and_running_statistics() {
     if !gloo() {
         return;
     }
-    for (rank, out) in launch("replicas", 2).iter().enumerate() {
-        assert!(out.status.success() && text(out).contains(&format!("OK rank {rank}")), "{}", text(out));
-    }
+    assert_every_rank_ok(&launch("replicas", 2), "");
 }
 
 /// Whether this build has Gloo: a test needing it fails without, naming the package (or skips,
@@ -623,9 +611,7 @@ fn two_ranks_sum_broadcast_and_meet_over_gloo() {
     if !gloo() {
         return;
     }
-    for (rank, out) in launch("collectives", 2).iter().enumerate() {
-        assert!(out.status.success() && text(out).contains(&format!("OK rank {rank}")), "{}", text(out));
-    }
+    assert_every_rank_ok(&launch("collectives", 2), "");
 }
 
 #[test]
