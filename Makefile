@@ -75,6 +75,7 @@ help:
 	@echo "                        NPROC=8: data-parallel, 2 images a GPU (experiments/table7_voc_16.toml; NNODES=...)"
 	@echo "make reproduce-table8   Table 8: the same on COCO train2017 -> val2017 (runs/table8_coco/)"
 	@echo "                        DATA_DIR=<folder with annotations/, train2017/, val2017/> WEIGHTS=..."
+	@echo "                        NPROC=8: data-parallel (experiments/table8_coco_16.toml), as for reproduce-table7"
 	@echo "make reproduce-detect-scenes  Tables 7-8 at small scale: Faster R-CNN C4 on Fashion-MNIST scenes, the"
 	@echo "                        released plain-20/ResNet-20 as backbones, pre-trained and from scratch"
 	@echo "                        (runs/detect_scenes/summary.md); JOBS=2 shares the runs between 2 workers"
