@@ -276,6 +276,7 @@ pub fn train(
         r.images_per_step
     );
     freeze(det, r.frozen_parts)?;
+    crate::shim::malloc::keep_freed_memory();
     std::fs::create_dir_all(&files.checkpoints)
         .with_context(|| format!("creating {}", files.checkpoints.display()))?;
     let mut opt = Sgd::new(vs, r.momentum, r.weight_decay);

@@ -2,6 +2,7 @@
 
 pub mod dist;
 pub mod graph;
+pub mod malloc;
 
 use anyhow::{Result, bail};
 use std::ffi::{CStr, c_char, c_double, c_int};

@@ -64,6 +64,7 @@ impl Trainer {
             // scripts do). CPU runs are unaffected and stay bit-reproducible.
             tch::Cuda::cudnn_set_benchmark(true);
         }
+        crate::shim::malloc::keep_freed_memory();
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);
         let net = net.build(&vs.root())?;
