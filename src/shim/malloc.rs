@@ -1,9 +1,9 @@
 //! The C allocator that libtorch's CPU tensors come from (glibc's malloc on Linux), set for
 //! training.
 //!
-//! A training step allocates and frees the same activations every step. With glibc's defaults, whether that memory stays in the process
-//! depends on the history of the heap: when the freed top of the heap exceeds the trim threshold
-//! it goes back to the kernel, and the next step faults every page of it in again, zeroed. One
+//! A training step allocates and frees the same activations every step. With glibc's defaults,
+//! whether that memory stays in the process depends on the history of the heap: when the freed
+//! top of the heap exceeds the trim threshold it goes back to the kernel, and the next step faults every page of it in again, zeroed. One
 //! release run of ResNet-32 here took 45,000 page faults a second (15% of its time in the
 //! kernel) while its plain-32 twin took none. [`keep_freed_memory`] fixes the two thresholds
 //! (`mallopt`): allocations up to 32 MiB come from the heap, and the main heap (the training
