@@ -2,15 +2,15 @@
 //! training.
 //!
 //! A training step allocates and frees the same activations every step. With glibc's defaults,
-//! whether that memory stays in the process depends on the history of the heap: when the freed
-//! top of the heap exceeds the trim threshold it goes back to the kernel, and the next step faults every page of it in again, zeroed. One
-//! release run of ResNet-32 here took 45,000 page faults a second (15% of its time in the
-//! kernel) while its plain-32 twin took none. [`keep_freed_memory`] fixes the two thresholds
-//! (`mallopt`): allocations up to 32 MiB come from the heap, and the main heap (the training
-//! thread's) is never trimmed; other threads' heaps may still be unmapped when wholly free.
-//! Larger allocations (an evaluation batch, an ImageNet activation) are mapped and unmapped as
-//! before. Where memory comes from is not arithmetic: a 60-iteration bf16 ResNet-20 run gave the
-//! same checkpoint bytes either way.
+//! whether that memory stays in the process depends on the history of the heap: when the freed top
+//! of the heap exceeds the trim threshold it goes back to the kernel, and the next step faults
+//! every page of it in again, zeroed. One release run of ResNet-32 here took 45,000 page faults a
+//! second (15% of its time in the kernel) while its plain-32 twin took none. [`keep_freed_memory`]
+//! fixes the two thresholds (`mallopt`): allocations up to 32 MiB come from the heap, and the main
+//! heap (the training thread's) is never trimmed; other threads' heaps may still be unmapped when
+//! wholly free. Larger allocations (an evaluation batch, an ImageNet activation) are mapped and
+//! unmapped as before. Where memory comes from is not arithmetic: a 60-iteration bf16 ResNet-20 run
+//! gave the same checkpoint bytes either way.
 //!
 //! `RESNET_REPRO_MALLOC=default` keeps glibc's defaults (to measure the difference, or where
 //! memory must go back to the system between steps).
