@@ -18,7 +18,7 @@ use super::detector::FasterRcnn;
 use super::head::Detections;
 use crate::data::augment::rng_for;
 use crate::dist::Replicas;
-use crate::interrupt::{self, Interrupted};
+use crate::interrupt::Interrupted;
 use crate::train::SgdSettings;
 use crate::train::checkpoint::{self, RunFiles, TrainState};
 use crate::train::metrics::Row;
@@ -259,22 +259,7 @@ pub fn train(
     (files, seed, label): (&RunFiles, u64, &str),
     dp: Option<&Replicas>,
 ) -> Result<TrainState> {
-    r.validate()?;
-    if let Some(dp) = dp {
-        ensure!(
-            r.images_per_step.is_multiple_of(dp.world()),
-            "[train] images_per_step ({}) must divide evenly over the {} ranks: choose a world size that \
-             divides it, or an experiment file made for it (experiments/table7_voc_16.toml for 2, 4, 8 or 16)",
-            r.images_per_step,
-            dp.world()
-        );
-    }
-    ensure!(
-        set.len() >= r.images_per_step,
-        "{} training images for {} an update",
-        set.len(),
-        r.images_per_step
-    );
+    check_fits(r, set, dp)?;
     freeze(det, r.frozen_parts)?;
     crate::shim::malloc::keep_freed_memory();
     std::fs::create_dir_all(&files.checkpoints)
@@ -301,36 +286,68 @@ pub fn train(
         window.steps += 1;
         state.iteration += 1;
         state.seconds = before + started.elapsed().as_secs_f64();
-        if state.iteration.is_multiple_of(r.log_every) || state.iteration == r.iterations {
-            let epoch = state.iteration as f64 / (set.len() / r.images_per_step) as f64;
-            let row = std::mem::take(&mut window).row(state.iteration, epoch, lr, state.seconds);
-            if let Some(w) = &mut writer {
-                w.append(&row)?;
-                eprintln!(
-                    "{label}: iteration {}/{}, loss {:.4}, lr {lr}",
-                    state.iteration, r.iterations, row.loss
-                );
-            }
+        if !(state.iteration.is_multiple_of(r.log_every) || state.iteration == r.iterations) {
+            continue;
         }
-        let at_row = window.steps == 0;
-        let stop = if at_row { crate::dist::stop_requested(dp)? } else { interrupt::requested() };
-        if at_row
-            && (state.iteration.is_multiple_of(r.checkpoint_every)
-                || state.iteration == r.iterations
-                || stop.is_some())
-        {
-            save_checkpoint(det, vs, (&opt, &state), (files, writer.as_mut()), dp)?;
+        let epoch = state.iteration as f64 / (set.len() / r.images_per_step) as f64;
+        let row = std::mem::take(&mut window).row(state.iteration, epoch, lr, state.seconds);
+        if let Some(w) = &mut writer {
+            w.append(&row)?;
+            eprintln!(
+                "{label}: iteration {}/{}, loss {:.4}, lr {lr}",
+                state.iteration, r.iterations, row.loss
+            );
         }
-        if let Some(signal) = stop
-            && at_row
-        {
-            anyhow::bail!(Interrupted { at: format!("{label} at iteration {}", state.iteration), signal });
-        }
+        end_row(det, vs, (&opt, &state), (files, writer.as_mut()), (r, dp, label))?;
     }
     if writer.is_some() {
         crate::models::save_weights(vs, &files.weights)?;
     }
     Ok(state)
+}
+
+/// Whether `r` can train on `set`, with the replicas of `dp` where there are.
+fn check_fits(r: &DetectionRecipe, set: &dyn DetectionSet, dp: Option<&Replicas>) -> Result<()> {
+    r.validate()?;
+    if let Some(dp) = dp {
+        ensure!(
+            r.images_per_step.is_multiple_of(dp.world()),
+            "[train] images_per_step ({}) must divide evenly over the {} ranks: choose a world size that \
+             divides it, or an experiment file made for it (experiments/table7_voc_16.toml for 2, 4, 8 or 16)",
+            r.images_per_step,
+            dp.world()
+        );
+    }
+    ensure!(
+        set.len() >= r.images_per_step,
+        "{} training images for {} an update",
+        set.len(),
+        r.images_per_step
+    );
+    Ok(())
+}
+
+/// At a metrics row (the only place a run stops, so that replicas stop together): a checkpoint
+/// where one is due, at the end, or before a stop that a signal asked for (of any replica); then
+/// that stop, as the error that says where the run can resume from.
+fn end_row(
+    det: &FasterRcnn,
+    vs: &nn::VarStore,
+    (opt, state): (&Sgd, &TrainState),
+    (files, writer): (&RunFiles, Option<&mut crate::train::metrics::MetricsWriter<DetectionRow>>),
+    (r, dp, label): (&DetectionRecipe, Option<&Replicas>, &str),
+) -> Result<()> {
+    let stop = crate::dist::stop_requested(dp)?;
+    let due = state.iteration.is_multiple_of(r.checkpoint_every) || state.iteration == r.iterations;
+    if due || stop.is_some() {
+        save_checkpoint(det, vs, (opt, state), (files, writer), dp)?;
+    }
+    match stop {
+        Some(signal) => {
+            Err(Interrupted { at: format!("{label} at iteration {}", state.iteration), signal }.into())
+        }
+        None => Ok(()),
+    }
 }
 
 /// A checkpoint of the run where it is, written by rank 0 (alone: this process) after the
