@@ -166,23 +166,26 @@ fn backbone_run(out: &Path, net: CifarNet, seed: u64) -> RunDir {
     dir
 }
 
-#[test]
-fn detect_scenes_trains_scores_and_summarises_from_classification_runs() {
-    if !common::fashion_mnist_installed() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data"); // empty: the scenes come from Debian's Fashion-MNIST
-    let one = |residual: bool| CifarNet { residual, in_channels: 1, image_size: 28, ..CifarNet::resnet(8) };
-    let plain = backbone_run(&tmp.path().join("cls"), one(false), 0);
-    let res = backbone_run(&tmp.path().join("cls"), one(true), 0);
-    let config = tmp.path().join("scenes.toml");
+/// A small-scale detection experiment in `dir`/scenes.toml on `backbones`, with (iterations,
+/// checkpoint_every) for `train`: 48-pixel scenes of 1-3 items, 12 to train and 6 to score.
+fn scenes_config(
+    dir: &Path,
+    backbones: &[&RunDir],
+    inits: &[&str],
+    seeds: &[u64],
+    (iterations, checkpoint_every): (u64, u64),
+) -> std::path::PathBuf {
+    let list = |v: Vec<String>| v.join(", ");
+    let backbones = list(backbones.iter().map(|b| format!("{:?}", b.path.display().to_string())).collect());
+    let inits = list(inits.iter().map(|i| format!("{i:?}")).collect());
+    let seeds = list(seeds.iter().map(u64::to_string).collect());
+    let config = dir.join("scenes.toml");
     std::fs::write(
         &config,
         format!(
-            r#"backbones = ["{}", "{}"]
-inits = ["pretrained", "scratch"]
-seeds = [0, 1]
+            r#"backbones = [{backbones}]
+inits = [{inits}]
+seeds = [{seeds}]
 [scenes]
 size = 48
 items = [1, 3]
@@ -198,19 +201,31 @@ rpn_batch = 32
 regions_per_image = 16
 pooled = 6
 [train]
-iterations = 3
+iterations = {iterations}
 images_per_step = 2
 lr = 0.01
 milestones = [2]
 frozen_parts = 1
 log_every = 1
-checkpoint_every = 1
-"#,
-            plain.path.display(),
-            res.path.display()
+checkpoint_every = {checkpoint_every}
+"#
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn detect_scenes_trains_scores_and_summarises_from_classification_runs() {
+    if !common::fashion_mnist_installed() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data"); // empty: the scenes come from Debian's Fashion-MNIST
+    let one = |residual: bool| CifarNet { residual, in_channels: 1, image_size: 28, ..CifarNet::resnet(8) };
+    let plain = backbone_run(&tmp.path().join("cls"), one(false), 0);
+    let res = backbone_run(&tmp.path().join("cls"), one(true), 0);
+    let config = scenes_config(tmp.path(), &[&plain, &res], &["pretrained", "scratch"], &[0, 1], (3, 1));
     let out = tmp.path().join("runs");
     let bin = env!("CARGO_BIN_EXE_detect_scenes");
     let run = |extra: &[&str]| {
@@ -281,6 +296,78 @@ checkpoint_every = 1
             && err.contains("another configuration"),
         "{err}"
     );
+}
+
+/// `detect_scenes` on `config`, writing `out`, one thread, with its stderr piped.
+fn spawn_detect_scenes(config: &Path, out: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_detect_scenes"))
+        .arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .arg("--data-dir")
+        .arg(out.join("no-data")) // the scenes come from Debian's Fashion-MNIST
+        .args(["--no-download", "--threads", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child`; (its exit code, or 128 + the signal that ended it; its stderr).
+fn finish(child: std::process::Child) -> (i32, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.code().unwrap_or_else(|| 128 + o.status.signal().unwrap()),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+#[test]
+fn a_signal_stops_a_detection_run_at_a_row_with_a_checkpoint_and_it_resumes_to_the_same_bytes() {
+    use std::io::BufRead;
+    if !common::fashion_mnist_installed() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let net = CifarNet { in_channels: 1, image_size: 28, ..CifarNet::resnet(8) };
+    let res = backbone_run(&tmp.path().join("cls"), net, 0);
+    let config = scenes_config(tmp.path(), &[&res], &["scratch"], &[0], (40, 10));
+    let (straight, stopped) = (tmp.path().join("straight"), tmp.path().join("stopped"));
+    let (code, log) = finish(spawn_detect_scenes(&config, &straight));
+    assert_eq!(code, 0, "{log}");
+    // SIGTERM once iteration 2 is logged: the run stops at the next row (every iteration here).
+    let mut child = spawn_detect_scenes(&config, &stopped);
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let mut log: Vec<String> = lines.by_ref().take_while(|l| !l.contains("iteration 2/40,")).collect();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    log.extend(lines);
+    let (code, _) = finish(child);
+    let log = log.join("\n");
+    assert_eq!(code, 75, "a signal must exit with 75 (interrupted, resumable):\n{log}");
+    let line = log.lines().find(|l| l.starts_with("stopped by SIGTERM")).expect(&log);
+    let at: u64 =
+        line.split("at iteration ").nth(1).and_then(|t| t.split(',').next()?.parse().ok()).expect(line);
+    assert!((2..40).contains(&at), "{line}");
+    let run = |out: &Path| RunDir { path: out.join("resnet8-scratch/seed0") };
+    let checkpoint = run(&stopped).path.join(format!("ckpt-{at:08}"));
+    assert!(checkpoint.join("model.safetensors").is_file(), "no checkpoint at the stop, {at}");
+    assert!(!run(&stopped).path.join("final.json").exists(), "a stopped run has no record");
+    let (code, log) = finish(spawn_detect_scenes(&config, &stopped));
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("iteration 1/40,"), "the resumed run started again:\n{log}");
+    let read = |out: &Path, f: &str| std::fs::read(run(out).path.join(f)).unwrap();
+    assert!(
+        read(&straight, "model.safetensors") == read(&stopped, "model.safetensors"),
+        "the weights differ"
+    );
+    let scores = |out: &Path| {
+        serde_json::from_slice::<serde_json::Value>(&read(out, "final.json")).unwrap()["scores"].clone()
+    };
+    assert_eq!(scores(&straight), scores(&stopped));
+    println!("stopped by SIGTERM at iteration {at} of 40, resumed to the same weights and scores");
 }
 
 #[test]

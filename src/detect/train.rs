@@ -329,7 +329,8 @@ fn check_fits(r: &DetectionRecipe, set: &dyn DetectionSet, dp: Option<&Replicas>
 
 /// At a metrics row (the only place a run stops, so that replicas stop together): a checkpoint
 /// where one is due, at the end, or before a stop that a signal asked for (of any replica); then
-/// that stop, as the error that says where the run can resume from.
+/// that stop, as the error that says where the run can resume from. At the last row a run ends
+/// instead, with its weights, as the classification trainer's do.
 fn end_row(
     det: &FasterRcnn,
     vs: &nn::VarStore,
@@ -337,7 +338,7 @@ fn end_row(
     (files, writer): (&RunFiles, Option<&mut crate::train::metrics::MetricsWriter<DetectionRow>>),
     (r, dp, label): (&DetectionRecipe, Option<&Replicas>, &str),
 ) -> Result<()> {
-    let stop = crate::dist::stop_requested(dp)?;
+    let stop = crate::dist::stop_requested(dp)?.filter(|_| state.iteration < r.iterations);
     let due = state.iteration.is_multiple_of(r.checkpoint_every) || state.iteration == r.iterations;
     if due || stop.is_some() {
         save_checkpoint(det, vs, (opt, state), (files, writer), dp)?;
