@@ -152,14 +152,15 @@ pub struct Progress {
     /// Shows nothing (a replica other than rank 0).
     silent: bool,
     iterations: u64,
-    batch: usize,
+    /// This process's start and the run's iteration then: the pace of the time left.
+    since: (Instant, u64),
     /// Since the last row: training throughput leaves evaluations and checkpoints out.
     clock: Instant,
 }
 
 impl Progress {
-    /// `batch`: the images of one update (over every replica), for the time left.
-    pub fn new(label: String, iterations: u64, batch: usize, at: u64, use_bar: bool) -> Self {
+    /// A run of `iterations`, at iteration `at` now.
+    pub fn new(label: String, iterations: u64, at: u64, use_bar: bool) -> Self {
         let bar = if use_bar {
             let bar = ProgressBar::new(iterations).with_position(at);
             bar.set_style(
@@ -175,7 +176,8 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
-        Progress { bar, label, use_bar, silent: false, iterations, batch, clock: Instant::now() }
+        let since = (Instant::now(), at);
+        Progress { bar, label, use_bar, silent: false, iterations, since, clock: Instant::now() }
     }
 
     /// The same, showing nothing: rank 0 speaks for the replicas.
@@ -218,9 +220,13 @@ impl Progress {
         if self.use_bar {
             self.bar.set_message(msg);
         } else if !self.silent {
-            let left = self.iterations.saturating_sub(it) as f64 * self.batch as f64 / rate;
-            let left =
-                if left.is_finite() { format!(", {} left in the run", about(left)) } else { String::new() };
+            let (start, at) = self.since;
+            let left = seconds_left(
+                self.iterations.saturating_sub(it),
+                it.saturating_sub(at),
+                start.elapsed().as_secs_f64(),
+            )
+            .map_or(String::new(), |s| format!(", {} left in the run", about(s)));
             eprintln!(
                 "{}: it {it}/{} (epoch {epoch:.1}) {msg}, {seconds:.0} s{left}",
                 self.label, self.iterations
@@ -231,6 +237,13 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// The seconds `left` iterations take at the pace of the last `done` in `elapsed` seconds
+/// (evaluations and checkpoints included, so a moment's slowdown moves it little); none before
+/// the first.
+fn seconds_left(left: u64, done: u64, elapsed: f64) -> Option<f64> {
+    (done > 0).then(|| left as f64 * elapsed / done as f64)
 }
 
 /// `about 3 days 4 h`, `about 5 h 10 min`, `about 12 min`, `under a minute`: a time to come.
@@ -246,7 +259,7 @@ pub fn about(seconds: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::about;
+    use super::{about, seconds_left};
 
     #[test]
     fn times_to_come_read_as_people_say_them() {
@@ -254,5 +267,12 @@ mod tests {
         assert_eq!(about(12.0 * 60.0), "about 12 min");
         assert_eq!(about(5.0 * 3600.0 + 600.0), "about 5 h 10 min");
         assert_eq!(about(3.0 * 86400.0 + 4.0 * 3600.0), "about 3 days 4 h");
+    }
+
+    #[test]
+    fn the_time_left_is_at_the_pace_since_the_process_started() {
+        assert_eq!(seconds_left(300, 100, 50.0), Some(150.0));
+        assert_eq!(seconds_left(0, 100, 50.0), Some(0.0));
+        assert_eq!(seconds_left(300, 0, 50.0), None);
     }
 }

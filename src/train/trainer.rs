@@ -182,8 +182,7 @@ impl<'a> Run<'a> {
         let dp = opts.replicas.as_deref();
         let (state, writer) =
             checkpoint::resume_replica(files, (&mut trainer.vs, &mut trainer.opt), fresh, (&label, dp))?;
-        let progress =
-            Progress::new(label, t.iterations, t.batch_size, state.iteration, opts.progress_bar && writes);
+        let progress = Progress::new(label, t.iterations, state.iteration, opts.progress_bar && writes);
         let progress = if writes { progress } else { progress.silent() };
         // A checkpoint holds the windows' sums over every replica: rank 0 carries them on.
         let windows = if writes { state.windows } else { Default::default() };
