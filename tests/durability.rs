@@ -2,6 +2,9 @@
 //! tiny experiment over real Fashion-MNIST): signals and kill -9 at random moments, a corrupt
 //! newest checkpoint, a write that fails. After each, the resumed run must end with the same bytes
 //! of weights and the same metrics (but for the wall-time column) as an uninterrupted run.
+//! And the detector's trainer signalled in this process (no other test here trains in-process).
+
+mod common;
 
 use rand::{Rng, SeedableRng};
 use resnet_repro::train::metrics::read_metrics;
@@ -356,4 +359,30 @@ fn two_workers_share_a_sweep_each_run_trained_once_and_one_summary() {
     assert!(summary.contains("| ResNet-8 | test | 4 |"), "{summary}");
     assert!(stdout.contains("summary.md"), "the last worker writes the summary:\n{stdout}");
     std::fs::remove_dir_all(&ws).unwrap();
+}
+
+#[test]
+fn a_signalled_detection_run_stops_at_its_next_row_but_finishes_at_its_last() {
+    use common::detect::{tiny_detector, tiny_recipe, tiny_scenes};
+    use resnet_repro::detect::train::train;
+    use resnet_repro::interrupt::Interrupted;
+    resnet_repro::interrupt::install().unwrap();
+    // SAFETY: raise(3) of a signal whose handler only sets flags.
+    assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+    assert_eq!(resnet_repro::interrupt::requested(), Some("SIGTERM"));
+    let tmp = std::env::temp_dir().join(format!("resnet-repro-durability-{}-detect", std::process::id()));
+    let files = resnet_repro::experiment::RunDir { path: tmp.clone() }.files();
+    let (set, recipe) = (tiny_scenes(), tiny_recipe(2)); // a row every update, checkpoints at 2
+    let (mut vs, det) = tiny_detector(3);
+    let e = train(&det, &mut vs, &set, &recipe, (&files, 7, "det"), None).unwrap_err();
+    let stop = e.downcast_ref::<Interrupted>().unwrap_or_else(|| panic!("not a stop: {e:#}"));
+    assert_eq!(stop.at, "det at iteration 1");
+    assert!(tmp.join("ckpt-00000001/model.safetensors").is_file(), "no checkpoint where it stopped");
+    assert!(!files.weights.exists(), "a stopped run wrote its final weights");
+    // Resumed, with the stop still asked for: its next row is its last, where it finishes.
+    let (mut vs, det) = tiny_detector(3);
+    let state = train(&det, &mut vs, &set, &recipe, (&files, 7, "det"), None).unwrap();
+    assert_eq!(state.iteration, 2);
+    assert!(files.weights.is_file(), "a finished run has its final weights");
+    std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -8,7 +8,7 @@ use resnet_repro::cli::Worker;
 use resnet_repro::data::DataOptions;
 use resnet_repro::detect::DetectionSet;
 use resnet_repro::experiment::detect_scenes::{
-    SceneData, SceneExperiment, records, resolve, run_one, write_summary,
+    SceneData, SceneExperiment, SceneRun, records, resolve, run_one, write_summary,
 };
 use resnet_repro::experiment::{Runs, Store, Table};
 use std::path::PathBuf;
@@ -52,6 +52,19 @@ fn main() -> std::process::ExitCode {
     resnet_repro::interrupt::exit_status(run())
 }
 
+/// The runs `only` names, in its order (every run when it is empty); a name that is no run of
+/// `config` is an error.
+fn only(runs: Vec<SceneRun>, only: &[String], config: &std::path::Path) -> Result<Vec<SceneRun>> {
+    if only.is_empty() {
+        return Ok(runs);
+    }
+    let picked = |r: &SceneRun, o: &str| o == r.name() || o == format!("{}/seed{}", r.name(), r.seed);
+    for o in only {
+        anyhow::ensure!(runs.iter().any(|r| picked(r, o)), "--only {o}: no such run in {}", config.display());
+    }
+    Ok(only.iter().flat_map(|o| runs.iter().filter(|r| picked(r, o)).cloned().collect::<Vec<_>>()).collect())
+}
+
 fn run() -> Result<()> {
     let args = Args::parse();
     resnet_repro::interrupt::install()?;
@@ -63,29 +76,16 @@ fn run() -> Result<()> {
     }
     let experiment = SceneExperiment::load(&args.config)?;
     let store = args.out.map_or_else(|| Runs::new("runs").table(Table::DetectScenes), Store::new);
-    let mut runs = resolve(&experiment)?;
-    if !args.only.is_empty() {
-        let picked = |r: &resnet_repro::experiment::detect_scenes::SceneRun, o: &str| {
-            o == r.name() || o == format!("{}/seed{}", r.name(), r.seed)
-        };
-        for o in &args.only {
-            anyhow::ensure!(
-                runs.iter().any(|r| picked(r, o)),
-                "--only {o}: no such run in {}",
-                args.config.display()
-            );
-        }
-        runs = args
-            .only
-            .iter()
-            .flat_map(|o| runs.iter().filter(|r| picked(r, o)).cloned().collect::<Vec<_>>())
-            .collect();
-    }
+    let runs = only(resolve(&experiment)?, &args.only, &args.config)?;
     let mut data = DataOptions::new(&args.data_dir);
     data.allow_download = !args.no_download;
     let scenes = SceneData::load(&experiment.scenes, &data)?;
     eprintln!("{} runs; {} training and {} test scenes", runs.len(), scenes.train.len(), scenes.test.len());
     for run in &runs {
+        if let Some(signal) = resnet_repro::interrupt::requested() {
+            let at = format!("before {} seed{}", run.name(), run.seed);
+            return Err(resnet_repro::interrupt::Interrupted { at, signal }.into());
+        }
         match run_one(&store, run, &scenes, args.device)? {
             Some(r) => eprintln!(
                 "{} seed{}: mAP@.5 {:.3}, AP@[.5,.95] {:.3}",

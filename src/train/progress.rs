@@ -152,7 +152,8 @@ pub struct Progress {
     /// Shows nothing (a replica other than rank 0).
     silent: bool,
     iterations: u64,
-    /// This process's start and the run's iteration then: the pace of the time left.
+    /// When the run started or resumed in this process, and its iteration then: the pace of the
+    /// time left.
     since: (Instant, u64),
     /// Since the last row: training throughput leaves evaluations and checkpoints out.
     clock: Instant,
