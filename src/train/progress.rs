@@ -271,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn the_time_left_is_at_the_pace_since_the_process_started() {
+    fn the_time_left_is_at_the_pace_since_the_run_started_or_resumed() {
         assert_eq!(seconds_left(300, 100, 50.0), Some(150.0));
         assert_eq!(seconds_left(0, 100, 50.0), Some(0.0));
         assert_eq!(seconds_left(300, 0, 50.0), None);
