@@ -43,13 +43,15 @@ IMAGENET_ARGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 # in RELEASE_ONLY's order as compute allows: the 20s (released), the 32s, the 56s (Fig. 1's
 # plain-56), the 44s, ResNet-110 (its warm-up), seeds 1 and 2 of the 20s (their spread), plain-110.
 # `make release-runs` restores the released runs as finished (not trained again), resumes the
-# unfinished ones from results/table6/in-progress/ (when there are any) and publishes what finishes;
-# `make release-snapshot` keeps the unfinished runs' newest checkpoints there (commit them).
+# unfinished ones from results/table6/in-progress/ (when there are any) and, once the queue is
+# done, publishes the runs; `make release-snapshot` (after the runs are stopped) publishes every run
+# finished so far and keeps the unfinished runs' newest checkpoints there (commit both).
 RELEASE_RUNS := runs/release
 RELEASE_DEPTHS := plain20,resnet20,plain32,resnet32,plain56,resnet56,plain44,resnet44,resnet110/seed0
 RELEASE_ONLY := $(RELEASE_DEPTHS),plain20/seed1,resnet20/seed1,plain20/seed2,resnet20/seed2,plain110
 RELEASE_TRAIN := target/release/cifar_depth_sweep --config experiments/table6_cifar10.toml --dataset fashion-mnist \
 	--only $(RELEASE_ONLY) --precision bf16 --threads 1 --out $(RELEASE_RUNS) --plots $(RELEASE_RUNS)/plots --no-download
+RELEASE_PUBLISH := target/release/release publish --runs $(RELEASE_RUNS) --command "scripts/workers 2 $(RELEASE_TRAIN)"
 
 .PHONY: all build test test-slow fuzz bench doctor crosscheck release-runs release-snapshot release-detect-scenes reproduce-detect-scenes reproduce-table7 reproduce-table8 results reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table6 reproduce-fig7 report plots fmt lint clean-runs help
 
@@ -85,7 +87,8 @@ help:
 	@echo "                        the README's status table written from it"
 	@echo "make release-runs       train the release's runs to the end (resuming from results/), publish them"
 	@echo "make release-detect-scenes  train the small-scale detection runs, release them (results/detect_scenes/)"
-	@echo "make release-snapshot   keep unfinished release runs' newest checkpoints in results/ (to commit)"
+	@echo "make release-snapshot   publish the release runs finished so far, keep the unfinished ones' newest"
+	@echo "                        checkpoints in results/ (to commit)"
 	@echo "make crosscheck         our training against plain PyTorch's, same recipe, seeds, both inits (runs/crosscheck/)"
 	@echo "                        PRESET=full|quick (quick: 2 seeds, 200 iterations) DATA_DIR=... DEVICE=..."
 	@echo "make test               the test suite (CPU only)"
@@ -141,7 +144,7 @@ reproduce-table3: build
 release-runs: build
 	target/release/release restore --runs $(RELEASE_RUNS)
 	scripts/workers 2 $(RELEASE_TRAIN)
-	target/release/release publish --runs $(RELEASE_RUNS) --command "scripts/workers 2 $(RELEASE_TRAIN)"
+	$(RELEASE_PUBLISH)
 	$(MAKE) results
 
 # Tables 7-8 at small scale: Faster R-CNN C4 on scenes of Fashion-MNIST items, the backbones the
@@ -174,6 +177,7 @@ release-detect-scenes: build
 	target/release/release status
 
 release-snapshot: build
+	$(RELEASE_PUBLISH)
 	target/release/release snapshot --runs $(RELEASE_RUNS)
 	target/release/release status
 

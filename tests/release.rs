@@ -1,7 +1,8 @@
 //! Released results (results/, src/experiment/release.rs): every file the manifest lists is the
 //! file it lists, a released run's test error is measured again from its weights exactly, and a
 //! run snapshotted mid-way (results/.../in-progress/) and restored into a fresh folder resumes to
-//! the same bits as a run never stopped. The first test checks the committed release itself.
+//! the same bits as a run never stopped; `make release-snapshot` publishes a run that finished
+//! while the queue went on. The first test checks the committed release itself.
 
 mod common;
 
@@ -257,4 +258,56 @@ fn estimating_a_sweep_first_changes_none_of_its_bits_and_counts_what_is_left() {
         [("resnet8 seed0", 10)]
     );
     assert_eq!(estimate(&runs, None, Device::Cpu).unwrap().unwrap().runs[0].iterations, 30);
+}
+
+/// What `make -n <target> RELEASE_RUNS=<runs>` would run of the `release` binary, in order.
+fn release_commands(target: &str, runs: &Path) -> Vec<String> {
+    let o = std::process::Command::new("make")
+        .args(["-n", target, &format!("RELEASE_RUNS={}", runs.display())])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make -n {target}: {}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    out.lines().filter(|l| l.starts_with("target/release/release ")).map(String::from).collect()
+}
+
+#[test]
+fn make_release_snapshot_publishes_a_run_that_finished_while_the_queue_went_on() {
+    let _rng = common::rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    // One run finished, another stopped at its checkpoint at 20, in the same runs folder.
+    let finished = common::fixture_runner(dir.path(), &runs);
+    resnet_repro::experiment::run_experiment(&tiny(), &finished).unwrap();
+    let mut stopped = common::fixture_runner(dir.path(), &runs);
+    stopped.train.stop_after = Some(20);
+    let mut plain = tiny();
+    plain.runs[0].residual = false;
+    resnet_repro::experiment::run_experiment(&plain, &stopped).unwrap();
+    // The target's publish and snapshot, as make runs them, into a scratch release.
+    let snapshot = release_commands("release-snapshot", &runs);
+    let verbs: Vec<&str> = snapshot.iter().map(|l| l.split(' ').nth(1).unwrap()).collect();
+    assert_eq!(verbs, ["publish", "snapshot", "status"], "{snapshot:#?}");
+    let results = dir.path().join("results");
+    for line in &snapshot[..2] {
+        let line = line.replacen(
+            "target/release/release",
+            &format!("{} --results {}", env!("CARGO_BIN_EXE_release"), results.display()),
+            1,
+        );
+        let o = std::process::Command::new("sh").args(["-c", &line]).output().unwrap();
+        assert!(o.status.success(), "{line}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let release = Release::new(&results);
+    let released = release.table("table6").runs().unwrap();
+    let names_of = |s: &Store| s.runs().unwrap().into_iter().map(|r| r.config.net.name()).collect::<Vec<_>>();
+    assert_eq!(released.iter().map(|r| r.config.net.name()).collect::<Vec<_>>(), ["resnet8"]);
+    assert_eq!(names_of(&release.in_progress("table6")), ["plain8"]);
+    assert_eq!(release.check().unwrap(), 6);
+    // Listed with the command that trained it: the one `make release-runs` publishes with.
+    let publish = release_commands("release-runs", &runs).into_iter().find(|l| l.contains(" publish "));
+    assert_eq!(publish.as_ref(), Some(&snapshot[0]));
+    let command = release.manifest().unwrap()[0].command.clone();
+    assert!(command.starts_with("scripts/workers 2 target/release/cifar_depth_sweep "), "{command}");
 }
