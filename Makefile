@@ -44,8 +44,9 @@ IMAGENET_ARGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(QUICK_FLAG)
 # plain-56), the 44s, ResNet-110 (its warm-up), seeds 1 and 2 of the 20s (their spread), plain-110.
 # `make release-runs` restores the released runs as finished (not trained again), resumes the
 # unfinished ones from results/table6/in-progress/ (when there are any) and, once the queue is
-# done, publishes the runs; `make release-snapshot` (after the runs are stopped) publishes every run
-# finished so far and keeps the unfinished runs' newest checkpoints there (commit both).
+# done, publishes the runs; `make release-snapshot` (after the runs are stopped) keeps the unfinished
+# runs' newest checkpoints there, publishes every run finished so far and rewrites what the release
+# shows (`make results`: summary, findings, figures, the README's status table): commit all of it.
 RELEASE_RUNS := runs/release
 RELEASE_DEPTHS := plain20,resnet20,plain32,resnet32,plain56,resnet56,plain44,resnet44,resnet110/seed0
 RELEASE_ONLY := $(RELEASE_DEPTHS),plain20/seed1,resnet20/seed1,plain20/seed2,resnet20/seed2,plain110
@@ -177,8 +178,8 @@ release-detect-scenes: build
 	target/release/release status
 
 release-snapshot: build
-	$(RELEASE_PUBLISH)
 	target/release/release snapshot --runs $(RELEASE_RUNS)
+	$(RELEASE_PUBLISH)
 	target/release/release status
 
 # Everything results/ shows, from its files alone: summary, figures, Table 1, the README's status table.

@@ -261,9 +261,11 @@ fn estimating_a_sweep_first_changes_none_of_its_bits_and_counts_what_is_left() {
 }
 
 /// What `make -n <target> RELEASE_RUNS=<runs>` would run of the `release` binary, in order.
-fn release_commands(target: &str, runs: &Path) -> Vec<String> {
+fn release_commands(target: &str, runs: &str) -> Vec<String> {
     let o = std::process::Command::new("make")
-        .args(["-n", target, &format!("RELEASE_RUNS={}", runs.display())])
+        .args(["-n", target, &format!("RELEASE_RUNS={runs}")])
+        .env_remove("MAKEFLAGS")
+        .env_remove("MAKELEVEL")
         .current_dir(repo())
         .output()
         .unwrap();
@@ -276,38 +278,36 @@ fn release_commands(target: &str, runs: &Path) -> Vec<String> {
 fn make_release_snapshot_publishes_a_run_that_finished_while_the_queue_went_on() {
     let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
+    let release = Release::new(dir.path().join("results"));
+    // Two runs stopped at 20 and snapshotted; then one of them finished, the other not.
     let runs = dir.path().join("runs");
-    // One run finished, another stopped at its checkpoint at 20, in the same runs folder.
-    let finished = common::fixture_runner(dir.path(), &runs);
-    resnet_repro::experiment::run_experiment(&tiny(), &finished).unwrap();
     let mut stopped = common::fixture_runner(dir.path(), &runs);
     stopped.train.stop_after = Some(20);
     let mut plain = tiny();
     plain.runs[0].residual = false;
-    resnet_repro::experiment::run_experiment(&plain, &stopped).unwrap();
-    // The target's publish and snapshot, as make runs them, into a scratch release.
-    let snapshot = release_commands("release-snapshot", &runs);
+    for e in [&tiny(), &plain] {
+        resnet_repro::experiment::run_experiment(e, &stopped).unwrap();
+    }
+    assert_eq!(release.snapshot(&stopped.store, "table6").unwrap().len(), 2);
+    resnet_repro::experiment::run_experiment(&tiny(), &common::fixture_runner(dir.path(), &runs)).unwrap();
+    // The target's commands as make gives them, but the release a scratch one.
+    let snapshot = release_commands("release-snapshot", "runs");
     let verbs: Vec<&str> = snapshot.iter().map(|l| l.split(' ').nth(1).unwrap()).collect();
-    assert_eq!(verbs, ["publish", "snapshot", "status"], "{snapshot:#?}");
-    let results = dir.path().join("results");
+    assert_eq!(verbs, ["snapshot", "publish", "status"], "{snapshot:#?}");
+    let bin = env!("CARGO_BIN_EXE_release").replace('\'', r"'\''");
     for line in &snapshot[..2] {
-        let line = line.replacen(
-            "target/release/release",
-            &format!("{} --results {}", env!("CARGO_BIN_EXE_release"), results.display()),
-            1,
-        );
-        let o = std::process::Command::new("sh").args(["-c", &line]).output().unwrap();
+        let line = line.replacen("target/release/release", &format!("'{bin}' --results results"), 1);
+        let o =
+            std::process::Command::new("sh").args(["-c", &line]).current_dir(dir.path()).output().unwrap();
         assert!(o.status.success(), "{line}: {}", String::from_utf8_lossy(&o.stderr));
     }
-    let release = Release::new(&results);
-    let released = release.table("table6").runs().unwrap();
-    let names_of = |s: &Store| s.runs().unwrap().into_iter().map(|r| r.config.net.name()).collect::<Vec<_>>();
-    assert_eq!(released.iter().map(|r| r.config.net.name()).collect::<Vec<_>>(), ["resnet8"]);
-    assert_eq!(names_of(&release.in_progress("table6")), ["plain8"]);
+    let names_of = |s: Store| s.runs().unwrap().into_iter().map(|r| r.config.net.name()).collect::<Vec<_>>();
+    assert_eq!(names_of(release.table("table6")), ["resnet8"]);
+    assert_eq!(names_of(release.in_progress("table6")), ["plain8"], "the finished run's snapshot dropped");
     assert_eq!(release.check().unwrap(), 6);
     // Listed with the command that trained it: the one `make release-runs` publishes with.
-    let publish = release_commands("release-runs", &runs).into_iter().find(|l| l.contains(" publish "));
-    assert_eq!(publish.as_ref(), Some(&snapshot[0]));
+    let publish = release_commands("release-runs", "runs").into_iter().find(|l| l.contains(" publish "));
+    assert_eq!(publish.as_ref(), Some(&snapshot[1]));
     let command = release.manifest().unwrap()[0].command.clone();
     assert!(command.starts_with("scripts/workers 2 target/release/cifar_depth_sweep "), "{command}");
 }

@@ -1,6 +1,6 @@
 //! Releases finished runs into results/ (committed) with a MANIFEST of sha256s, keeps unfinished
 //! runs' newest checkpoints there between work trees, and checks a release: `make release-runs`,
-//! `make results` and the release test use it.
+//! `make release-snapshot`, `make results` and the release test use it.
 
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
