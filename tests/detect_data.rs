@@ -450,10 +450,6 @@ fn table8s_command_trains_and_scores_on_a_generated_coco_folder() {
 fn the_papers_detection_experiments_parse_and_make_runs_them() {
     use resnet_repro::experiment::detect_paper::PaperDetection;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dry_run = |args: &[&str]| {
-        let o = std::process::Command::new("make").arg("-n").args(args).current_dir(repo).output().unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
     for (target, file) in [("reproduce-table7", "table7_voc"), ("reproduce-table8", "table8_coco")] {
         let alone = PaperDetection::load(&repo.join(format!("experiments/{file}.toml"))).unwrap();
         let ranks = PaperDetection::load(&repo.join(format!("experiments/{file}_16.toml"))).unwrap();
@@ -474,13 +470,13 @@ fn the_papers_detection_experiments_parse_and_make_runs_them() {
         };
         assert_eq!(like, alone, "{file}: the two files differ elsewhere");
         // One process: faster_rcnn on the file; NPROC=2: under torchrun, on the file of 16 images.
-        let out = dry_run(&[target, "DATA_DIR=/data"]);
+        let out = common::make_dry_run(&[target, "DATA_DIR=/data"]);
         assert!(
             out.lines().any(|l| l.starts_with("target/release/faster_rcnn --data-dir /data")
                 && l.ends_with(&format!("--config experiments/{file}.toml"))),
             "make -n {target}:\n{out}"
         );
-        let out = dry_run(&[target, "NPROC=2", "DATA_DIR=/data"]);
+        let out = common::make_dry_run(&[target, "NPROC=2", "DATA_DIR=/data"]);
         assert!(
             out.lines().any(|l| l.contains("torchrun --no-python --nproc-per-node 2 ")
                 && l.contains("target/release/faster_rcnn --data-dir /data")

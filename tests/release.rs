@@ -262,15 +262,7 @@ fn estimating_a_sweep_first_changes_none_of_its_bits_and_counts_what_is_left() {
 
 /// What `make -n <target> RELEASE_RUNS=<runs>` would run of the `release` binary, in order.
 fn release_commands(target: &str, runs: &str) -> Vec<String> {
-    let o = std::process::Command::new("make")
-        .args(["-n", target, &format!("RELEASE_RUNS={runs}")])
-        .env_remove("MAKEFLAGS")
-        .env_remove("MAKELEVEL")
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "make -n {target}: {}", String::from_utf8_lossy(&o.stderr));
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let out = common::make_dry_run(&[target, &format!("RELEASE_RUNS={runs}")]);
     out.lines().filter(|l| l.starts_with("target/release/release ")).map(String::from).collect()
 }
 

@@ -427,3 +427,17 @@ pub fn fashion_mnist_installed() -> bool {
         "no Fashion-MNIST in /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist",
     )
 }
+
+/// What `make -n ARGS` prints in the repository: the commands a target would run, none run.
+pub fn make_dry_run(args: &[&str]) -> String {
+    let o = std::process::Command::new("make")
+        .arg("-n")
+        .args(args)
+        .env_remove("MAKEFLAGS")
+        .env_remove("MAKELEVEL")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make -n {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
