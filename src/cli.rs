@@ -282,7 +282,7 @@ pub fn run_table(args: &ExperimentArgs, recipe: &Recipe) -> Result<()> {
 }
 
 /// Before a sweep of the paper's schedule (rank 0, the first worker): how long its unfinished runs
-/// take on this machine, from a timed step of each network, and the quick preset's time as the
+/// take on this machine, from a few timed steps of each network, and the quick preset's time as the
 /// alternative. `None` where it is not said (another worker, image folders, the quick preset).
 fn how_long(
     args: &ExperimentArgs,
@@ -299,6 +299,7 @@ fn how_long(
     }
     let device = opts.train.device;
     let runs = crate::experiment::runner::select(exp.resolve(shape)?, &opts.only, &exp.name)?;
+    eprintln!("{}: timing a few steps of each network to say how long the sweep will take...", exp.name);
     let Some(est) = estimate(&runs, Some(&opts.store), device)? else { return Ok(None) };
     if est.runs.is_empty() {
         return Ok(Some(est));
@@ -310,13 +311,14 @@ fn how_long(
     let quick_runs = quick.resolve(quick.data.shape().unwrap_or(shape))?;
     let quick_time = estimate(&quick_runs, None, device)?.map(|e| e.seconds());
     eprintln!(
-        "{}: {} runs to train, {}{shared} on this machine ({}, {} threads; a step of each net timed, \
-         evaluations left out){}",
+        "{}: {} runs to train, {}{shared} on this machine ({}, {} threads; the median of {} steps of \
+         each net, evaluations left out){}",
         exp.name,
         est.runs.len(),
         about(est.seconds() / workers as f64),
         device_name(device),
         tch::get_num_threads(),
+        crate::experiment::estimate::TIMED_STEPS,
         quick_time.map_or(String::new(), |q| format!(
             ". The quick preset (--quick, PRESET=quick) takes {}: a check of the pipeline, not a reproduction",
             about(q)

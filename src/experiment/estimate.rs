@@ -11,9 +11,12 @@ use anyhow::Result;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// Steps timed per network, after one untimed step (kernels chosen, buffers made): one keeps the
-/// wait short before a sweep of days (a ResNet-110 step on one CPU thread takes about a second).
-const TIMED_STEPS: u32 = 1;
+/// Steps timed per network, after one untimed step (kernels chosen, buffers made); the median is
+/// kept. One step alone scattered the quick preset's estimate from 13 to 22 minutes between four
+/// invocations on a 2-core VM, five from 14 to 15; the machine's own drift over a minute remains
+/// (the full sweep's estimate still spans 9 to 12 days there). Five steps of each of Table 6's
+/// ten networks take about 40 s there, before a sweep of days.
+pub const TIMED_STEPS: usize = 5;
 
 /// The sweep's unfinished runs, in training order, and what each has left on this machine.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,11 +96,14 @@ fn seconds_per_step(run: &RunConfig, device: Device) -> Result<f64> {
         Ok(())
     };
     step()?;
-    let start = Instant::now();
+    let mut seconds = Vec::with_capacity(TIMED_STEPS);
     for _ in 0..TIMED_STEPS {
+        let start = Instant::now();
         step()?;
+        seconds.push(start.elapsed().as_secs_f64());
     }
-    Ok(start.elapsed().as_secs_f64() / f64::from(TIMED_STEPS))
+    seconds.sort_by(f64::total_cmp);
+    Ok(seconds[TIMED_STEPS / 2])
 }
 
 #[cfg(test)]
