@@ -299,7 +299,9 @@ fn how_long(
     }
     let device = opts.train.device;
     let runs = crate::experiment::runner::select(exp.resolve(shape)?, &opts.only, &exp.name)?;
-    eprintln!("{}: timing a few steps of each network to say how long the sweep will take...", exp.name);
+    if runs.iter().any(|r| !opts.store.run(r).is_finished()) {
+        eprintln!("{}: timing a few steps of each network to say how long the sweep will take...", exp.name);
+    }
     let Some(est) = estimate(&runs, Some(&opts.store), device)? else { return Ok(None) };
     if est.runs.is_empty() {
         return Ok(Some(est));

@@ -237,7 +237,7 @@ fn estimating_a_sweep_first_changes_none_of_its_bits_and_counts_what_is_left() {
     let dir = tempfile::tempdir().unwrap();
     let plain = common::fixture_runner(dir.path(), &dir.path().join("plain"));
     resnet_repro::experiment::run_experiment(&tiny(), &plain).unwrap();
-    // The same sweep with a timed step of its net first (as `how_long` does before a sweep).
+    // The same sweep with timed steps of its net first (as `how_long` does before a sweep).
     let timed = common::fixture_runner(dir.path(), &dir.path().join("timed"));
     let runs = tiny().resolve(resnet_repro::data::Shape { classes: 10, channels: 1, size: 28 }).unwrap();
     let est = estimate(&runs, Some(&timed.store), Device::Cpu).unwrap().unwrap();

@@ -14,9 +14,10 @@ use tch::{Device, Kind, Tensor};
 /// Steps timed per network, after one untimed step (kernels chosen, buffers made); the median is
 /// kept. One step alone scattered the quick preset's estimate from 13 to 22 minutes between four
 /// invocations on a 2-core VM, five from 14 to 15; the machine's own drift over a minute remains
-/// (the full sweep's estimate still spans 9 to 12 days there). Five steps of each of Table 6's
-/// ten networks take about 40 s there, before a sweep of days.
+/// (the full sweep's estimate still spans 8 days 17 h to 12 days 1 h there). Six steps of each of
+/// Table 6's ten networks and the quick preset's four take about 45 s there, before a sweep of days.
 pub const TIMED_STEPS: usize = 5;
+const _: () = assert!(TIMED_STEPS > 0);
 
 /// The sweep's unfinished runs, in training order, and what each has left on this machine.
 #[derive(Debug, Clone, PartialEq)]
